@@ -1,0 +1,37 @@
+# The two entry points the README promises; both work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/playbookd: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# One full cycle on freshly generated sample data, file transport; then show what was sent.
+demo: $(BIN)/playbookd
+	rm -rf $(DEMO)
+	$(BIN)/playbookd init $(DEMO)
+	cd $(DEMO) && ../$(BIN)/playbookd validate
+	cd $(DEMO) && ../$(BIN)/playbookd run --once
+	cd $(DEMO) && ../$(BIN)/playbookd status
+	@echo; echo "Emails written to $(DEMO)/outbox/:"; ls $(DEMO)/outbox | head -20
+	@echo "(... $$(ls $(DEMO)/outbox | wc -l) in all)"; echo
+	@f=$$(ls $(DEMO)/outbox/*.eml | head -1); echo "== $$f"; sed -n '1,60p' "$$f"
+
+lint: $(BIN)/playbookd
+	$(BIN)/ruff check playbookd tests bench
+	$(BIN)/mypy playbookd
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/playbookd
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -1,0 +1,140 @@
+"""Throughput and memory: sync rows/s, evaluation accounts/s (10 playbooks), delivery messages/s.
+
+    python bench/run.py                      # 100,000 accounts
+    python bench/run.py --accounts 1000000   # the 1 GB memory target
+    python bench/run.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+Each stage runs in a fresh child process so its peak memory (parent plus rules-engine
+workers) is measured on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+EXTRA_PLAYBOOKS = {
+    "health-drop": "trigger: {when: {all: [{health: {lt: 40}}, {status: active}]}}\n",
+    "high-arr-no-login": "trigger: {when: {all: [{arr: {gte: 50000}}, {last_login_at: {older_than: 14d}}]}}\n",
+    "renewal-soon": "trigger: {when: {renewal_date: {within_next: 30d}}}\n",
+}
+STEPS = "steps:\n  - email: {template: login_nudge, to: primary}\n"
+
+
+def peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def prepare(workdir: Path, accounts: int, database: str) -> Path:
+    from playbookd import sampledata
+
+    for name in ("playbooks", "email_templates"):
+        shutil.copytree(ROOT / name, workdir / name)
+    for name, trigger in EXTRA_PLAYBOOKS.items():
+        (workdir / "playbooks" / f"{name}.yaml").write_text(f"id: {name}\n{trigger}{STEPS}")
+    sampledata.write_sample(workdir / "data", accounts, NOW)
+    config = (ROOT / "config.yaml").read_text().replace("sqlite:///playbookd.db", database)
+    (workdir / "config.yaml").write_text(config)
+    return workdir / "config.yaml"
+
+
+def stage_sync(config_path: Path) -> dict[str, float]:
+    from playbookd.db import connect
+    from playbookd.settings import load_config
+    from playbookd.sync import sync
+
+    config = load_config(config_path)
+    engine = connect(config.database)
+    started = time.perf_counter()
+    report = sync(engine, config, now=NOW)
+    seconds = time.perf_counter() - started
+    rows = sum(s.read for s in report.sources)
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+def stage_evaluate(config_path: Path, workers: int | None) -> dict[str, float]:
+    from sqlalchemy import func, select
+
+    from playbookd import enroll, runtime
+    from playbookd.db import connect
+    from playbookd.schema import accounts
+    from playbookd.settings import load_config
+
+    config = load_config(config_path)
+    engine = connect(config.database)
+    rt = runtime.load(config=config, engine=engine)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(accounts)).scalar_one()
+    started = time.perf_counter()
+    matched = sum(1 for _ in enroll.candidates(rt, engine, NOW, workers=workers))
+    seconds = time.perf_counter() - started
+    return {"accounts": total, "playbooks": len(rt.active), "candidates": matched, "seconds": seconds,
+            "accounts_per_s": total / seconds}
+
+
+def stage_deliver(accounts: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_delivery.py"), "--accounts", str(accounts),
+                          "--json"], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def child(stage: str, args: argparse.Namespace, config_path: Path) -> dict[str, float]:
+    if stage == "sync":
+        result = stage_sync(config_path)
+    elif stage == "evaluate":
+        result = stage_evaluate(config_path, args.workers)
+    else:
+        result = stage_deliver(args.delivery_accounts)
+    result["peak_mb"] = peak_mb()
+    return result
+
+
+def run_stage(stage: str, argv: list[str], config_path: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, *argv, "--stage", stage, "--config", str(config_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{out.stderr}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--delivery-accounts", type=int, default=3_000,
+                        help="sample accounts whose first emails are rendered and sent over SMTP")
+    parser.add_argument("--workers", type=int, default=None, help="rules-engine worker processes")
+    parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(child(args.stage, args, args.config)))
+        return
+    with tempfile.TemporaryDirectory(prefix="playbookd-bench-") as tmp:
+        workdir = Path(tmp)
+        started = time.perf_counter()
+        config_path = prepare(workdir, args.accounts, args.database or f"sqlite:///{workdir}/bench.db")
+        print(f"generated {args.accounts:,} accounts in {time.perf_counter() - started:.1f}s")
+        argv = sys.argv[1:]
+        for stage in ("sync", "evaluate", "deliver"):
+            result = run_stage(stage, argv, config_path)
+            print(f"{stage:9} " + "  ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v:,}"
+                                            for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from playbookd.cli import main
+
+main()

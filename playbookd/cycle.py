@@ -1,0 +1,118 @@
+"""One cycle of the engine: sync, evaluate, advance due steps, deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from playbookd import cluster, deliver, enroll, metrics, webhooks
+from playbookd.cadence import advance
+from playbookd.db import utcnow
+from playbookd.mailer import make_transport
+from playbookd.runtime import Runtime
+from playbookd.state import put
+from playbookd.sync import SyncReport, sync
+
+log = logging.getLogger("playbookd.cycle")
+
+
+@dataclass
+class CycleReport:
+    sync: SyncReport | None = None
+    enrolled: int = 0
+    advanced: int = 0
+    delivery: deliver.Report = field(default_factory=deliver.Report)
+    webhooks: webhooks.Report = field(default_factory=webhooks.Report)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sync is None or self.sync.ok
+
+
+def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None,
+             now: datetime | None = None) -> SyncReport:
+    with metrics.CYCLE_SECONDS.labels("sync").time():
+        report = sync(engine, runtime.config, only, now=now)
+    for source in report.sources:
+        metrics.SYNCED_ROWS.labels(source.source).inc(source.read)
+    for line in report.summary_lines():
+        log.info(line)
+    return report
+
+
+def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    with metrics.CYCLE_SECONDS.labels("evaluate").time():
+        report.enrolled = enroll.evaluate(runtime, engine, now)
+        report.advanced = advance(runtime, engine, now)
+    metrics.EVALUATIONS.inc()
+    metrics.ENROLLED.inc(report.enrolled)
+    log.info("evaluated", extra={"enrolled": report.enrolled, "advanced": report.advanced})
+    put(engine, "last_evaluation", {"at": now.isoformat(), "enrolled": report.enrolled,
+                                    "advanced": report.advanced})
+
+
+def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | None = None) -> int:
+    """This replica's share of planned evaluations, then the due steps; returns ranges evaluated."""
+    started = time.monotonic()
+    done = cluster.work(runtime, engine, stop)
+    if done:
+        advanced = advance(runtime, engine, utcnow())
+        metrics.CYCLE_SECONDS.labels("evaluate").observe(time.monotonic() - started)
+        metrics.EVALUATIONS.inc()
+        log.info("evaluated", extra={"ranges": done, "advanced": advanced})
+    return done
+
+
+def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
+    """Enroll from pending events and run the new enrollments' first steps; returns enrollments made."""
+    enrolled = enroll.process_events(runtime, engine, now)
+    if enrolled:
+        advance(runtime, engine, now)
+        log.info("events processed", extra={"enrolled": enrolled})
+    return enrolled
+
+
+def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
+                clock: Callable[[], datetime] = utcnow) -> deliver.Report:
+    async def go() -> deliver.Report:
+        transport = metrics.TimedTransport(make_transport(runtime.config.delivery))
+        try:
+            return await deliver.deliver(runtime, engine, transport, stop, clock)
+        finally:
+            await transport.close()
+
+    report = asyncio.run(go())
+    if report.sent or report.failed or report.unknown or report.retried:
+        log.info("delivered", extra={"delivery": report.line()})
+    return report
+
+
+def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
+                  clock: Callable[[], datetime] = utcnow) -> webhooks.Report:
+    report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock)
+    if report.sent or report.failed or report.retried:
+        log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})
+    return report
+
+
+def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
+    """Exactly one full cycle, as `playbookd run --once` does."""
+    started = time.monotonic()
+    now = at or utcnow()
+    report = CycleReport()
+    report.sync = run_sync(runtime, engine, now=now)
+    evaluate_and_advance(runtime, engine, now, report)
+    clock = (lambda: now) if at else utcnow
+    report.delivery = deliver_due(runtime, engine, clock=clock)
+    report.webhooks = post_webhooks(runtime, engine, clock=clock)
+    report.seconds = time.monotonic() - started
+    put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    return report

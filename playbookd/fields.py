@@ -1,0 +1,165 @@
+"""Field names and types: the well-known account and contact fields, and type inference."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+STRING, INTEGER, DECIMAL, BOOLEAN, DATE, DATETIME = (
+    "string", "integer", "decimal", "boolean", "date", "datetime",
+)
+TYPES = (STRING, INTEGER, DECIMAL, BOOLEAN, DATE, DATETIME)
+NUMERIC = frozenset({INTEGER, DECIMAL})
+TEMPORAL = frozenset({DATE, DATETIME})
+
+ACCOUNT_FIELDS: dict[str, str] = {
+    "id": STRING,
+    "name": STRING,
+    "arr": DECIMAL,
+    "plan": STRING,
+    "lifecycle_stage": STRING,
+    "status": STRING,
+    "renewal_date": DATE,
+    "last_login_at": DATETIME,
+    "open_escalations": INTEGER,
+    "nps": INTEGER,
+    "health": INTEGER,
+    "csm_email": STRING,
+}
+# Maintained by sync from the account's contacts, so playbooks can react to people leaving.
+DERIVED_FIELDS: dict[str, str] = {
+    "segment": STRING,
+    "contacts_active": INTEGER,
+    "champion_left_at": DATETIME,
+    "admin_left_at": DATETIME,
+}
+CONTACT_FIELDS: dict[str, str] = {
+    "account_id": STRING,
+    "email": STRING,
+    "first_name": STRING,
+    "last_name": STRING,
+    "role": STRING,
+    "timezone": STRING,
+    "status": STRING,
+    "is_primary": BOOLEAN,
+}
+EVENT_FIELDS: dict[str, str] = {"account_id": STRING, "name": STRING, "occurred_at": DATETIME}
+
+_INT = re.compile(r"^[+-]?\d+$")
+_DEC = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_TRUE, _FALSE = frozenset({"true", "yes"}), frozenset({"false", "no"})
+
+
+def infer(text: str) -> tuple[str, Any]:
+    """Type a CSV cell by inference: integer, decimal, date, datetime, boolean, else string."""
+    value = text.strip()
+    lowered = value.lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return BOOLEAN, lowered in _TRUE
+    if len(value) > 1 and value[0] == "0" and value.isdigit():
+        return STRING, text  # identifiers such as zip codes keep their leading zeros
+    for kind in (INTEGER, DECIMAL, DATE, DATETIME):
+        try:
+            return kind, coerce(value, kind)
+        except ValueError:
+            continue
+    return STRING, text
+
+
+def coerce(value: Any, kind: str) -> Any:
+    """Convert a raw value (CSV text, JSON scalar, YAML scalar) to `kind`; ValueError if it is not one."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    return _COERCE[kind](value)
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return str(value)
+
+
+def _to_integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT.match(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_decimal(value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _DEC.match(value.strip()):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise ValueError(f"expected a number, got {value!r}") from exc
+        return int(number) if number == number.to_integral_value() and "." not in value else float(number)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _to_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _to_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _DATE.match(value.strip()):
+        return date.fromisoformat(value.strip())
+    raise ValueError(f"expected a date (YYYY-MM-DD), got {value!r}")
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        text = value.strip()
+        if _DATETIME.match(text) or _DATE.match(text):
+            try:
+                return datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+    raise ValueError(f"expected an ISO 8601 datetime, got {value!r}")
+
+
+_COERCE = {
+    STRING: _to_string,
+    INTEGER: _to_integer,
+    DECIMAL: _to_decimal,
+    BOOLEAN: _to_boolean,
+    DATE: _to_date,
+    DATETIME: _to_datetime,
+}
+
+
+def widen(old: str | None, new: str) -> str:
+    """The type that holds both: integers widen to decimals, dates to datetimes, else text."""
+    if old is None or old == new:
+        return new
+    if {old, new} <= NUMERIC:
+        return DECIMAL
+    if {old, new} <= TEMPORAL:
+        return DATETIME
+    return STRING

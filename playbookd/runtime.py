@@ -1,0 +1,129 @@
+"""Everything the engine runs with, loaded and validated together: config, playbooks, templates.
+
+A Runtime is immutable once built; the daemon swaps in a new one on reload only when the
+new one validated without problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from playbookd import fields as F
+from playbookd.conditions import Condition, FieldTypes, parse_condition
+from playbookd.errors import Problem, UserError, ValidationError
+from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, load_playbooks
+from playbookd.records import account_types
+from playbookd.schema import contacts
+from playbookd.schema import fields as fields_table
+from playbookd.settings import Config, load_config
+from playbookd.templates import Templates
+from playbookd.yamlsource import load_yaml_file
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    playbooks: tuple[Playbook, ...]
+    templates: Templates
+    segments: tuple[tuple[str, Condition | None], ...]
+    types: dict[str, str | None] = field(default_factory=dict)
+
+    def playbook(self, playbook_id: str) -> Playbook | None:
+        return next((p for p in self.playbooks if p.id == playbook_id), None)
+
+    @property
+    def active(self) -> tuple[Playbook, ...]:
+        return tuple(p for p in self.playbooks if p.enabled)
+
+
+def store_catalog(engine: Engine | None) -> tuple[dict[str, str], set[str]]:
+    """Custom account field types and contact roles the store already knows, if reachable."""
+    if engine is None:
+        return {}, set()
+    try:
+        with engine.connect() as conn:
+            types = {r.name: r.type for r in conn.execute(
+                select(fields_table).where(fields_table.c.entity == "accounts"))}
+            roles = {r for (r,) in conn.execute(select(contacts.c.role).distinct()) if r}
+    except SQLAlchemyError:
+        return {}, set()
+    return types, roles
+
+
+def source_catalog(config: Config) -> tuple[dict[str, str | None], list[Problem]]:
+    """Account columns the configured sources supply (a CSV's header), typed where declared."""
+    from playbookd.sources import source_columns
+
+    found: dict[str, str | None] = {}
+    problems: list[Problem] = []
+    for source in config.sources:
+        if source.entity != "accounts":
+            continue
+        try:
+            columns = source_columns(source)
+        except UserError as exc:
+            problems.append(Problem(str(config.path), None, None, f"source {source.name}: {exc}"))
+            continue
+        for column in columns:
+            found[column] = source.types.get(column, found.get(column))
+    return found, problems
+
+
+def field_types(config: Config, engine: Engine | None) -> tuple[dict[str, str | None], list[Problem]]:
+    store_types, _ = store_catalog(engine)
+    from_sources, problems = source_catalog(config)
+    types: dict[str, str | None] = {**from_sources}
+    types.update(store_types)
+    types.update(account_types({}))
+    types.setdefault("risk_flag", F.STRING)
+    return types, problems
+
+
+def _segments(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[str, Condition | None]],
+                                                                     list[Problem]]:
+    doc, problems = load_yaml_file(config.path)
+    result: list[tuple[str, Condition | None]] = []
+    if doc is None:
+        return result, problems
+    for index, segment in enumerate(config.segments):
+        if segment.when is None:
+            result.append((segment.name, None))
+            continue
+        cond, errors = parse_condition(doc, ("segments", index, "when"), FieldTypes(types))
+        problems += errors
+        result.append((segment.name, cond))
+    return result, problems
+
+
+def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]]:
+    """Load playbooks and templates for `config`; every problem is returned, none raised."""
+    types, problems = field_types(config, engine)
+    segments, errors = _segments(config, types)
+    problems += errors
+    _, store_roles = store_catalog(engine)
+    ctx = Context(FieldTypes(types), tuple(config.segment_names), KNOWN_ROLES | store_roles)
+    playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
+    problems += errors
+    templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types)
+    required: dict[str, list[tuple[str, int | None, int | None]]] = {}
+    for playbook in playbooks:
+        for name, where in playbook.templates():
+            required.setdefault(name, []).append((where.file, where.line, where.col))
+    problems += templates.validate(required)
+    runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types)
+    return runtime, problems
+
+
+def load(config_path: Path | None = None, engine: Engine | None = None,
+         config: Config | None = None) -> Runtime:
+    """Build a Runtime or raise ValidationError listing every problem."""
+    config = config or load_config(config_path)
+    runtime, problems = build(config, engine)
+    if problems:
+        raise ValidationError(problems)
+    return runtime

@@ -1,0 +1,56 @@
+"""The only module that knows APScheduler: named interval jobs on three serial executors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+WORK, DELIVERY, CONTROL = "work", "delivery", "control"
+
+
+class Scheduler:
+    """Sync and evaluation run one at a time on `work`; delivery beside them; `control` (leadership) is never
+    stuck behind either."""
+
+    def __init__(self) -> None:
+        self._scheduler = BackgroundScheduler(
+            executors={WORK: ThreadPoolExecutor(1), DELIVERY: ThreadPoolExecutor(1), CONTROL: ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+
+    def every(self, name: str, interval: timedelta, func: Callable[[], None], executor: str = WORK,
+              first_in: timedelta = timedelta(0)) -> None:
+        self._scheduler.add_job(func, "interval", seconds=max(interval.total_seconds(), 1), id=name,
+                                name=name, executor=executor, replace_existing=True,
+                                next_run_time=datetime.now(UTC) + first_in)
+
+    def once(self, name: str, func: Callable[[], None], executor: str = WORK) -> None:
+        self._scheduler.add_job(func, "date", id=name, name=name, executor=executor, replace_existing=True,
+                                run_date=datetime.now(UTC))
+
+    def nudge(self, name: str) -> None:
+        """Run an interval job as soon as possible instead of waiting for its next turn."""
+        job = self._scheduler.get_job(name)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    def remove(self, name: str) -> None:
+        if self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+
+    def jobs(self) -> list[str]:
+        return [job.id for job in self._scheduler.get_jobs()]
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def pause(self) -> None:
+        self._scheduler.pause()
+
+    def shutdown(self, wait: bool) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)

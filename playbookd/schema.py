@@ -1,0 +1,208 @@
+"""Tables of the state store. Portable between SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+# SQLite wants INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a BIGINT.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+When = DateTime(timezone=True)
+
+# An account's field values live in `data` (JSON, typed: dates as ISO text) because most of
+# them are custom columns; `changes` holds {field: {"from": old, "at": iso}} for fields that
+# changed in the latest sync of the source that supplies them.
+accounts = Table(
+    "accounts", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("segment", String(100), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("synced_at", When, nullable=False),
+    Column("created_at", When, nullable=False),
+)
+
+# Known custom fields and their inferred types, so validate knows what a playbook may name.
+fields = Table(
+    "fields", metadata,
+    Column("entity", String(20), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("type", String(20), nullable=False),
+)
+
+contacts = Table(
+    "contacts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("role", String(100)),
+    Column("timezone", String(64)),
+    Column("status", String(40), nullable=False, default="active"),
+    Column("is_primary", Boolean, nullable=False, default=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("data", JSON, nullable=False),
+    Column("synced_at", When, nullable=False),
+    UniqueConstraint("account_id", "email", name="uq_contacts_account_email"),
+)
+Index("ix_contacts_email", contacts.c.email)
+
+enrollments = Table(
+    "enrollments", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("playbook_id", String(200), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    Column("state", String(20), nullable=False),  # active | completed | exited
+    Column("step", Integer, nullable=False, default=0),  # index of the next step to run
+    Column("next_due_at", When),
+    Column("entered_at", When, nullable=False),
+    Column("finished_at", When),
+    Column("reason", Text),
+    Column("goal_met_at", When),
+    Column("event_id", BigInteger),
+    # one live enrollment per (playbook, account): NULL for finished rows
+    Column("active_key", String(420), unique=True),
+)
+Index("ix_enrollments_due", enrollments.c.state, enrollments.c.next_due_at)
+Index("ix_enrollments_pa", enrollments.c.playbook_id, enrollments.c.account_id)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),  # enrollment:step:contact
+    Column("message_id", String(300), nullable=False, unique=True),
+    Column("enrollment_id", BigInteger),
+    Column("playbook_id", String(200), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    Column("contact_id", BigInteger),
+    Column("to_addr", String(320), nullable=False),
+    Column("template", String(400), nullable=False),
+    Column("variant", String(100)),
+    Column("category", String(100), nullable=False, default="default"),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("headers", JSON, nullable=False),
+    # queued | sending | sent | failed | skipped | unknown
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", When, nullable=False),
+    Column("created_at", When, nullable=False),
+    Column("sent_at", When),
+    Column("last_error", Text),
+    Column("claimed_by", String(200)),
+)
+Index("ix_outbox_due", outbox.c.state, outbox.c.not_before)
+Index("ix_outbox_to", outbox.c.to_addr, outbox.c.state)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),  # enrollment:step
+    Column("account_id", String(200), nullable=False),
+    Column("playbook_id", String(200), nullable=False),
+    Column("enrollment_id", BigInteger),
+    Column("title", Text, nullable=False),
+    Column("assignee", String(320)),
+    Column("due_at", When),
+    Column("state", String(20), nullable=False, default="open"),
+    Column("created_at", When, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("account_id", String(200), nullable=False),
+    Column("playbook_id", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("state", String(20), nullable=False),  # queued | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", When, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", When, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("occurred_at", When, nullable=False),
+    Column("received_at", When, nullable=False),
+    Column("processed_at", When),
+    Column("dedupe_key", String(300), unique=True),
+)
+Index("ix_events_pending", events.c.processed_at)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", When, nullable=False),
+    Column("account_id", String(200)),
+    Column("playbook_id", String(200)),
+    Column("enrollment_id", BigInteger),
+    Column("contact", String(320)),
+    Column("step", Integer),
+    Column("event", String(40), nullable=False),
+    Column("reason", Text),
+    Column("detail", JSON),
+)
+Index("ix_audit_account", audit.c.account_id, audit.c.at)
+Index("ix_audit_playbook", audit.c.playbook_id, audit.c.at)
+
+# Evaluation work split into account-id ranges [lo, hi) that every replica takes from.
+ranges = Table(
+    "ranges", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_at", When, nullable=False),  # the evaluation moment all ranges of a run share
+    Column("lo", String(200)),
+    Column("hi", String(200)),
+    Column("state", String(20), nullable=False),  # queued | running | done
+    Column("claimed_by", String(200)),
+    Column("claimed_at", When),
+    Column("enrolled", Integer),
+)
+Index("ix_ranges_state", ranges.c.state, ranges.c.id)
+
+bounces = Table(  # consecutive soft bounces per address, cleared by a delivery
+    "bounces", metadata,
+    Column("email", String(320), primary_key=True),
+    Column("soft_in_row", Integer, nullable=False),
+    Column("updated_at", When, nullable=False),
+)
+
+suppressions = Table(
+    "suppressions", metadata,
+    Column("email", String(320), primary_key=True),
+    Column("category", String(100), primary_key=True),  # '*' for everything
+    Column("reason", String(40), nullable=False),  # unsubscribed | bounced | manual | complaint
+    Column("note", Text),
+    Column("created_at", When, nullable=False),
+)
+
+# Small named values: last successful cycle, leader heartbeat, schema facts.
+state = Table(
+    "state", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_at", When, nullable=False),
+)
+

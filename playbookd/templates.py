@@ -1,0 +1,590 @@
+"""Email templates: segment fallback, front matter, sandboxed rendering and validation.
+
+Layout under the templates folder::
+
+    default/<name>.html.j2      front matter + HTML body (a customer email)
+    default/<name>.txt.j2       optional text part; else derived from the HTML
+    <segment>/<name>.html.j2    segment override, falls back to default/ (so does .txt.j2)
+    _layouts/base.html.j2       {% extends "_layouts/base.html.j2" %}
+    _partials/footer.html.j2    {% include "_partials/footer.html.j2" %}
+
+An email starts with front matter between two `---` lines::
+
+    ---
+    subject: "{{ account.name }}: your team misses you"   # required, one line, not escaped
+    preheader: Three things to try today                  # optional; the body gets it as `preheader`
+    ---
+
+Context: account, contact, segment, playbook, csm, company, unsubscribe_url. A variable
+that does not exist is an error, and so is printing an empty value (None): write
+`{{ contact.first_name or "there" }}`. Every email must show `unsubscribe_url` and
+`company.postal_address` (itself or through its layout); the text part must carry the link.
+
+Filters (each passes None through, so `{{ x | date or "soon" }}` works):
+    date        {{ account.renewal_date | date }} -> "March 3, 2026"; | date("%d %b") -> "03 Mar"
+    money       {{ account.arr | money }} -> "$12,500"; 99.5 -> "$99.50"; | money("€")
+    days_until  {{ account.renewal_date | days_until }} -> 45 (negative once past)
+    first_name  {{ csm.name | first_name }} -> "Dana"
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import html2text
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape
+
+from playbookd.errors import Problem, UserError
+from playbookd.settings import Company
+from playbookd.yamlsource import parse_yaml
+
+HTML, TEXT = ".html.j2", ".txt.j2"
+DEFAULT = "default"
+SHARED = ("_layouts", "_partials")
+FRONT_KEYS = ("subject", "preheader")
+_NAME = re.compile(r"[A-Za-z0-9][\w-]*(/[A-Za-z0-9][\w-]*)*")
+_LOOKS_LIKE_TEMPLATE = (".j2", ".jinja", ".jinja2", ".html", ".htm", ".txt")
+_SAMPLE_COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
+Where = tuple[str, int | None, int | None]
+_NO_REQUIRED: Mapping[str, Sequence[Where]] = MappingProxyType({})
+
+
+class TemplateError(UserError):
+    """A template that cannot be used; `problem` says which file, which line and why."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    template: str  # resolved path under the templates folder, e.g. "tech_touch/login_nudge.html.j2"
+    subject: str
+    preheader: str | None
+    html: str
+    text: str
+
+
+def _fail(file: str, line: int | None, why: str) -> NoReturn:
+    raise TemplateError(Problem(file, line, None, why)) from None
+
+
+def _did_you_mean(word: str, options: Sequence[str], otherwise: str = "") -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean '{close[0]}'?" if close else otherwise
+
+
+class _EmptyValue(Exception):
+    """Printing None would put an empty string (or "None") in a customer's inbox."""
+
+
+# ---- filters -------------------------------------------------------------------------------------
+
+def _as_date(value: Any, filter_name: str) -> date:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, date):
+        raise TypeError(f"{filter_name} needs a date, got {type(value).__name__} {value!r}")
+    return value
+
+
+def date_filter(value: Any, fmt: str | None = None) -> str | None:
+    if value is None:
+        return None
+    day = _as_date(value, "date")
+    return day.strftime(fmt) if fmt else f"{day:%B} {day.day}, {day.year}"
+
+
+def money_filter(value: Any, symbol: str = "$") -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise TypeError(f"money needs a number, got {type(value).__name__} {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise TypeError(f"money needs a number, got {value!r}") from None
+    digits = f"{abs(amount):,.0f}" if amount == amount.to_integral_value() else f"{abs(amount):,.2f}"
+    return f"{'-' if amount < 0 else ''}{symbol}{digits}"
+
+
+def days_until_filter(value: Any) -> int | None:
+    if value is None:
+        return None
+    when = _as_date(value, "days_until")
+    if isinstance(when, datetime):
+        # an aware timestamp counts days in its own zone, so "tomorrow" means the customer's tomorrow
+        return (when.date() - datetime.now(when.tzinfo).date()).days
+    return (when - date.today()).days
+
+
+def first_name_filter(value: Any) -> str | None:
+    words = str(value).split() if value is not None else []
+    return words[0] if words else None
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "date": date_filter, "money": money_filter,
+    "days_until": days_until_filter, "first_name": first_name_filter,
+}
+
+
+# ---- Jinja environment ---------------------------------------------------------------------------
+
+def _is_email(rel: str) -> bool:
+    return rel.endswith(HTML) and "/" in rel and not rel.startswith("_")
+
+
+def _is_fence(line: str) -> bool:
+    return line.strip("\ufeff \t\r") == "---"
+
+
+def _front_end(lines: list[str]) -> int | None:
+    """Index of the line closing the front matter, or None without (closed) front matter."""
+    if not _is_fence(lines[0]):
+        return None
+    return next((i for i in range(1, len(lines)) if _is_fence(lines[i])), None)
+
+
+def _blank_front(source: str) -> str:
+    # blank lines instead of removing them keep Jinja's line numbers equal to the file's
+    lines = source.split("\n")
+    end = _front_end(lines)
+    return source if end is None else "\n" * (end + 1) + "\n".join(lines[end + 1:])
+
+
+class _Loader(jinja2.FileSystemLoader):
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return (_blank_front(source) if _is_email(template) else source), filename, uptodate
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # a custom field named like a dict method (items, values, keys) is the field
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def _finalize(value: Any) -> Any:
+    if value is None:
+        raise _EmptyValue()
+    return value
+
+
+def _environment(root: Path) -> _Environment:
+    env = _Environment(
+        loader=_Loader(str(root)), undefined=jinja2.StrictUndefined, finalize=_finalize,
+        autoescape=lambda name: name is not None and not name.endswith(TEXT),
+        cache_size=-1, auto_reload=False, keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+# ---- errors with file and line -------------------------------------------------------------------
+
+def _line_of(source: str, line: int | None) -> str:
+    lines = source.split("\n")
+    return lines[line - 1] if line and 0 < line <= len(lines) else ""
+
+
+def _source_line(file: str, line: int | None) -> str:
+    try:
+        return _line_of(Path(file).read_text(encoding="utf-8"), line)
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _undefined_why(message: str, text: str) -> str:
+    name = re.search(r"'(\w+)' is undefined", message)
+    if name:
+        return f"undefined variable '{name.group(1)}'"
+    attr = re.search(r"has no attribute '(\w+)'", message)
+    ref = attr and re.search(rf"[A-Za-z_][\w.]*\.{attr.group(1)}\b", text)
+    return f"undefined variable '{ref.group(0)}' ({message})" if ref else f"undefined variable: {message}"
+
+
+def _why(exc: BaseException, text: str) -> str:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"syntax error: {exc.message}"
+    if isinstance(exc, jinja2.UndefinedError):
+        return _undefined_why(str(exc), text)
+    if isinstance(exc, SecurityError):
+        return f"not allowed in a template: {exc}"
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return f"template '{exc.name}' not found"
+    if isinstance(exc, _EmptyValue):
+        shown = re.findall(r"\{\{-?\s*(.+?)\s*-?\}\}", text)
+        what = f"'{shown[0]}' is" if len(shown) == 1 else "a value printed here is"
+        return f'{what} empty (None); give it a default, e.g. {{{{ contact.first_name or "there" }}}}'
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _where(exc: BaseException, root: str) -> tuple[str | None, int | None]:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.filename, exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename == "<template>" or f.filename.startswith(root + os.sep)]
+    return (frames[-1].filename, frames[-1].lineno) if frames else (None, None)
+
+
+@contextmanager
+def _located(root: Path, file: str, offset: int | None = None, source: str | None = None) -> Iterator[None]:
+    """Turn any failure inside a template into a TemplateError naming the template file and line.
+
+    `offset` is set for a template compiled from a string (a subject): its line 1 is file line offset+1;
+    `source` is that string when it is not in a file at all.
+    """
+    try:
+        yield
+    except TemplateError:
+        raise
+    except Exception as exc:
+        where, line = _where(exc, str(root))
+        text = _line_of(source, line) if source is not None else ""
+        if where in (None, "<template>"):
+            where, line = file, (offset + (line or 1) if offset is not None else line)
+        text = text or _source_line(where or file, line)
+        _fail(where or file, line, _why(exc, text))
+
+
+# ---- front matter --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Part:
+    """A front matter value compiled as a template, with the file line it starts on."""
+
+    template: jinja2.Template
+    file: str
+    line: int
+
+    def render(self, root: Path, context: Mapping[str, Any]) -> str:
+        with _located(root, self.file, self.line - 1):
+            return self.template.render(context)
+
+
+@dataclass(frozen=True)
+class _Head:
+    subject: _Part
+    preheader: _Part | None
+
+
+def _front_matter(source: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The front matter mapping and the file line of each key's value."""
+    lines = source.split("\n")
+    if not _is_fence(lines[0]):
+        _fail(file, 1, "missing front matter: start the file with a line '---', 'subject: ...', a line '---'")
+    end = _front_end(lines)
+    if end is None:
+        _fail(file, 1, "front matter is not closed: add a line '---' after it")
+    doc, problems = parse_yaml("\n".join(lines[1:end]), file)
+    if doc is None:
+        first = problems[0]  # the YAML starts on the file's second line
+        raise TemplateError(Problem(file, (first.line or 0) + 1, first.col, first.message))
+    if doc.data is not None and not isinstance(doc.data, dict):
+        _fail(file, 2, "front matter must be a mapping such as 'subject: Hello'")
+    meta = dict(doc.data or {})
+    return meta, {str(k): (doc.where((k,))[0] or 0) + 1 for k in meta}
+
+
+def _check_front(meta: dict[str, Any], lines: dict[str, int], file: str) -> None:
+    for key in meta:
+        if key not in FRONT_KEYS:
+            hint = _did_you_mean(str(key), FRONT_KEYS, f"; allowed: {', '.join(FRONT_KEYS)}")
+            _fail(file, lines[str(key)], f"unknown front matter key '{key}'{hint}")
+    if "subject" not in meta:
+        _fail(file, 1, "front matter has no subject")
+    for key, value in meta.items():
+        text = value is None or isinstance(value, str | int | float)
+        if not text or (key == "subject" and value in ("", None)):
+            _fail(file, lines[key], f"{key} must be a non-empty line of text")
+
+
+def _one_line(text: str, part: _Part, what: str) -> str:
+    line = text.strip()
+    if not line or "\n" in line or "\r" in line:
+        shown = repr(line) if line else "nothing"
+        _fail(part.file, part.line, f"{what} must render to one non-empty line, got {shown}")
+    return line
+
+
+# ---- text part -----------------------------------------------------------------------------------
+
+class _SkipHidden:
+    """Drops display:none blocks (the preheader and its filler characters) from the text part."""
+
+    def __init__(self) -> None:
+        self.hidden: list[bool] = []
+
+    def __call__(self, parser: Any, tag: str, attrs: Mapping[str, str | None], start: bool) -> bool:
+        if tag in ("div", "span") and start:
+            self.hidden.append("display:none" in (attrs.get("style") or "").replace(" ", "").lower())
+            parser.quiet += self.hidden[-1]
+        elif tag in ("div", "span") and self.hidden:
+            parser.quiet -= self.hidden.pop()
+        return False  # html2text still handles the tag itself
+
+
+def html_to_text(html: str) -> str:
+    """Plain-text part from the HTML: links kept as [text](url), images dropped, wrapped at 78."""
+    parser = html2text.HTML2Text()
+    parser.body_width = 78
+    parser.ignore_images = True
+    parser.ignore_emphasis = True
+    parser.ignore_tables = True  # layout tables, not data: keep the text, drop the grid
+    parser.tag_callback = _SkipHidden()  # type: ignore[assignment]  # html2text types it as None
+    parser.wrap_links = False  # a wrapped URL is a broken URL
+    parser.unicode_snob = True
+    lines = [line.rstrip() for line in str(parser.handle(html)).strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _shows(html: str, value: str) -> bool:
+    # an address may be split over lines (<br>) by the layout: every line of it must be there
+    parts = [p.strip() for p in value.splitlines() if p.strip()] or [value]
+    return all(p in html or str(escape(p)) in html for p in parts)
+
+
+# ---- the templates folder ------------------------------------------------------------------------
+
+def _scan(root: Path) -> frozenset[str]:
+    if not root.is_dir():
+        return frozenset()
+    found = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    return frozenset(p.as_posix() for p in found if not any(part.startswith(".") for part in p.parts))
+
+
+def _sample_value(name: str, kind: str | None) -> Any:
+    now = datetime.now(UTC).replace(microsecond=0)
+    samples = {"integer": 42, "decimal": 62.5, "boolean": True, "date": date.today() + timedelta(days=30),
+               "datetime": now - timedelta(days=2)}
+    return samples.get(kind or "", f"sample {name}")
+
+
+class Templates:
+    """The templates folder of one configuration; compiled templates are cached until rebuilt."""
+
+    def __init__(self, root: Path, segments: Sequence[str], *, company: Company | None = None,
+                 fields: Mapping[str, str | None] | None = None) -> None:
+        # company and fields only shape the sample context that validate() renders with
+        self.root = Path(os.path.abspath(root))
+        self.segments = tuple(segments)
+        self._company = company or _SAMPLE_COMPANY
+        self._fields = dict(fields or {})
+        self._files = _scan(self.root)
+        self._env = _environment(self.root)
+        self._heads: dict[str, _Head] = {}
+        self._strings: dict[str, jinja2.Template] = {}
+
+    def _path(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def _folders(self) -> tuple[str, ...]:
+        return (DEFAULT, *self.segments)
+
+    def names(self) -> set[str]:
+        """Logical names (`login_nudge`) of every email in default/ and the segment folders."""
+        folders = self._folders()
+        return {rel.partition("/")[2][: -len(HTML)] for rel in self._files
+                if _is_email(rel) and rel.partition("/")[0] in folders}
+
+    def _hint(self, name: str) -> str:
+        return _did_you_mean(name, sorted(self.names() - {name}))
+
+    def resolve(self, name: str, segment: str) -> str:
+        """`segment/name.html.j2` if it exists, else `default/name.html.j2`."""
+        found = self._pick(name, segment, HTML)
+        if found is None:
+            why = f"template '{name}' not found: no {segment}/{name}{HTML} and no {DEFAULT}/{name}{HTML}"
+            _fail(str(self.root), None, why + self._hint(name))
+        return found
+
+    def _pick(self, name: str, segment: str, suffix: str) -> str | None:
+        if not _NAME.fullmatch(name):
+            return None
+        return next((rel for rel in (f"{segment}/{name}{suffix}", f"{DEFAULT}/{name}{suffix}")
+                     if rel in self._files), None)
+
+    def _head(self, rel: str) -> _Head:
+        head = self._heads.get(rel)
+        if head is None:
+            head = self._heads[rel] = self._compile_head(rel)
+        return head
+
+    def _compile_head(self, rel: str) -> _Head:
+        file = self._path(rel)
+        try:
+            source = (self.root / rel).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(file, None, f"cannot read: {exc}")
+        meta, lines = _front_matter(source.removeprefix("\ufeff"), file)
+        _check_front(meta, lines, file)
+        parts = {}
+        for key, value in meta.items():
+            if value in (None, ""):
+                continue  # an empty preheader is no preheader
+            with _located(self.root, file, lines[key] - 1):
+                parts[key] = _Part(self._env.from_string(str(value)), file, lines[key])
+        return _Head(parts["subject"], parts.get("preheader"))
+
+    def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
+        """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
+        rel = self.resolve(name, segment)
+        head = self._head(rel)
+        subject = _one_line(head.subject.render(self.root, context), head.subject, "subject")
+        preheader = None
+        if head.preheader is not None:
+            preheader = " ".join(head.preheader.render(self.root, context).split()) or None
+        html = self._render_file(rel, {**context, "preheader": preheader})
+        text_rel = self._pick(name, segment, TEXT)
+        text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
+        self._check_footer(rel, text_rel, html, text, context)
+        return Rendered(rel, subject, preheader, html, text)
+
+    def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
+        with _located(self.root, self._path(rel)):
+            return self._env.get_template(rel).render(context)
+
+    def _check_footer(self, rel: str, text_rel: str | None, html: str, text: str,
+                      context: Mapping[str, Any]) -> None:
+        company = context.get("company") or {}
+        needed = {"unsubscribe_url": context.get("unsubscribe_url"),
+                  "company.postal_address": company.get("postal_address")}
+        for key, value in needed.items():
+            if not value:
+                _fail(self._path(rel), None, f"the context has no {key}")
+            if not _shows(html, str(value)):
+                _fail(self._path(rel), None, f"the email does not show {{{{ {key} }}}} "
+                      "(every customer email must, itself or through its layout)")
+        if str(needed["unsubscribe_url"]) not in text:
+            where = self._path(text_rel) if text_rel else self._path(rel) + " (text part derived from it)"
+            _fail(where, None, "the text part does not contain the unsubscribe_url")
+
+    def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
+        """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""
+        with _located(self.root, where, 0, source):
+            template = self._strings.get(source)
+            if template is None:
+                if len(self._strings) > 1000:  # titles are few; this only bounds a pathological caller
+                    self._strings.clear()
+                template = self._strings[source] = self._env.from_string(source)
+            return template.render(context)
+
+    @staticmethod
+    def sample_context(company: Company, *, segment: str = DEFAULT,
+                       fields: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """A realistic context for validate and preview: every key filled in, as the daemon would."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        account = {name: _sample_value(name, kind) for name, kind in (fields or {}).items()}
+        account.update({
+            "id": "acc_1042", "name": "Globex Corporation", "arr": 48000, "plan": "growth",
+            "lifecycle_stage": "adopted", "status": "active",
+            "renewal_date": date.today() + timedelta(days=45), "last_login_at": now - timedelta(days=9),
+            "open_escalations": 0, "nps": 8, "health": 72,
+            "csm_email": "dana.scully@example.com", "segment": segment, "contacts_active": 4,
+            "champion_left_at": now - timedelta(days=3), "admin_left_at": now - timedelta(days=3),
+            "seats_purchased": 50, "seats_used": 31,
+        })
+        contact = {"email": "jordan.rivera@globex.example", "first_name": "Jordan", "last_name": "Rivera",
+                   "role": "admin", "timezone": "America/New_York", "status": "active", "is_primary": True}
+        return {
+            "account": account, "contact": contact, "segment": segment,
+            "playbook": {"id": "sample-playbook", "name": "Sample playbook", "category": "default"},
+            "csm": {"name": "Dana Scully", "email": "dana.scully@example.com"},
+            "company": company.model_dump(),
+            "unsubscribe_url": f"{company.public_url.rstrip('/')}/unsubscribe/sample-token",
+        }
+
+    # ---- validate --------------------------------------------------------------------------------
+
+    def validate(self, required: Mapping[str, Sequence[Where]] = _NO_REQUIRED) -> list[Problem]:
+        """Every problem in every template file, plus template names playbooks use but that are missing."""
+        problems = set(self._folder_problems())
+        for rel in sorted(self._files):
+            problems.update(self._file_problems(rel))
+        problems.update(self._render_problems())
+        problems.update(self._required_problems(required))
+        return sorted(problems)
+
+    def _folder_problems(self) -> Iterator[Problem]:
+        known = {*self._folders(), *SHARED}
+        tops = {rel.partition("/")[0] for rel in self._files if "/" in rel}
+        for top in sorted(tops - known):
+            hint = _did_you_mean(top, self._folders(), f"; folders are: {', '.join(self._folders())}")
+            yield Problem(self._path(top), None, None, f"unknown segment folder '{top}'{hint}")
+
+    def _file_problems(self, rel: str) -> Iterator[Problem]:
+        top, _, rest = rel.partition("/")
+        loose = not rest and rel.endswith(".j2")
+        misnamed = bool(rest) and top not in SHARED and rel.endswith(_LOOKS_LIKE_TEMPLATE)
+        if loose or (misnamed and not rel.endswith((HTML, TEXT))):
+            yield Problem(self._path(rel), None, None, "not a usable template: emails are "
+                          f"<folder>/<name>{HTML} (body) and <folder>/<name>{TEXT} (text part)")
+            return
+        if _is_email(rel):
+            try:
+                self._head(rel)
+            except TemplateError as exc:
+                yield exc.problem
+        if rel.endswith(".j2"):
+            yield from self._compile_problems(rel)
+
+    def _compile_problems(self, rel: str) -> Iterator[Problem]:
+        try:
+            with _located(self.root, self._path(rel)):
+                self._env.get_template(rel)
+        except TemplateError as exc:
+            yield exc.problem
+
+    def _render_problems(self) -> Iterator[Problem]:
+        for name in sorted(self.names()):
+            for segment in self.segments or (DEFAULT,):
+                if self._pick(name, segment, HTML) is None:
+                    continue  # a missing version is reported where a playbook uses it
+                context = self.sample_context(self._company, segment=segment, fields=self._fields)
+                try:
+                    self.render(name, segment, context)
+                except TemplateError as exc:
+                    yield exc.problem
+        names = self.names()
+        for rel in sorted(self._files):
+            name = rel.partition("/")[2][: -len(TEXT)]
+            if rel.endswith(TEXT) and rel.partition("/")[0] in self._folders() and name not in names:
+                yield Problem(self._path(rel), None, None, f"text part without an email: no {name}{HTML} "
+                              f"in {DEFAULT}/ or a segment folder")
+
+    def _missing(self, name: str) -> list[str] | None:
+        """Segments without a version of `name`; None when every email of `name` can be resolved."""
+        if self._pick(name, DEFAULT, HTML):
+            return None
+        missing = [s for s in self.segments if self._pick(name, s, HTML) is None]
+        return missing if missing or not self.segments else None
+
+    def _required_problems(self, required: Mapping[str, Sequence[Where]]) -> Iterator[Problem]:
+        for name, places in required.items():
+            missing = self._missing(name)
+            if missing is None:
+                continue
+            why = f"template '{name}' not found: no {DEFAULT}/{name}{HTML}"
+            if missing:
+                why += f" and no version for segment(s) {', '.join(missing)}"
+            for file, line, col in places:
+                yield Problem(file, line, col, why + self._hint(name))
