@@ -22,7 +22,7 @@ from playbookd.playbooks import Playbook
 from playbookd.recipients import load_contacts, primary
 from playbookd.schema import outbox, suppressions
 from playbookd.settings import load_config
-from playbookd.sync import get_account, load_account_types
+from playbookd.store import get_account, load_account_types
 from playbookd.tokens import resolve_secret, sign, unsubscribe_url
 
 SKELETON = ("config.yaml", "playbooks", "email_templates")
@@ -162,8 +162,6 @@ def db_upgrade(database: str) -> str:
     before, after = migrate.upgrade(engine)
     where = engine.url.render_as_string(hide_password=True)
     return f"{where}: schema at revision {after}" + (f" (was {before or 'empty'})" if before != after else "")
-
-
 
 
 OPERATOR_STATES = {"resend": ("unknown", "failed"), "drop": ("unknown", "failed", "queued")}

@@ -17,7 +17,7 @@ ENTERED, STEP_DONE, STEP_SKIPPED, EXITED, COMPLETED = (
     "entered", "step_done", "step_skipped", "exited", "completed",
 )
 QUEUED, SENT, FAILED, DEFERRED, UNKNOWN = "queued", "sent", "failed", "deferred", "unknown"
-GOAL_MET, SYNCED, FIELD_SET, TASK_CREATED = "goal_met", "synced", "field_set", "task_created"
+GOAL_MET, SYNCED = "goal_met", "synced"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from playbookd.runtime import Runtime
 from playbookd.schema import enrollments, events, outbox, tasks, webhooks
 from playbookd.setfield import set_fields
 from playbookd.settings import expand_env
-from playbookd.sync import get_account, load_account_types
+from playbookd.store import get_account, load_account_types
 from playbookd.tokens import resolve_secret, sign, unsubscribe_url
 
 

@@ -59,16 +59,23 @@ def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report
                                     "advanced": report.advanced})
 
 
-def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | None = None) -> int:
-    """This replica's share of planned evaluations, then the due steps; returns ranges evaluated."""
+def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | None = None) -> bool:
+    """This replica's share of planned evaluations, then every due step; True when anything moved.
+
+    Due steps are advanced on every call, not only after range work: a replica that dies between
+    enrolling and advancing leaves due enrollments behind, and waits come due between evaluations.
+    """
     started = time.monotonic()
     done = cluster.work(runtime, engine, stop)
+    advanced = advance(runtime, engine, utcnow())
     if done:
-        advanced = advance(runtime, engine, utcnow())
         metrics.CYCLE_SECONDS.labels("evaluate").observe(time.monotonic() - started)
         metrics.EVALUATIONS.inc()
         log.info("evaluated", extra={"ranges": done, "advanced": advanced})
-    return done
+        put(engine, "last_cycle", {"at": utcnow().isoformat()})
+    elif advanced:
+        log.info("advanced", extra={"advanced": advanced})
+    return bool(done or advanced)
 
 
 def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:

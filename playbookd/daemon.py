@@ -20,7 +20,7 @@ from types import FrameType
 
 from sqlalchemy.engine import Engine
 
-from playbookd import cluster, cycle, logs, recovery, runtime, state, web
+from playbookd import cluster, cycle, logs, recovery, runtime, web
 from playbookd.db import connect, utcnow
 from playbookd.errors import DependencyError, PlaybookdError, ValidationError
 from playbookd.notify import Notifier
@@ -76,7 +76,6 @@ class Daemon:
 
     def _ranges(self) -> None:
         if cycle.evaluate_ranges(self.runtime, self.engine, self.stop):
-            state.put(self.engine, "last_cycle", {"at": utcnow().isoformat()})
             self.scheduler.nudge("deliver")
 
     def sync_source(self, name: str) -> None:

@@ -21,14 +21,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd import audit, bounces
 from playbookd.db import aware, utcnow
-from playbookd.mailer import (
-    Outgoing,
-    PermanentFailure,
-    TemporaryFailure,
-    Transport,
-    UncertainDelivery,
-    build_message,
-)
+from playbookd.mailer import Outgoing, PermanentFailure, TemporaryFailure, Transport, UncertainDelivery, build_message
 from playbookd.quiet import next_allowed
 from playbookd.recipients import suppressed_for
 from playbookd.recovery import WORKER, recover
@@ -36,6 +29,7 @@ from playbookd.runtime import Runtime
 from playbookd.schema import contacts, outbox
 
 BYPASS_CAP = "operational"
+RECIPIENT_LOCK = 0x63617073  # advisory lock class: one replica at a time counts a recipient's cap
 
 
 @dataclass
@@ -65,7 +59,7 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
 
 def _sent_in_window(conn: Connection, email: str, since: datetime) -> list[datetime]:
     return [t for (t,) in conn.execute(select(outbox.c.sent_at).where(
-        outbox.c.to_addr == email, outbox.c.state.in_(["sent", "sending", "unknown"]),
+        outbox.c.to_addr == email, outbox.c.state.in_(["claimed", "sending", "sent", "unknown"]),
         outbox.c.sent_at >= since).order_by(outbox.c.sent_at)) if t is not None]
 
 
@@ -225,9 +219,20 @@ async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Except
     return None
 
 
+def _lock_recipients(conn: Connection, rows: list[Row[Any]]) -> None:
+    """Replicas claiming mail for the same address take turns, so each sees the other's claims when
+    it counts the frequency cap; sorted, so two of them never wait on each other in a circle."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite writers are serialised already
+    for address in sorted({row.to_addr for row in rows}):
+        conn.execute(select(func.pg_advisory_xact_lock(RECIPIENT_LOCK, func.hashtext(address))))
+
+
 def _claim(runtime: Runtime, engine: Engine, now: datetime, report: Report, limit: int) -> tuple[list[Row[Any]], bool]:
     with engine.begin() as conn:
         rows = _due(conn, now, limit)
+        if runtime.config.delivery.frequency_cap is not None:
+            _lock_recipients(conn, rows)
         return [row for row in rows if _gate(runtime, conn, row, now, report)], bool(rows)
 
 

@@ -24,7 +24,7 @@ from playbookd.records import AccountRecord
 from playbookd.rules import RuleEngine
 from playbookd.runtime import Runtime
 from playbookd.schema import enrollments, events
-from playbookd.sync import get_account, iter_accounts, load_account_types
+from playbookd.store import get_account, iter_accounts, load_account_types
 
 CHUNK = 1000
 

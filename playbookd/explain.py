@@ -16,7 +16,7 @@ from playbookd.playbooks import Playbook
 from playbookd.records import CHANGES, AccountRecord, encode
 from playbookd.runtime import Runtime
 from playbookd.schema import enrollments
-from playbookd.sync import get_account, load_account_types
+from playbookd.store import get_account, load_account_types
 
 
 def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, Any] | None:

@@ -41,5 +41,6 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." on every start
     # "skipped: maximum number of running instances reached" is the intended overlap guard.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

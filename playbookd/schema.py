@@ -98,7 +98,7 @@ outbox = Table(
     Column("html", Text, nullable=False),
     Column("text", Text, nullable=False),
     Column("headers", JSON, nullable=False),
-    # queued | sending | sent | failed | skipped | unknown
+    # queued | claimed | sending | sent | failed | skipped | unknown
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("not_before", When, nullable=False),

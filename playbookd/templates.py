@@ -20,55 +20,39 @@ that does not exist is an error, and so is printing an empty value (None): write
 `{{ contact.first_name or "there" }}`. Every email must show `unsubscribe_url` and
 `company.postal_address` (itself or through its layout); the text part must carry the link.
 
-Filters (each passes None through, so `{{ x | date or "soon" }}` works):
-    date        {{ account.renewal_date | date }} -> "March 3, 2026"; | date("%d %b") -> "03 Mar"
-    money       {{ account.arr | money }} -> "$12,500"; 99.5 -> "$99.50"; | money("€")
-    days_until  {{ account.renewal_date | days_until }} -> 45 (negative once past)
-    first_name  {{ csm.name | first_name }} -> "Dana"
+Filters (date, money, days_until, first_name): see template_filters.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 
-import html2text
 import jinja2
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
-from playbookd.errors import Problem, UserError
+from playbookd.errors import Problem
+from playbookd.frontmatter import Head, Part, check_front, front_end, front_matter, one_line
 from playbookd.settings import Company
-from playbookd.yamlsource import parse_yaml
+from playbookd.template_errors import EmptyValue, TemplateError, did_you_mean, fail, located
+from playbookd.template_filters import FILTERS
+from playbookd.textpart import html_to_text
 
 HTML, TEXT = ".html.j2", ".txt.j2"
 DEFAULT = "default"
 SHARED = ("_layouts", "_partials")
-FRONT_KEYS = ("subject", "preheader")
 _NAME = re.compile(r"[A-Za-z0-9][\w-]*(/[A-Za-z0-9][\w-]*)*")
 _LOOKS_LIKE_TEMPLATE = (".j2", ".jinja", ".jinja2", ".html", ".htm", ".txt")
 _SAMPLE_COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
 Where = tuple[str, int | None, int | None]
 _NO_REQUIRED: Mapping[str, Sequence[Where]] = MappingProxyType({})
-
-
-class TemplateError(UserError):
-    """A template that cannot be used; `problem` says which file, which line and why."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(str(problem))
 
 
 @dataclass(frozen=True)
@@ -80,91 +64,16 @@ class Rendered:
     text: str
 
 
-def _fail(file: str, line: int | None, why: str) -> NoReturn:
-    raise TemplateError(Problem(file, line, None, why)) from None
-
-
-def _did_you_mean(word: str, options: Sequence[str], otherwise: str = "") -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else otherwise
-
-
-class _EmptyValue(Exception):
-    """Printing None would put an empty string (or "None") in a customer's inbox."""
-
-
-# ---- filters -------------------------------------------------------------------------------------
-
-def _as_date(value: Any, filter_name: str) -> date:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, date):
-        raise TypeError(f"{filter_name} needs a date, got {type(value).__name__} {value!r}")
-    return value
-
-
-def date_filter(value: Any, fmt: str | None = None) -> str | None:
-    if value is None:
-        return None
-    day = _as_date(value, "date")
-    return day.strftime(fmt) if fmt else f"{day:%B} {day.day}, {day.year}"
-
-
-def money_filter(value: Any, symbol: str = "$") -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-        raise TypeError(f"money needs a number, got {type(value).__name__} {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise TypeError(f"money needs a number, got {value!r}") from None
-    digits = f"{abs(amount):,.0f}" if amount == amount.to_integral_value() else f"{abs(amount):,.2f}"
-    return f"{'-' if amount < 0 else ''}{symbol}{digits}"
-
-
-def days_until_filter(value: Any) -> int | None:
-    if value is None:
-        return None
-    when = _as_date(value, "days_until")
-    if isinstance(when, datetime):
-        # an aware timestamp counts days in its own zone, so "tomorrow" means the customer's tomorrow
-        return (when.date() - datetime.now(when.tzinfo).date()).days
-    return (when - date.today()).days
-
-
-def first_name_filter(value: Any) -> str | None:
-    words = str(value).split() if value is not None else []
-    return words[0] if words else None
-
-
-FILTERS: dict[str, Callable[..., Any]] = {
-    "date": date_filter, "money": money_filter,
-    "days_until": days_until_filter, "first_name": first_name_filter,
-}
-
-
 # ---- Jinja environment ---------------------------------------------------------------------------
 
 def _is_email(rel: str) -> bool:
     return rel.endswith(HTML) and "/" in rel and not rel.startswith("_")
 
 
-def _is_fence(line: str) -> bool:
-    return line.strip("\ufeff \t\r") == "---"
-
-
-def _front_end(lines: list[str]) -> int | None:
-    """Index of the line closing the front matter, or None without (closed) front matter."""
-    if not _is_fence(lines[0]):
-        return None
-    return next((i for i in range(1, len(lines)) if _is_fence(lines[i])), None)
-
-
 def _blank_front(source: str) -> str:
     # blank lines instead of removing them keep Jinja's line numbers equal to the file's
     lines = source.split("\n")
-    end = _front_end(lines)
+    end = front_end(lines)
     return source if end is None else "\n" * (end + 1) + "\n".join(lines[end + 1:])
 
 
@@ -185,7 +94,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 def _finalize(value: Any) -> Any:
     if value is None:
-        raise _EmptyValue()
+        raise EmptyValue()
     return value
 
 
@@ -197,164 +106,6 @@ def _environment(root: Path) -> _Environment:
     )
     env.filters.update(FILTERS)
     return env
-
-
-# ---- errors with file and line -------------------------------------------------------------------
-
-def _line_of(source: str, line: int | None) -> str:
-    lines = source.split("\n")
-    return lines[line - 1] if line and 0 < line <= len(lines) else ""
-
-
-def _source_line(file: str, line: int | None) -> str:
-    try:
-        return _line_of(Path(file).read_text(encoding="utf-8"), line)
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _undefined_why(message: str, text: str) -> str:
-    name = re.search(r"'(\w+)' is undefined", message)
-    if name:
-        return f"undefined variable '{name.group(1)}'"
-    attr = re.search(r"has no attribute '(\w+)'", message)
-    ref = attr and re.search(rf"[A-Za-z_][\w.]*\.{attr.group(1)}\b", text)
-    return f"undefined variable '{ref.group(0)}' ({message})" if ref else f"undefined variable: {message}"
-
-
-def _why(exc: BaseException, text: str) -> str:
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        return f"syntax error: {exc.message}"
-    if isinstance(exc, jinja2.UndefinedError):
-        return _undefined_why(str(exc), text)
-    if isinstance(exc, SecurityError):
-        return f"not allowed in a template: {exc}"
-    if isinstance(exc, jinja2.TemplateNotFound):
-        return f"template '{exc.name}' not found"
-    if isinstance(exc, _EmptyValue):
-        shown = re.findall(r"\{\{-?\s*(.+?)\s*-?\}\}", text)
-        what = f"'{shown[0]}' is" if len(shown) == 1 else "a value printed here is"
-        return f'{what} empty (None); give it a default, e.g. {{{{ contact.first_name or "there" }}}}'
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _where(exc: BaseException, root: str) -> tuple[str | None, int | None]:
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        return exc.filename, exc.lineno
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename == "<template>" or f.filename.startswith(root + os.sep)]
-    return (frames[-1].filename, frames[-1].lineno) if frames else (None, None)
-
-
-@contextmanager
-def _located(root: Path, file: str, offset: int | None = None, source: str | None = None) -> Iterator[None]:
-    """Turn any failure inside a template into a TemplateError naming the template file and line.
-
-    `offset` is set for a template compiled from a string (a subject): its line 1 is file line offset+1;
-    `source` is that string when it is not in a file at all.
-    """
-    try:
-        yield
-    except TemplateError:
-        raise
-    except Exception as exc:
-        where, line = _where(exc, str(root))
-        text = _line_of(source, line) if source is not None else ""
-        if where in (None, "<template>"):
-            where, line = file, (offset + (line or 1) if offset is not None else line)
-        text = text or _source_line(where or file, line)
-        _fail(where or file, line, _why(exc, text))
-
-
-# ---- front matter --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Part:
-    """A front matter value compiled as a template, with the file line it starts on."""
-
-    template: jinja2.Template
-    file: str
-    line: int
-
-    def render(self, root: Path, context: Mapping[str, Any]) -> str:
-        with _located(root, self.file, self.line - 1):
-            return self.template.render(context)
-
-
-@dataclass(frozen=True)
-class _Head:
-    subject: _Part
-    preheader: _Part | None
-
-
-def _front_matter(source: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """The front matter mapping and the file line of each key's value."""
-    lines = source.split("\n")
-    if not _is_fence(lines[0]):
-        _fail(file, 1, "missing front matter: start the file with a line '---', 'subject: ...', a line '---'")
-    end = _front_end(lines)
-    if end is None:
-        _fail(file, 1, "front matter is not closed: add a line '---' after it")
-    doc, problems = parse_yaml("\n".join(lines[1:end]), file)
-    if doc is None:
-        first = problems[0]  # the YAML starts on the file's second line
-        raise TemplateError(Problem(file, (first.line or 0) + 1, first.col, first.message))
-    if doc.data is not None and not isinstance(doc.data, dict):
-        _fail(file, 2, "front matter must be a mapping such as 'subject: Hello'")
-    meta = dict(doc.data or {})
-    return meta, {str(k): (doc.where((k,))[0] or 0) + 1 for k in meta}
-
-
-def _check_front(meta: dict[str, Any], lines: dict[str, int], file: str) -> None:
-    for key in meta:
-        if key not in FRONT_KEYS:
-            hint = _did_you_mean(str(key), FRONT_KEYS, f"; allowed: {', '.join(FRONT_KEYS)}")
-            _fail(file, lines[str(key)], f"unknown front matter key '{key}'{hint}")
-    if "subject" not in meta:
-        _fail(file, 1, "front matter has no subject")
-    for key, value in meta.items():
-        text = value is None or isinstance(value, str | int | float)
-        if not text or (key == "subject" and value in ("", None)):
-            _fail(file, lines[key], f"{key} must be a non-empty line of text")
-
-
-def _one_line(text: str, part: _Part, what: str) -> str:
-    line = text.strip()
-    if not line or "\n" in line or "\r" in line:
-        shown = repr(line) if line else "nothing"
-        _fail(part.file, part.line, f"{what} must render to one non-empty line, got {shown}")
-    return line
-
-
-# ---- text part -----------------------------------------------------------------------------------
-
-class _SkipHidden:
-    """Drops display:none blocks (the preheader and its filler characters) from the text part."""
-
-    def __init__(self) -> None:
-        self.hidden: list[bool] = []
-
-    def __call__(self, parser: Any, tag: str, attrs: Mapping[str, str | None], start: bool) -> bool:
-        if tag in ("div", "span") and start:
-            self.hidden.append("display:none" in (attrs.get("style") or "").replace(" ", "").lower())
-            parser.quiet += self.hidden[-1]
-        elif tag in ("div", "span") and self.hidden:
-            parser.quiet -= self.hidden.pop()
-        return False  # html2text still handles the tag itself
-
-
-def html_to_text(html: str) -> str:
-    """Plain-text part from the HTML: links kept as [text](url), images dropped, wrapped at 78."""
-    parser = html2text.HTML2Text()
-    parser.body_width = 78
-    parser.ignore_images = True
-    parser.ignore_emphasis = True
-    parser.ignore_tables = True  # layout tables, not data: keep the text, drop the grid
-    parser.tag_callback = _SkipHidden()  # type: ignore[assignment]  # html2text types it as None
-    parser.wrap_links = False  # a wrapped URL is a broken URL
-    parser.unicode_snob = True
-    lines = [line.rstrip() for line in str(parser.handle(html)).strip().splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 
 def _shows(html: str, value: str) -> bool:
@@ -391,7 +142,7 @@ class Templates:
         self._fields = dict(fields or {})
         self._files = _scan(self.root)
         self._env = _environment(self.root)
-        self._heads: dict[str, _Head] = {}
+        self._heads: dict[str, Head] = {}
         self._strings: dict[str, jinja2.Template] = {}
 
     def _path(self, rel: str) -> str:
@@ -407,14 +158,14 @@ class Templates:
                 if _is_email(rel) and rel.partition("/")[0] in folders}
 
     def _hint(self, name: str) -> str:
-        return _did_you_mean(name, sorted(self.names() - {name}))
+        return did_you_mean(name, sorted(self.names() - {name}))
 
     def resolve(self, name: str, segment: str) -> str:
         """`segment/name.html.j2` if it exists, else `default/name.html.j2`."""
         found = self._pick(name, segment, HTML)
         if found is None:
             why = f"template '{name}' not found: no {segment}/{name}{HTML} and no {DEFAULT}/{name}{HTML}"
-            _fail(str(self.root), None, why + self._hint(name))
+            fail(str(self.root), None, why + self._hint(name))
         return found
 
     def _pick(self, name: str, segment: str, suffix: str) -> str | None:
@@ -423,33 +174,33 @@ class Templates:
         return next((rel for rel in (f"{segment}/{name}{suffix}", f"{DEFAULT}/{name}{suffix}")
                      if rel in self._files), None)
 
-    def _head(self, rel: str) -> _Head:
+    def _head(self, rel: str) -> Head:
         head = self._heads.get(rel)
         if head is None:
             head = self._heads[rel] = self._compile_head(rel)
         return head
 
-    def _compile_head(self, rel: str) -> _Head:
+    def _compile_head(self, rel: str) -> Head:
         file = self._path(rel)
         try:
             source = (self.root / rel).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(file, None, f"cannot read: {exc}")
-        meta, lines = _front_matter(source.removeprefix("\ufeff"), file)
-        _check_front(meta, lines, file)
+            fail(file, None, f"cannot read: {exc}")
+        meta, lines = front_matter(source.removeprefix("\ufeff"), file)
+        check_front(meta, lines, file)
         parts = {}
         for key, value in meta.items():
             if value in (None, ""):
                 continue  # an empty preheader is no preheader
-            with _located(self.root, file, lines[key] - 1):
-                parts[key] = _Part(self._env.from_string(str(value)), file, lines[key])
-        return _Head(parts["subject"], parts.get("preheader"))
+            with located(self.root, file, lines[key] - 1):
+                parts[key] = Part(self._env.from_string(str(value)), file, lines[key])
+        return Head(parts["subject"], parts.get("preheader"))
 
     def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
         """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
         rel = self.resolve(name, segment)
         head = self._head(rel)
-        subject = _one_line(head.subject.render(self.root, context), head.subject, "subject")
+        subject = one_line(head.subject.render(self.root, context), head.subject, "subject")
         preheader = None
         if head.preheader is not None:
             preheader = " ".join(head.preheader.render(self.root, context).split()) or None
@@ -460,7 +211,7 @@ class Templates:
         return Rendered(rel, subject, preheader, html, text)
 
     def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
-        with _located(self.root, self._path(rel)):
+        with located(self.root, self._path(rel)):
             return self._env.get_template(rel).render(context)
 
     def _check_footer(self, rel: str, text_rel: str | None, html: str, text: str,
@@ -470,17 +221,17 @@ class Templates:
                   "company.postal_address": company.get("postal_address")}
         for key, value in needed.items():
             if not value:
-                _fail(self._path(rel), None, f"the context has no {key}")
+                fail(self._path(rel), None, f"the context has no {key}")
             if not _shows(html, str(value)):
-                _fail(self._path(rel), None, f"the email does not show {{{{ {key} }}}} "
+                fail(self._path(rel), None, f"the email does not show {{{{ {key} }}}} "
                       "(every customer email must, itself or through its layout)")
         if str(needed["unsubscribe_url"]) not in text:
             where = self._path(text_rel) if text_rel else self._path(rel) + " (text part derived from it)"
-            _fail(where, None, "the text part does not contain the unsubscribe_url")
+            fail(where, None, "the text part does not contain the unsubscribe_url")
 
     def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
         """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""
-        with _located(self.root, where, 0, source):
+        with located(self.root, where, 0, source):
             template = self._strings.get(source)
             if template is None:
                 if len(self._strings) > 1000:  # titles are few; this only bounds a pathological caller
@@ -501,8 +252,9 @@ class Templates:
             "open_escalations": 0, "nps": 8, "health": 72,
             "csm_email": "dana.scully@example.com", "segment": segment, "contacts_active": 4,
             "champion_left_at": now - timedelta(days=3), "admin_left_at": now - timedelta(days=3),
-            "seats_purchased": 50, "seats_used": 31,
         })
+        # custom fields only when the sources have them, so a template that needs one the project lacks fails here
+        account.update({k: v for k, v in {"seats_purchased": 50, "seats_used": 31}.items() if k in (fields or {})})
         contact = {"email": "jordan.rivera@globex.example", "first_name": "Jordan", "last_name": "Rivera",
                    "role": "admin", "timezone": "America/New_York", "status": "active", "is_primary": True}
         return {
@@ -528,7 +280,7 @@ class Templates:
         known = {*self._folders(), *SHARED}
         tops = {rel.partition("/")[0] for rel in self._files if "/" in rel}
         for top in sorted(tops - known):
-            hint = _did_you_mean(top, self._folders(), f"; folders are: {', '.join(self._folders())}")
+            hint = did_you_mean(top, self._folders(), f"; folders are: {', '.join(self._folders())}")
             yield Problem(self._path(top), None, None, f"unknown segment folder '{top}'{hint}")
 
     def _file_problems(self, rel: str) -> Iterator[Problem]:
@@ -549,7 +301,7 @@ class Templates:
 
     def _compile_problems(self, rel: str) -> Iterator[Problem]:
         try:
-            with _located(self.root, self._path(rel)):
+            with located(self.root, self._path(rel)):
                 self._env.get_template(rel)
         except TemplateError as exc:
             yield exc.problem

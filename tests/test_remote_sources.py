@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 
 from playbookd.settings import Source, load_config
 from playbookd.sources import SourceError, read_rows, source_columns
-from playbookd.sync import get_account, load_account_types, sync
+from playbookd.store import get_account, load_account_types
+from playbookd.sync import sync
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 TOKEN = "Bearer s3cret"

@@ -14,15 +14,10 @@ from sqlalchemy.engine import Engine
 from playbookd.errors import UserError, ValidationError
 from playbookd.records import AccountRecord
 from playbookd.schema import audit, contacts, events, fields, state
+from playbookd.segments import assign_segments
 from playbookd.settings import Config
-from playbookd.sync import (
-    SyncReport,
-    assign_segments,
-    get_account,
-    iter_accounts,
-    load_account_types,
-    sync,
-)
+from playbookd.store import get_account, iter_accounts, load_account_types
+from playbookd.sync import SyncReport, sync
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=1)
