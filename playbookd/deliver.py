@@ -58,9 +58,11 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
 
 
 def _sent_in_window(conn: Connection, email: str, since: datetime) -> list[datetime]:
+    # strictly after `since`: a message sent exactly one window ago no longer counts, so the hold it
+    # causes always ends in the future (holding until "now" would defer the same row forever)
     return [t for (t,) in conn.execute(select(outbox.c.sent_at).where(
         outbox.c.to_addr == email, outbox.c.state.in_(["claimed", "sending", "sent", "unknown"]),
-        outbox.c.sent_at >= since).order_by(outbox.c.sent_at)) if t is not None]
+        outbox.c.sent_at > since).order_by(outbox.c.sent_at)) if t is not None]
 
 
 def _cap_until(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> datetime | None:

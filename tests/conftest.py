@@ -7,8 +7,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cycle_helpers import Project
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -78,3 +81,17 @@ def engine(db_url: str) -> Iterator[Engine]:
 def smtp_server() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
         yield server
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Any]:
+    """Build in-process projects (see cycle_helpers.Project); their engines are closed afterwards."""
+    made: list[Project] = []
+
+    def build(playbooks: dict[str, str], **kw: Any) -> Project:
+        made.append(Project(tmp_path, playbooks, **kw))
+        return made[-1]
+
+    yield build
+    for project in made:
+        project.engine.dispose()

@@ -3,64 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import small_project
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from cycle_helpers import ACCOUNTS
 
-from playbookd import cycle, runtime
 from playbookd.cadence import pick_variant
-from playbookd.db import connect
 from playbookd.playbooks import Variant
 from playbookd.schema import accounts, audit, enrollments, outbox, tasks
-from playbookd.settings import load_config
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-ACCOUNTS = ("id,name,annual_revenue,status,plan,lifecycle_stage,csm_email\n"
-            "ACC-1,Harbor Foods,5000,active,basic,adopted,maria@acme.example\n")
-CONTACTS = "account_id,email,first_name,role,status,is_primary\nACC-1,ana@harbor.example,Ana,admin,active,true\n"
-
-
-class Project:
-    def __init__(self, tmp_path: Path, playbooks: dict[str, str], accounts_csv: str = ACCOUNTS,
-                 **config: Any) -> None:
-        self.path = small_project(tmp_path, accounts_csv, CONTACTS, playbooks, **config)
-        self.config = load_config(self.path / "config.yaml")
-        self.engine: Engine = connect(self.config.database)
-        self.runtime = runtime.load(engine=self.engine, config=self.config)
-
-    def run(self, at: datetime) -> cycle.CycleReport:
-        return cycle.run_once(self.runtime, self.engine, at=at)
-
-    def rows(self, table: Any, *where: Any) -> list[Any]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(table).where(*where).order_by(table.c.id)))
-
-    def emails(self) -> list[str]:
-        return [r.template.split("/")[-1] for r in self.rows(outbox)]
-
-    def set_accounts(self, text: str) -> None:
-        (self.path / "data" / "accounts.csv").write_text(text)
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Any]:
-    made: list[Project] = []
-
-    def build(playbooks: dict[str, str], **kw: Any) -> Project:
-        made.append(Project(tmp_path, playbooks, **kw))
-        return made[-1]
-
-    yield build
-    for project in made:
-        project.engine.dispose()
-
-
 TWO_EMAILS = """\
 id: two
 trigger: {when: {status: active}}
