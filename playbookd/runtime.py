@@ -6,8 +6,10 @@ new one validated without problems.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -16,11 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from playbookd import fields as F
 from playbookd.conditions import Condition, FieldTypes, parse_condition
 from playbookd.errors import Problem, UserError, ValidationError
-from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, load_playbooks
+from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, TaskStep, WebhookStep, load_playbooks, step_kind
 from playbookd.records import account_types
 from playbookd.schema import contacts
 from playbookd.schema import fields as fields_table
 from playbookd.settings import Config, load_config
+from playbookd.template_errors import TemplateError
 from playbookd.templates import Templates
 from playbookd.yamlsource import load_yaml_file
 
@@ -115,8 +118,39 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
         for name, where in playbook.templates():
             required.setdefault(name, []).append((where.file, where.line, where.col))
     problems += templates.validate(required)
+    problems += inline_problems(playbooks, templates, config, types)
     runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types)
     return runtime, problems
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def inline_problems(playbooks: Sequence[Playbook], templates: Templates, config: Config,
+                    types: Mapping[str, str | None]) -> list[Problem]:
+    """Task titles and webhook bodies are templates too: render each with the sample context."""
+    context = Templates.sample_context(config.company, fields=types)
+    problems = []
+    for playbook in playbooks:
+        for step in playbook.steps:
+            texts = [step.title] if isinstance(step, TaskStep) else _strings(step.body) if isinstance(
+                step, WebhookStep) else []
+            for text in texts:
+                try:
+                    templates.render_string(text, context, where=step.where.file)
+                except TemplateError as exc:
+                    where = step.where
+                    problems.append(Problem(where.file, where.line, where.col,
+                                            f"{step_kind(step)} step: {exc.problem.message}"))
+    return problems
 
 
 def load(config_path: Path | None = None, engine: Engine | None = None,

@@ -7,7 +7,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,8 +101,8 @@ class Delivery(_Model):
     )
     reply_to: str | None = Field(None, description="Reply-To header")
     smtp: Smtp = Field(default_factory=Smtp)
-    frequency_cap: FrequencyCap | None = None
-    quiet_hours: QuietHours | None = None
+    frequency_cap: FrequencyCap | None = Field(None, description="Unset: no cap")
+    quiet_hours: QuietHours | None = Field(None, description="Unset: send around the clock")
     rate_per_second: float = Field(20.0, gt=0, description="Messages per second at most")
     max_age: timedelta = Field(timedelta(days=5), description="Retry temporary failures this long")
     unsubscribe_secret: str | None = Field(None, description="HMAC key for unsubscribe links")
@@ -138,8 +138,9 @@ class Config(_Model):
     templates: Path = Field(Path("email_templates"), description="Folder of email templates")
     timezone: str = Field("UTC", description="Default time zone for contacts without one")
     company: Company
-    segments: list[Segment] = Field(default_factory=lambda: [Segment(name="default", when=None)])
-    sources: list[Source] = Field(default_factory=list)
+    segments: list[Segment] = Field(default_factory=lambda: [Segment(name="default", when=None)],
+                                    description="In order, first match wins; the last one without `when`")
+    sources: list[Source] = Field(default_factory=list, description="Where accounts, contacts and events come from")
     delivery: Delivery = Field(default_factory=Delivery)
     scheduler: Scheduler = Field(default_factory=Scheduler)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -260,19 +261,40 @@ def load_config(path: Path | None = None) -> Config:
     return _resolve_paths(config, path.resolve().parent)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        unit = next((u for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if seconds and seconds % n == 0), "s")
+        return f"{seconds // {'d': 86400, 'h': 3600, 'm': 60, 's': 1}[unit]}{unit}"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return repr([v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v for v in value])
+    return "" if value is None else repr(value)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside an annotation such as `Model`, `Model | None` or `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(key, default, help) for every setting, for `playbookd settings` and the docs."""
     rows: list[tuple[str, str, str]] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, info in model.model_fields.items():
+            if model is Config and name == "path":
+                continue  # where the file was loaded from, not a setting
             key = prefix + (info.alias or name)
-            annotation = info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, key + ".")
-            elif name != "path":
-                default = "" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            sub = _model_in(info.annotation)
+            if sub is not info.annotation:
+                default = "(required)" if info.is_required() else _shown(info.get_default(call_default_factory=True))
                 rows.append((key, default, info.description or ""))
+            if sub is not None:
+                walk(sub, key + ("[]." if get_origin(info.annotation) is list else "."))
 
     walk(Config, "")
     return rows

@@ -55,6 +55,16 @@ Where = tuple[str, int | None, int | None]
 _NO_REQUIRED: Mapping[str, Sequence[Where]] = MappingProxyType({})
 
 
+class SampleEvent(dict[str, Any]):
+    """`event` in validate and preview: event data has no fixed shape, so any key an author names exists."""
+
+    def __missing__(self, key: str) -> int:
+        return 5  # a number: prints, compares with numbers and strings, and goes through every filter
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
 @dataclass(frozen=True)
 class Rendered:
     template: str  # resolved path under the templates folder, e.g. "tech_touch/login_nudge.html.j2"
@@ -263,6 +273,7 @@ class Templates:
             "csm": {"name": "Dana Scully", "email": "dana.scully@example.com"},
             "company": company.model_dump(),
             "unsubscribe_url": f"{company.public_url.rstrip('/')}/unsubscribe/sample-token",
+            "event": SampleEvent(name="sample_event", occurred_at=now - timedelta(hours=1)),
         }
 
     # ---- validate --------------------------------------------------------------------------------

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from playbookd import cluster
+from playbookd import cluster, cycle
 from playbookd.db import connect
-from playbookd.schema import accounts, ranges
+from playbookd.schema import accounts, outbox, ranges
+from playbookd.sync import sync
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -55,3 +57,15 @@ def test_one_leader_at_a_time_and_takeover_on_release(pg_url: str) -> None:
 def test_sqlite_is_always_its_own_leader(tmp_path: object) -> None:
     engine = connect(f"sqlite:///{tmp_path}/x.db")
     assert cluster.Leadership(engine).hold()
+
+
+def test_due_steps_left_by_a_replica_that_died_after_enrolling_are_advanced(make: Any, pg_url: str) -> None:
+    project = make({"hello": "id: hello\ntrigger: {when: {status: active}}\nsteps:\n"
+                             "  - email: {template: login_nudge, to: admin}\n"}, database=pg_url)
+    sync(project.engine, project.config)
+    assert cluster.plan(project.engine, NOW, 25) == 1
+    assert cluster.work(project.runtime, project.engine) == 1  # enrolled; then the replica died
+    assert project.rows(outbox) == []
+    assert cycle.evaluate_ranges(project.runtime, project.engine)  # another replica, no range left
+    assert [r.state for r in project.rows(outbox)] == ["queued"]
+    assert not cycle.evaluate_ranges(project.runtime, project.engine)  # nothing left to move

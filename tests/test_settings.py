@@ -59,3 +59,13 @@ def test_bad_duration_and_timezone(tmp_path):
 def test_settings_are_described():
     keys = {k for k, _, _ in describe_settings()}
     assert {"database", "delivery.transport", "delivery.smtp.port", "scheduler.evaluate_every"} <= keys
+
+
+def test_settings_inside_optional_and_list_settings_are_described() -> None:
+    rows = {k: (default, help_) for k, default, help_ in describe_settings()}
+    assert rows["delivery.frequency_cap"] == ("", "Unset: no cap")
+    assert rows["delivery.frequency_cap.max_wait"][0] == "3d"
+    assert rows["sources[].path"][1] == "File for csv and jsonl sources"
+    assert rows["sources[].name"][0] == "(required)"
+    assert rows["scheduler.evaluate_every"][0] == "15m"
+    assert "path" not in rows, "where the config was loaded from is not a setting"

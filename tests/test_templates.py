@@ -29,7 +29,7 @@ preheader: Log in to see what's new
 ---
 {% extends "_layouts/base.html.j2" %}
 {% block body %}<p>Hi {{ contact.first_name or "there" }},</p>
-<p>Your team has {{ account.seats_used }} active seats. <a href="https://app.example/login">Log in</a></p>
+<p>Your team has {{ account.contacts_active }} active teammates. <a href="https://app.example/login">Log in</a></p>
 {% endblock %}
 """
 
@@ -41,13 +41,16 @@ def write(root: Path, rel: str, text: str) -> Path:
     return path
 
 
+SEATS = {"seats_used": "integer", "seats_purchased": "integer"}
+
+
 def email(body: str, subject: str = "Hello {{ contact.first_name or 'there' }}") -> str:
     return f'---\nsubject: "{subject}"\n---\n{{% extends "_layouts/base.html.j2" %}}\n' \
            f"{{% block body %}}{body}{{% endblock %}}\n"
 
 
 def context(**overrides: Any) -> dict[str, Any]:
-    ctx = Templates.sample_context(COMPANY, segment="tech_touch")
+    ctx = Templates.sample_context(COMPANY, segment="tech_touch", fields=SEATS)
     ctx["unsubscribe_url"] = UNSUB
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(ctx.get(key), dict):
@@ -84,7 +87,7 @@ def test_default_renders_with_subject_preheader_and_layout(root: Path) -> None:
     assert out.subject == "Globex Corporation: we miss you"
     assert out.preheader == "Log in to see what's new"
     assert '<div style="display:none">Log in to see what&#39;s new</div>' in out.html
-    assert "Hi Jordan," in out.html and "31 active seats" in out.html
+    assert "Hi Jordan," in out.html and "4 active teammates" in out.html
     assert UNSUB in out.html and "1 Main St, Springfield" in out.html
 
 
@@ -305,7 +308,7 @@ def test_validate_clean_tree_has_no_problems(root: Path) -> None:
     write(root, "_partials/footer.html.j2", "<p>{{ company.name }}</p>")
     write(root, "README.md", "how to write templates")
     write(root, "notes.txt", "ideas for next quarter")
-    templates = Templates(root, SEGMENTS, company=COMPANY, fields={"industry": "string"})
+    templates = Templates(root, SEGMENTS, company=COMPANY, fields={"industry": "string", **SEATS})
     assert templates.validate({"login_nudge": [("playbooks/a.yaml", 9, 7)]}) == []
 
 
@@ -357,7 +360,9 @@ def test_validate_required_names_missing_for_some_segments(root: Path) -> None:
 def test_sample_context_is_complete_and_realistic() -> None:
     fields = {"industry": "string", "mrr": "decimal"}
     ctx = Templates.sample_context(COMPANY, segment="low_touch", fields=fields)
-    assert set(ctx) == {"account", "contact", "segment", "playbook", "csm", "company", "unsubscribe_url"}
+    assert set(ctx) == {"account", "contact", "segment", "playbook", "csm", "company", "unsubscribe_url", "event"}
+    assert ctx["event"]["name"] == "sample_event" and ctx["event"]["any_key"] == 5
+    assert "seats_purchased" not in ctx["account"], "a custom field the project does not have"
     assert ctx["company"]["postal_address"] == "1 Main St, Springfield"
     assert ctx["unsubscribe_url"].startswith("http://127.0.0.1:8025/unsubscribe/")
     assert isinstance(ctx["account"]["renewal_date"], date) and ctx["account"]["segment"] == "low_touch"
