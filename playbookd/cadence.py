@@ -178,10 +178,15 @@ def _exit_reason(ctx: StepContext) -> str | None:
     return "exit_when matched"
 
 
+def _end(conn: Connection, enrollment: Row[Any], state: str, step: int, reason: str | None, now: datetime) -> None:
+    conn.execute(update(enrollments).where(enrollments.c.id == enrollment.id).values(
+        state=state, step=step, next_due_at=None, finished_at=now, reason=reason, active_key=None))
+    audit.record(conn, audit.EXITED if state == "exited" else audit.COMPLETED, account_id=enrollment.account_id,
+                 playbook_id=enrollment.playbook_id, enrollment_id=enrollment.id, reason=reason, at=now)
+
+
 def _finish(ctx: StepContext, state: str, step: int, reason: str | None) -> None:
-    ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id).values(
-        state=state, step=step, next_due_at=None, finished_at=ctx.now, reason=reason, active_key=None))
-    ctx.log(audit.EXITED if state == "exited" else audit.COMPLETED, None, reason)
+    _end(ctx.conn, ctx.enrollment, state, step, reason, ctx.now)
 
 
 def _check_goal(ctx: StepContext) -> None:
@@ -245,16 +250,14 @@ def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datet
         row = _claim(conn, enrollment_id, now)
         if row is None:
             return
-        secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
         playbook = runtime.playbook(row.playbook_id)
-        account = get_account(conn, row.account_id, types)
-        ctx = StepContext(runtime, conn, row, playbook or _missing(row), account or {"id": row.account_id},
-                          now, secret, _event(conn, row.event_id))
         if playbook is None or not playbook.enabled:
-            return _finish(ctx, "exited", row.step, "playbook removed or disabled")
+            return _end(conn, row, "exited", row.step, "playbook removed or disabled", now)
+        account = get_account(conn, row.account_id, types)
         if account is None:
-            return _finish(ctx, "exited", row.step, "account no longer in the store")
-        advance_one(ctx)
+            return _end(conn, row, "exited", row.step, "account no longer in the store", now)
+        secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
+        advance_one(StepContext(runtime, conn, row, playbook, account, now, secret, _event(conn, row.event_id)))
     return None
 
 
@@ -264,14 +267,6 @@ def _event(conn: Connection, event_id: int | None) -> dict[str, Any] | None:
     query = select(events.c.name, events.c.data, events.c.occurred_at).where(events.c.id == event_id)
     row = conn.execute(query).first()
     return None if row is None else {**(row.data or {}), "name": row.name, "occurred_at": aware(row.occurred_at)}
-
-
-def _missing(row: Row[Any]) -> Playbook:
-    from playbookd.conditions import TRUE
-    from playbookd.playbooks import Where
-
-    return Playbook(row.playbook_id, row.playbook_id, "", False, "general", 0, None, None, TRUE, None, None, (),
-                    None, Where("", None, None))
 
 
 def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -> int:

@@ -6,7 +6,7 @@ new one validated without problems.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from playbookd import fields as F
 from playbookd.conditions import Condition, FieldTypes, parse_condition
 from playbookd.errors import Problem, UserError, ValidationError
-from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, TaskStep, WebhookStep, load_playbooks, step_kind
+from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, Step, TaskStep, WebhookStep, load_playbooks, step_kind
 from playbookd.records import account_types
 from playbookd.schema import contacts
 from playbookd.schema import fields as fields_table
@@ -134,22 +134,24 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+def _inline_texts(step: Step) -> Iterable[str]:
+    if isinstance(step, TaskStep):
+        return [step.title]
+    return _strings(step.body) if isinstance(step, WebhookStep) else []
+
+
 def inline_problems(playbooks: Sequence[Playbook], templates: Templates, config: Config,
                     types: Mapping[str, str | None]) -> list[Problem]:
     """Task titles and webhook bodies are templates too: render each with the sample context."""
     context = Templates.sample_context(config.company, fields=types)
     problems = []
-    for playbook in playbooks:
-        for step in playbook.steps:
-            texts = [step.title] if isinstance(step, TaskStep) else _strings(step.body) if isinstance(
-                step, WebhookStep) else []
-            for text in texts:
-                try:
-                    templates.render_string(text, context, where=step.where.file)
-                except TemplateError as exc:
-                    where = step.where
-                    problems.append(Problem(where.file, where.line, where.col,
-                                            f"{step_kind(step)} step: {exc.problem.message}"))
+    for step in (step for playbook in playbooks for step in playbook.steps):
+        for text in _inline_texts(step):
+            try:
+                templates.render_string(text, context, where=step.where.file)
+            except TemplateError as exc:
+                why = f"{step_kind(step)} step: {exc.problem.message}"
+                problems.append(Problem(step.where.file, step.where.line, step.where.col, why))
     return problems
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cycle_helpers import ACCOUNTS
 
+from playbookd import runtime
 from playbookd.cadence import pick_variant
 from playbookd.playbooks import Variant
 from playbookd.schema import accounts, audit, enrollments, outbox, tasks
@@ -138,3 +139,14 @@ def test_a_returning_account_gets_the_same_variant(make: Any) -> None:
         project.run(T0 + timedelta(days=days))
     rows = project.rows(outbox)
     assert len(rows) == 4 and len({(r.variant, r.template) for r in rows}) == 1
+
+
+def test_enrollments_of_a_removed_playbook_exit_with_the_reason(make: Any) -> None:
+    project = make({"two": TWO_EMAILS, "once": ONCE})
+    project.run(T0)
+    (project.path / "playbooks" / "two.yaml").unlink()
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+    project.run(T0 + timedelta(days=4))
+    (two,) = project.rows(enrollments, enrollments.c.playbook_id == "two")
+    assert (two.state, two.reason) == ("exited", "playbook removed or disabled")
+    assert [e.reason for e in project.rows(audit, audit.c.event == "exited")] == ["playbook removed or disabled"]
