@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from playbookd.settings import QuietHours
+from playbookd.zones import zone as zone_named
 
 
 def _clock(text: str) -> time:
@@ -26,10 +27,7 @@ def _weekend(local: datetime) -> bool:
 
 def next_allowed(now: datetime, zone: str, quiet: QuietHours) -> datetime | None:
     """None when a message may go out at `now`; else the first moment it may (UTC)."""
-    try:
-        tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo("UTC")
+    tz = zone_named(zone) or ZoneInfo("UTC")
     start, end = _clock(quiet.start), _clock(quiet.end)
     local = now.astimezone(tz)
     if not _blocked(local, start, end, quiet.weekends):

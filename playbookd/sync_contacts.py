@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -22,6 +21,7 @@ from playbookd.segments import Segmenter
 from playbookd.sources import Row
 from playbookd.store import load_account_types
 from playbookd.syncrun import Item, Run
+from playbookd.zones import zone
 
 LEFT, ACTIVE = "left", "active"
 LEFT_ROLES = {"champion": "champion_left_at", "admin": "admin_left_at"}
@@ -66,12 +66,9 @@ class ContactRun(Run):
         for name in ("role", "status"):
             typed[name] = typed[name].lower() if typed.get(name) else typed.get(name)
         errors = [] if typed.get("account_id") else ["account_id is missing"]
-        zone = typed.get("timezone")
-        try:
-            if zone:
-                ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            errors.append(f"timezone: unknown time zone {zone!r}")
+        given = typed.get("timezone")
+        if given and zone(given) is None:
+            errors.append(f"timezone: unknown time zone {given!r}")
         return errors
 
     def flush(self, batch: list[Item]) -> None:

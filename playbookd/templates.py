@@ -214,7 +214,8 @@ class Templates:
         preheader = None
         if head.preheader is not None:
             preheader = " ".join(head.preheader.render(self.root, context).split()) or None
-        html = self._render_file(rel, {**context, "preheader": preheader})
+        # the blanked front matter (kept for line numbers) would open the HTML with empty lines
+        html = self._render_file(rel, {**context, "preheader": preheader}).lstrip()
         text_rel = self._pick(name, segment, TEXT)
         text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
         self._check_footer(rel, text_rel, html, text, context)

@@ -89,6 +89,7 @@ def test_default_renders_with_subject_preheader_and_layout(root: Path) -> None:
     assert '<div style="display:none">Log in to see what&#39;s new</div>' in out.html
     assert "Hi Jordan," in out.html and "4 active teammates" in out.html
     assert UNSUB in out.html and "1 Main St, Springfield" in out.html
+    assert out.html.startswith("<"), "no blank lines where the front matter was"
 
 
 def test_segment_override_html_and_text_fall_back_independently(root: Path) -> None:
