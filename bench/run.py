@@ -82,7 +82,8 @@ def stage_evaluate(config_path: Path, workers: int | None) -> dict[str, float]:
     started = time.perf_counter()
     matched = sum(1 for _ in enroll.candidates(rt, engine, NOW, workers=workers))
     seconds = time.perf_counter() - started
-    return {"accounts": total, "playbooks": len(rt.active), "candidates": matched, "seconds": seconds,
+    state_playbooks = [p for p in rt.active if p.event is None]  # event playbooks do not scan accounts
+    return {"accounts": total, "playbooks": len(state_playbooks), "candidates": matched, "seconds": seconds,
             "accounts_per_s": total / seconds}
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from playbookd.db import insert_ignore, utcnow
 from playbookd.errors import UserError
-from playbookd.schema import events
+from playbookd.schema import accounts, events
 
 FIELDS = {"account", "name", "data", "id", "occurred_at"}
 
@@ -60,10 +61,20 @@ def row(item: Any, where: str, now: datetime) -> dict[str, Any]:
             "dedupe_key": _text(item, "id", where, required=False)}
 
 
+def _check_accounts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """An event must name a synced account: one for an unknown id would start nothing, silently."""
+    ids = {r["account_id"] for r in rows}
+    known = set(conn.execute(select(accounts.c.id).where(accounts.c.id.in_(ids))).scalars())
+    for index, r in enumerate(rows, start=1):
+        if r["account_id"] not in known:
+            raise UserError(f"event {index}: unknown account {r['account_id']!r} (sync the account first)")
+
+
 def record(engine: Engine, items: Sequence[Any]) -> Recorded:
     """All or nothing: every item is checked before any is stored."""
     now = utcnow()
     rows = [row(item, f"event {index}", now) for index, item in enumerate(items, start=1)]
     with engine.begin() as conn:
+        _check_accounts(conn, rows)
         added = insert_ignore(conn, events, rows)
     return Recorded(added, len(rows) - added)

@@ -45,7 +45,7 @@ def test_init_refuses_a_folder_that_is_not_empty(project: Path) -> None:
 def test_validate_accepts_the_sample_project(project: Path) -> None:
     result = playbookd("validate", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "7 playbook(s)" in result.stdout
+    assert "8 playbook(s)" in result.stdout
     assert not (project / "playbookd.db").exists()  # validating creates no database
 
 
@@ -191,3 +191,26 @@ def test_send_test_without_a_server_exits_3(project: Path) -> None:
     result = playbookd("send-test", "--to", "me@acme.example", cwd=project)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_nps_response_event_starts_the_detractor_follow_up(project: Path) -> None:
+    assert playbookd("sync", cwd=project).returncode == 0
+    account = db_value(project, "SELECT a.id FROM accounts a JOIN contacts c ON c.account_id = a.id "
+                                     "WHERE json_extract(a.data, '$.status') = 'active' AND c.is_primary "
+                                     "ORDER BY a.id LIMIT 1")
+    event = ("event", account, "nps_response", "--data", '{"score": 3}', "--id", "survey-1")
+    assert playbookd(*event, cwd=project).stdout.startswith("recorded event nps_response")
+    assert "already recorded" in playbookd(*event, cwd=project).stdout
+    unknown = playbookd("event", "ACC-404", "nps_response", "--data", '{"score": 3}', cwd=project)
+    assert unknown.returncode == 1 and "unknown account 'ACC-404'" in unknown.stderr
+    bad = playbookd("event", account, "nps_response", "--data", "{score: 3}", cwd=project)
+    assert bad.returncode == 1 and "--data is not valid JSON" in bad.stderr
+    assert playbookd("run", "--once", cwd=project).returncode == 0
+    query = f"SELECT count(*) FROM outbox WHERE playbook_id = 'nps-response-detractor' AND account_id = '{account}'"
+    assert db_count(project, query) == 1
+    assert "about their NPS response of 3" in playbookd("tasks", cwd=project).stdout
+
+
+def db_value(project: Path, query: str) -> str:
+    with sqlite3.connect(project / "playbookd.db") as conn:
+        return str(conn.execute(query).fetchone()[0])

@@ -125,6 +125,12 @@ def test_metrics_report_store_counts_and_process_histograms(site: str, engine: E
 
 @pytest.fixture
 def events_site(engine: Engine) -> Iterator[tuple[str, list[int]]]:
+    from playbookd.db import utcnow
+    from playbookd.schema import accounts
+
+    with engine.begin() as conn:
+        conn.execute(accounts.insert(), [{"id": i, "segment": "s", "data": {}, "changes": {}, "synced_at": utcnow(),
+                                          "created_at": utcnow()} for i in ("A", "ACC-1", "ACC-2")])
     nudges: list[int] = []
     site_ = web.Site(engine, SECRET, "Acme", lambda: web.health(engine), "tok3n", lambda: nudges.append(1))
     server = web.Server(f"127.0.0.1:{free_port()}", site_)
@@ -166,6 +172,7 @@ def test_post_events_stores_them_once_and_nudges(events_site: tuple[str, list[in
     ({"account": "A", "name": "x", "data": [1]}, "event 1: `data` must be an object"),
     ({"account": "A", "name": "x", "score": 3}, "event 1: unknown field(s) score"),
     ({"account": "A", "name": "x", "occurred_at": "yesterday"}, "event 1: `occurred_at` 'yesterday' is not"),
+    ([{"account": "A", "name": "x"}, {"account": "ACC-404", "name": "x"}], "event 2: unknown account 'ACC-404'"),
 ])
 def test_bad_events_are_refused_whole_with_the_reason(events_site: tuple[str, list[int]], engine: Engine,
                                                       body: object, message: str) -> None:
