@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from playbookd.durations import parse_duration
+from playbookd.durations import format_duration, parse_duration
 from playbookd.errors import Problem, UserError
 from playbookd.errors import ValidationError as PlaybookdValidationError
 from playbookd.yamlsource import Located, load_yaml_file
@@ -263,9 +263,7 @@ def load_config(path: Path | None = None) -> Config:
 
 def _shown(value: Any) -> str:
     if isinstance(value, timedelta):
-        seconds = int(value.total_seconds())
-        unit = next((u for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if seconds and seconds % n == 0), "s")
-        return f"{seconds // {'d': 86400, 'h': 3600, 'm': 60, 's': 1}[unit]}{unit}"
+        return format_duration(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, list):
