@@ -52,7 +52,7 @@ def start_sink(kind: str, port: int) -> subprocess.Popen[bytes]:
 def prepare(workdir: Path, accounts: int, port: int) -> Path:
     import yaml
 
-    from playbookd import sampledata
+    from playbookd.cli import sampledata
 
     for name in ("playbooks", "email_templates"):
         shutil.copytree(ROOT / name, workdir / name)
@@ -66,9 +66,10 @@ def prepare(workdir: Path, accounts: int, port: int) -> Path:
 
 
 def measure(config_path: Path) -> dict[str, float]:
-    from playbookd import cycle, runtime
-    from playbookd.db import connect
-    from playbookd.settings import load_config
+    from playbookd import runtime
+    from playbookd.config.settings import load_config
+    from playbookd.service import cycle
+    from playbookd.store.database import connect
 
     config = load_config(config_path)
     engine = connect(config.database)

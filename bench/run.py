@@ -40,7 +40,7 @@ def peak_mb() -> float:
 
 
 def prepare(workdir: Path, accounts: int, database: str) -> Path:
-    from playbookd import sampledata
+    from playbookd.cli import sampledata
 
     for name in ("playbooks", "email_templates"):
         shutil.copytree(ROOT / name, workdir / name)
@@ -53,9 +53,9 @@ def prepare(workdir: Path, accounts: int, database: str) -> Path:
 
 
 def stage_sync(config_path: Path) -> dict[str, float]:
-    from playbookd.db import connect
-    from playbookd.settings import load_config
-    from playbookd.sync import sync
+    from playbookd.config.settings import load_config
+    from playbookd.store.database import connect
+    from playbookd.sync.run import sync
 
     config = load_config(config_path)
     engine = connect(config.database)
@@ -69,10 +69,11 @@ def stage_sync(config_path: Path) -> dict[str, float]:
 def stage_evaluate(config_path: Path, workers: int | None) -> dict[str, float]:
     from sqlalchemy import func, select
 
-    from playbookd import enroll, runtime
-    from playbookd.db import connect
-    from playbookd.schema import accounts
-    from playbookd.settings import load_config
+    from playbookd import runtime
+    from playbookd.config.settings import load_config
+    from playbookd.engine import enroll
+    from playbookd.store.database import connect
+    from playbookd.store.schema import accounts
 
     config = load_config(config_path)
     engine = connect(config.database)

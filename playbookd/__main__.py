@@ -1,3 +1,3 @@
-from playbookd.cli import main
+from playbookd.cli.commands import main
 
 main()

@@ -15,17 +15,26 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from playbookd import fields as F
-from playbookd.conditions import Condition, FieldTypes, parse_condition
+from playbookd.config.settings import Config, load_config
+from playbookd.config.yaml_loader import load_yaml_file
 from playbookd.errors import Problem, UserError, ValidationError
-from playbookd.playbooks import KNOWN_ROLES, Context, Playbook, Step, TaskStep, WebhookStep, load_playbooks, step_kind
-from playbookd.records import account_types
-from playbookd.schema import contacts
-from playbookd.schema import fields as fields_table
-from playbookd.settings import Config, load_config
-from playbookd.template_errors import TemplateError
-from playbookd.templates import Templates
-from playbookd.yamlsource import load_yaml_file
+from playbookd.model import fields as F
+from playbookd.model.account import account_types
+from playbookd.model.conditions import Condition, FieldTypes, parse_condition
+from playbookd.model.playbooks import (
+    KNOWN_ROLES,
+    Context,
+    Playbook,
+    Step,
+    TaskStep,
+    WebhookStep,
+    load_playbooks,
+    step_kind,
+)
+from playbookd.store.schema import contacts
+from playbookd.store.schema import fields as fields_table
+from playbookd.templates.errors import TemplateError
+from playbookd.templates.render import Templates
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ def store_catalog(engine: Engine | None) -> tuple[dict[str, str], set[str]]:
 
 def source_catalog(config: Config) -> tuple[dict[str, str | None], list[Problem]]:
     """Account columns the configured sources supply (a CSV's header), typed where declared."""
-    from playbookd.sources import source_columns
+    from playbookd.sources.files import source_columns
 
     found: dict[str, str | None] = {}
     problems: list[Problem] = []

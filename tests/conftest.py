@@ -16,7 +16,7 @@ from smtp_server import SmtpServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from playbookd.db import connect
+from playbookd.store.database import connect
 
 PG_URL = os.environ.get("PLAYBOOKD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -10,10 +10,11 @@ from cli_helpers import small_project
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from playbookd import cycle, runtime
-from playbookd.db import connect
-from playbookd.schema import outbox
-from playbookd.settings import load_config
+from playbookd import runtime
+from playbookd.config.settings import load_config
+from playbookd.service import cycle
+from playbookd.store.database import connect
+from playbookd.store.schema import outbox
 
 ACCOUNTS = ("id,name,annual_revenue,status,plan,lifecycle_stage,csm_email\n"
             "ACC-1,Harbor Foods,5000,active,basic,adopted,maria@acme.example\n")

@@ -8,7 +8,7 @@ from cli_helpers import small_project
 from cycle_helpers import ACCOUNTS, CONTACTS
 
 from playbookd import runtime
-from playbookd.settings import load_config
+from playbookd.config.settings import load_config
 
 EVENT_PLAYBOOK = """\
 id: detractor

@@ -1,0 +1,191 @@
+"""What the CLI commands do, beyond printing: project set-up, validation, preview, test sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+
+from playbookd import runtime
+from playbookd.cadence.advance import template_context
+from playbookd.cli import sampledata
+from playbookd.config.settings import load_config
+from playbookd.delivery.recipients import load_contacts, primary
+from playbookd.delivery.transports import DeliveryError, Outgoing, build_message, make_message_id, make_transport
+from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
+from playbookd.errors import DependencyError, UserError
+from playbookd.model.playbooks import Playbook
+from playbookd.store import audit, migrate
+from playbookd.store.accounts import get_account, load_account_types
+from playbookd.store.database import connect, insert_ignore, utcnow
+from playbookd.store.schema import outbox, suppressions
+from playbookd.sync import events
+
+SKELETON = ("config.yaml", "playbooks", "email_templates")
+
+
+def skeleton_root() -> Path:
+    """Where the sample config, playbooks and templates live: the source tree, else the install prefix."""
+    for candidate in (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "playbookd"):
+        if all((candidate / name).exists() for name in SKELETON):
+            return candidate
+    raise UserError("cannot find the sample config, playbooks and templates to copy")
+
+
+def init_project(directory: Path, accounts: int) -> str:
+    if directory.exists() and any(directory.iterdir()):
+        raise UserError(f"{directory} is not empty; choose a new folder")
+    root = skeleton_root()
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "config.yaml", directory / "config.yaml")
+    for name in ("playbooks", "email_templates"):
+        shutil.copytree(root / name, directory / name)
+    sampledata.write_sample(directory / "data", accounts, utcnow())
+    return (f"created {directory}: config.yaml, playbooks/, email_templates/, data/ ({accounts} sample accounts)\n"
+            f"next: cd {directory} && playbookd validate && playbookd run --once")
+
+
+def _store_if_present(database: str) -> Engine | None:
+    """The store for field and role names, without creating an SQLite file as a side effect."""
+    if database.startswith("sqlite:///") and not Path(database[len("sqlite:///"):]).exists():
+        return None
+    try:
+        return connect(database, create=False)
+    except DependencyError:
+        return None
+
+
+def validate(config_path: Path) -> str:
+    config = load_config(config_path)
+    rt = runtime.load(config=config, engine=_store_if_present(config.database))
+    names = {name for p in rt.playbooks for name, _ in p.templates()}
+    return (f"ok: {config.path}: {len(rt.playbooks)} playbook(s), {len(names)} template name(s), "
+            f"{len(config.segments)} segment(s), {len(config.sources)} source(s)")
+
+
+def _preview_playbook() -> Playbook:
+    from playbookd.model.conditions import TRUE
+    from playbookd.model.playbooks import Where
+
+    return Playbook("preview", "Preview", "", True, "general", 0, None, None, TRUE, None, None, (), None,
+                    Where("", None, None))
+
+
+def render_for(rt: runtime.Runtime, engine: Engine, template: str, account_id: str,
+               contact_email: str | None) -> tuple[Any, str]:
+    with engine.begin() as conn:
+        account = get_account(conn, account_id, load_account_types(conn))
+        if account is None:
+            raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
+        people = load_contacts(conn, [account_id])[account_id]
+        secret = resolve_secret(conn, rt.config.delivery.unsubscribe_secret)
+    contact = primary(people) if contact_email is None else next(
+        (c for c in people if c.email.lower() == contact_email.lower()), None)
+    if contact is None:
+        known = ", ".join(c.email for c in people) or "none"
+        raise UserError(f"no such contact for account {account_id} (contacts: {known})")
+    url = unsubscribe_url(rt.config.company.public_url, sign(secret, contact.email, "general"))
+    context = template_context(rt, _preview_playbook(), account, contact.context(), url)
+    return rt.templates.render(template, account["segment"], context), contact.email
+
+
+def preview(rt: runtime.Runtime, engine: Engine, template: str, account_id: str, contact: str | None,
+            show_html: bool) -> str:
+    rendered, to = render_for(rt, engine, template, account_id, contact)
+    head = [f"Template: {rendered.template}", f"To: {to}", f"Subject: {rendered.subject}"]
+    if rendered.preheader:
+        head.append(f"Preheader: {rendered.preheader}")
+    return "\n".join([*head, "", rendered.html if show_html else rendered.text])
+
+
+def send_test(rt: runtime.Runtime, engine: Engine, to_addr: str, template: str | None,
+              account_id: str | None) -> str:
+    if template and not account_id:
+        raise UserError("--template needs --account to render for")
+    company = rt.config.company
+    url = company.public_url
+    subject, html, text = "playbookd test message", "<p>Delivery works.</p>", "Delivery works."
+    if template and account_id:
+        rendered, _ = render_for(rt, engine, template, account_id, None)
+        subject, html, text = rendered.subject, rendered.html, rendered.text
+    message_id = make_message_id(f"test:{utcnow().timestamp()}", "playbookd.local")
+    message = build_message(Outgoing(message_id, rt.config.delivery.from_, to_addr, subject, html, text, url))
+    return asyncio.run(_send_one(rt, message, to_addr))
+
+
+async def _send_one(rt: runtime.Runtime, message: Any, to_addr: str) -> str:
+    transport = make_transport(rt.config.delivery)
+    try:
+        await transport.send(message)
+    except DeliveryError as exc:
+        raise DependencyError(f"sending to {to_addr} failed: {exc}") from None
+    finally:
+        await transport.close()
+    return f"sent a test message to {to_addr} via {rt.config.delivery.transport}"
+
+
+def add_event(engine: Engine, account: str, name: str, data: str, event_id: str | None) -> str:
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UserError("--data must be a JSON object, e.g. '{\"score\": 4}'")
+    item = {"account": account, "name": name, "data": payload, **({"id": event_id} if event_id else {})}
+    recorded = events.record(engine, [item])
+    return f"recorded event {name} for {account}" if recorded.added else f"event {event_id} was already recorded"
+
+
+def suppress_add(engine: Engine, email: str, category: str, note: str | None) -> str:
+    with engine.begin() as conn:
+        insert_ignore(conn, suppressions, [{"email": email.lower(), "category": category, "reason": "manual",
+                                            "note": note, "created_at": utcnow()}])
+        audit.record(conn, "suppressed", contact=email.lower(), reason="manual", detail={"category": category})
+    return f"suppressed {email.lower()} ({category})"
+
+
+def suppress_remove(engine: Engine, email: str, category: str) -> str:
+    with engine.begin() as conn:
+        gone = conn.execute(delete(suppressions).where(suppressions.c.email == email.lower(),
+                                                       suppressions.c.category == category)).rowcount
+    if not gone:
+        raise UserError(f"{email.lower()} is not suppressed for {category!r}")
+    return f"removed suppression of {email.lower()} ({category})"
+
+
+def db_upgrade(database: str) -> str:
+    engine = connect(database, create=False)
+    before, after = migrate.upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    return f"{where}: schema at revision {after}" + (f" (was {before or 'empty'})" if before != after else "")
+
+
+OPERATOR_STATES = {"resend": ("unknown", "failed"), "drop": ("unknown", "failed", "queued")}
+
+
+def outbox_decide(engine: Engine, ids: Sequence[int], action: str) -> str:
+    """An operator's call on messages playbookd will not decide alone: resend (queue again) or drop."""
+    allowed = OPERATOR_STATES[action]
+    now = utcnow()
+    with engine.begin() as conn:
+        rows = {r.id: r for r in conn.execute(select(outbox).where(outbox.c.id.in_(list(ids))))}
+        problems = [f"message {i}: no such message" for i in ids if i not in rows]
+        problems += [f"message {i}: is {rows[i].state}; {action} applies to {' or '.join(allowed)}"
+                     for i in ids if i in rows and rows[i].state not in allowed]
+        if problems:
+            raise UserError("; ".join(problems))
+        values = {"state": "queued", "not_before": now, "claimed_by": None} if action == "resend" else {
+            "state": "dropped"}
+        conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(**values))
+        for row in rows.values():
+            audit.record(conn, f"operator_{action}", account_id=row.account_id, playbook_id=row.playbook_id,
+                         enrollment_id=row.enrollment_id, contact=row.to_addr, reason=f"was {row.state}",
+                         detail={"outbox_id": row.id}, at=now)
+    return f"{action}: {len(ids)} message(s)"

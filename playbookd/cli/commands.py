@@ -1,0 +1,278 @@
+"""Command line: thin click commands, one call each; errors become exit codes here only."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from playbookd import __version__, runtime
+from playbookd.cli import actions, output
+from playbookd.config.settings import CONFIG_ENV, Config, load_config
+from playbookd.errors import PlaybookdError
+from playbookd.service import cycle
+from playbookd.service.daemon import start
+from playbookd.store.database import connect, utcnow
+
+
+def _at(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or datetime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
+
+
+config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar=CONFIG_ENV,
+                             default=Path("config.yaml"), show_default=True, help="Path to config.yaml.")
+at_option = click.option("--at", "at", metavar="ISO", help="Evaluate as if it were this moment (default: now).")
+
+
+def _config(path: Path) -> Config:
+    return load_config(path)
+
+
+def _loaded(path: Path) -> tuple[runtime.Runtime, Any]:
+    config = _config(path)
+    engine = connect(config.database)
+    return runtime.load(config=config, engine=engine), engine
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="playbookd")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), metavar="PATH",
+              help="Path to config.yaml, for every command (also accepted after the command).")
+def cli(config_path: Path | None) -> None:
+    """Tech-touch customer success playbooks: rules, cadences and email delivery."""
+    if config_path is not None:
+        # Each command reads PLAYBOOKD_CONFIG as its --config default, so this reaches all of them.
+        os.environ[CONFIG_ENV] = str(config_path)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--accounts", default=300, show_default=True, help="Sample accounts to generate.")
+def init(directory: Path, accounts: int) -> None:
+    """Create a working project in DIRECTORY: config, playbooks, templates, sample data."""
+    click.echo(actions.init_project(directory, accounts))
+
+
+@cli.command()
+@config_option
+def validate(config_path: Path) -> None:
+    """Check config, playbooks and templates together; report every problem."""
+    click.echo(actions.validate(config_path))
+
+
+@cli.command("sync")
+@config_option
+@click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
+def sync_cmd(config_path: Path, sources: tuple[str, ...]) -> None:
+    """Pull accounts, contacts and events from the configured sources."""
+    rt, engine = _loaded(config_path)
+    output.echo_sync(cycle.run_sync(rt, engine, list(sources) or None))
+
+
+@cli.command()
+@config_option
+@at_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def simulate(config_path: Path, at: str | None, fmt: str) -> None:
+    """Show who would enter which playbook at --at, and their first step. Changes nothing."""
+    rt, engine = _loaded(config_path)
+    output.echo_simulation(rt, engine, _at(at), fmt)
+
+
+@cli.command()
+@config_option
+@click.argument("account")
+@click.option("--playbook", help="Only this playbook.")
+@at_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(config_path: Path, account: str, playbook: str | None, at: str | None, fmt: str) -> None:
+    """Explain, condition by condition, why ACCOUNT is or is not in each playbook."""
+    rt, engine = _loaded(config_path)
+    output.echo_explain(rt, engine, account, playbook, _at(at), fmt)
+
+
+@cli.command()
+@config_option
+@click.argument("template")
+@click.option("--account", required=True, help="Account id to render for.")
+@click.option("--contact", help="Contact email (default: the account's primary contact).")
+@click.option("--html", "show_html", is_flag=True, help="Print the HTML part instead of the text part.")
+def preview(config_path: Path, template: str, account: str, contact: str | None, show_html: bool) -> None:
+    """Render TEMPLATE for an account and contact, as the customer would get it."""
+    rt, engine = _loaded(config_path)
+    click.echo(actions.preview(rt, engine, template, account, contact, show_html))
+
+
+@cli.command()
+@config_option
+@click.option("--once", is_flag=True, help="Run one full cycle (sync, evaluate, advance, deliver) and exit.")
+@at_option
+def run(config_path: Path, once: bool, at: str | None) -> None:
+    """Run the daemon (or one cycle with --once)."""
+    if once:
+        rt, engine = _loaded(config_path)
+        output.echo_cycle(cycle.run_once(rt, engine, _at(at) if at else None))
+        return
+    if at:
+        raise click.UsageError("--at only goes with --once")
+    sys.exit(start(config_path).serve())
+
+
+@cli.command("send-test")
+@config_option
+@click.option("--to", "to_addr", required=True, help="Address to send the test email to.")
+@click.option("--template", help="Template to render (default: a plain test message).")
+@click.option("--account", help="Account to render the template for.")
+def send_test(config_path: Path, to_addr: str, template: str | None, account: str | None) -> None:
+    """Send one email through the configured transport, to check delivery settings."""
+    rt, engine = _loaded(config_path)
+    click.echo(actions.send_test(rt, engine, to_addr, template, account))
+
+
+@cli.command()
+@config_option
+@click.argument("account")
+@click.argument("name")
+@click.option("--data", default="{}", help="Event data as a JSON object.")
+@click.option("--id", "event_id", help="Idempotency key: an event with the same id is stored once.")
+def event(config_path: Path, account: str, name: str, data: str, event_id: str | None) -> None:
+    """Record an event NAME for ACCOUNT (event-triggered playbooks react to it)."""
+    config = _config(config_path)
+    click.echo(actions.add_event(connect(config.database), account, name, data, event_id))
+
+
+@cli.command()
+@config_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def status(config_path: Path, fmt: str) -> None:
+    """Counts of accounts, enrollments and emails; messages needing attention; last runs."""
+    config = _config(config_path)
+    output.echo_status(connect(config.database), fmt)
+
+
+@cli.command()
+@config_option
+@click.option("--account", help="Only this account.")
+@click.option("--playbook", help="Only this playbook.")
+@click.option("--limit", default=200, show_default=True)
+def history(config_path: Path, account: str | None, playbook: str | None, limit: int) -> None:
+    """The audit log: every decision, with its reason."""
+    config = _config(config_path)
+    output.echo_history(connect(config.database), account, playbook, limit)
+
+
+@cli.command()
+@config_option
+@click.option("--assignee", help="Only tasks for this CSM email.")
+@click.option("--all", "show_all", is_flag=True, help="Include done tasks.")
+def tasks(config_path: Path, assignee: str | None, show_all: bool) -> None:
+    """Tasks that playbooks created for CSMs."""
+    config = _config(config_path)
+    output.echo_tasks(connect(config.database), assignee, show_all)
+
+
+@cli.group()
+def suppress() -> None:
+    """Addresses that get no email (per category, or all)."""
+
+
+@suppress.command("add")
+@config_option
+@click.argument("email")
+@click.option("--category", default="*", show_default=True, help="Category, or * for everything.")
+@click.option("--note", help="Why.")
+def suppress_add(config_path: Path, email: str, category: str, note: str | None) -> None:
+    """Stop emailing EMAIL."""
+    click.echo(actions.suppress_add(connect(_config(config_path).database), email, category, note))
+
+
+@suppress.command("remove")
+@config_option
+@click.argument("email")
+@click.option("--category", default="*", show_default=True)
+def suppress_remove(config_path: Path, email: str, category: str) -> None:
+    """Allow emailing EMAIL again."""
+    click.echo(actions.suppress_remove(connect(_config(config_path).database), email, category))
+
+
+@suppress.command("list")
+@config_option
+def suppress_list(config_path: Path) -> None:
+    """List suppressed addresses."""
+    output.echo_suppressions(connect(_config(config_path).database))
+
+
+@cli.group("outbox")
+def outbox_group() -> None:
+    """Messages: list them; resend or drop those whose delivery is unknown or failed."""
+
+
+@outbox_group.command("list")
+@config_option
+@click.option("--state", "states", multiple=True, help="Only this state (repeatable): queued, sent, unknown ...")
+@click.option("--limit", default=200, show_default=True)
+def outbox_list(config_path: Path, states: tuple[str, ...], limit: int) -> None:
+    """The outbox, oldest first."""
+    output.echo_outbox(connect(_config(config_path).database), states, limit)
+
+
+@outbox_group.command("resend")
+@config_option
+@click.argument("ids", nargs=-1, type=int, required=True)
+def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
+    """Queue messages again (for `unknown`: only when you know they did not arrive)."""
+    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "resend"))
+
+
+@outbox_group.command("drop")
+@config_option
+@click.argument("ids", nargs=-1, type=int, required=True)
+def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
+    """Give up on messages for good."""
+    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path) -> None:
+    """Create or upgrade the schema to the current version."""
+    click.echo(actions.db_upgrade(_config(config_path).database))
+
+
+@cli.command()
+def settings() -> None:
+    """Every config.yaml setting with its default and help."""
+    output.echo_settings()
+
+
+def main() -> None:
+    try:
+        result = cli.main(prog_name="playbookd", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PlaybookdError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+

@@ -1,0 +1,164 @@
+"""How results are printed: tables for people, JSON lines for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from playbookd.config.settings import describe_settings
+from playbookd.delivery.outbox import counts as outbox_counts
+from playbookd.engine import explain, simulate
+from playbookd.errors import UserError
+from playbookd.runtime import Runtime
+from playbookd.service.cycle import CycleReport
+from playbookd.store import audit, state
+from playbookd.store.database import aware
+from playbookd.store.schema import accounts, contacts, enrollments, outbox, suppressions, tasks
+from playbookd.sync.run import SyncReport
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    data = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in data)]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in data:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def echo_sync(report: SyncReport) -> None:
+    for line in report.summary_lines():
+        click.echo(line)
+    if not report.ok:
+        raise UserError("sync finished with rejected rows (the good rows were applied)")
+
+
+def echo_simulation(rt: Runtime, engine: Engine, at: datetime, fmt: str) -> None:
+    entries = simulate.simulate(rt, engine, at)
+    if fmt == "json":
+        for entry in entries:
+            click.echo(simulate.as_json(entry))
+        return
+    rows = [simulate.as_row(e) for e in entries]
+    table(("PLAYBOOK", "ACCOUNT", "SEGMENT", "ACTION", "WHAT", "TO"), rows)
+    click.echo(f"\n{len(rows)} account(s) would enter a playbook at {at.isoformat()}")
+
+
+def echo_explain(rt: Runtime, engine: Engine, account: str, playbook: str | None, at: datetime,
+                 fmt: str) -> None:
+    result = explain.explain(rt, engine, account, at, playbook)
+    if fmt == "json":
+        for p in result["playbooks"]:
+            p.pop("_tree")
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for line in explain.render_text(result):
+        click.echo(line)
+
+
+def echo_cycle(report: CycleReport) -> None:
+    if report.sync is not None:
+        for line in report.sync.summary_lines():
+            click.echo(line)
+    click.echo(f"enrolled {report.enrolled}, advanced {report.advanced} enrollment(s)")
+    click.echo(f"delivery: {report.delivery.line()}")
+    hooks = report.webhooks
+    if hooks.sent or hooks.retried or hooks.failed:
+        click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}")
+    if not report.ok:
+        raise UserError("the cycle ran, but sync rejected some rows (see above)")
+
+
+def _count(engine: Engine, column: Any) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {str(k): n for k, n in conn.execute(select(column, func.count()).group_by(column))}
+
+
+def _scalar(engine: Engine, query: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def status_data(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        unknown = [dict(r._mapping) for r in conn.execute(
+            select(outbox.c.id, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id, outbox.c.last_error)
+            .where(outbox.c.state == "unknown").order_by(outbox.c.id).limit(50))]
+        by_state = outbox_counts(conn)
+    return {
+        "accounts": _scalar(engine, select(func.count()).select_from(accounts)),
+        "segments": _count(engine, accounts.c.segment),
+        "contacts": _scalar(engine, select(func.count()).select_from(contacts)),
+        "enrollments": _count(engine, enrollments.c.state),
+        "outbox": by_state, "unknown_messages": unknown,
+        "open_tasks": _scalar(engine, select(func.count()).select_from(tasks).where(tasks.c.state == "open")),
+        "suppressed": _scalar(engine, select(func.count()).select_from(suppressions)),
+        "last_cycle": state.get(engine, "last_cycle"), "last_evaluation": state.get(engine, "last_evaluation"),
+    }
+
+
+def echo_status(engine: Engine, fmt: str) -> None:
+    data = status_data(engine)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"accounts: {data['accounts']}  " + " ".join(f"{k}={v}" for k, v in sorted(data["segments"].items())))
+    click.echo(f"contacts: {data['contacts']}  suppressed: {data['suppressed']}  open tasks: {data['open_tasks']}")
+    click.echo("enrollments: " + (" ".join(f"{k}={v}" for k, v in sorted(data["enrollments"].items())) or "none"))
+    click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
+    last = data["last_cycle"] or {}
+    click.echo(f"last cycle: {last.get('at', 'never')}")
+    if data["unknown_messages"]:
+        click.echo("\nNeeds a decision (delivery was cut off; may or may not have been sent):")
+        table(("ID", "TO", "PLAYBOOK", "ACCOUNT", "ERROR"), [tuple(m.values()) for m in data["unknown_messages"]])
+
+
+def echo_history(engine: Engine, account: str | None, playbook: str | None, limit: int) -> None:
+    with engine.connect() as conn:
+        entries = list(audit.history(conn, account, playbook, limit))
+    for entry in entries:
+        click.echo(entry.line())
+    if not entries:
+        click.echo("no decisions recorded yet")
+
+
+def echo_tasks(engine: Engine, assignee: str | None, show_all: bool) -> None:
+    query = select(tasks).order_by(tasks.c.due_at, tasks.c.id)
+    if assignee:
+        query = query.where(tasks.c.assignee == assignee)
+    if not show_all:
+        query = query.where(tasks.c.state == "open")
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+    due = [(aware(r.due_at) or "").__str__()[:16] for r in rows]
+    table(("ID", "DUE", "ASSIGNEE", "ACCOUNT", "PLAYBOOK", "STATE", "TITLE"),
+          [(r.id, d, r.assignee or "-", r.account_id, r.playbook_id, r.state, r.title) for r, d in zip(rows, due,
+                                                                                                      strict=True)])
+
+
+def echo_suppressions(engine: Engine) -> None:
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(suppressions).order_by(suppressions.c.email)))
+    table(("EMAIL", "CATEGORY", "REASON", "SINCE", "NOTE"),
+          [(r.email, r.category, r.reason, str(aware(r.created_at))[:16], r.note or "") for r in rows])
+
+
+def echo_settings() -> None:
+    table(("SETTING", "DEFAULT", "HELP"), describe_settings())
+
+
+def echo_outbox(engine: Engine, states: Sequence[str], limit: int) -> None:
+    query = (select(outbox.c.id, outbox.c.state, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id,
+                    outbox.c.attempts, outbox.c.not_before, outbox.c.last_error).order_by(outbox.c.id).limit(limit))
+    if states:
+        query = query.where(outbox.c.state.in_(list(states)))
+    with engine.connect() as conn:
+        rows = [(r.id, r.state, r.to_addr, r.playbook_id, r.account_id, r.attempts,
+                 r.not_before.strftime("%Y-%m-%d %H:%M") if r.not_before else "", (r.last_error or "")[:60])
+                for r in conn.execute(query)]
+    table(("ID", "STATE", "TO", "PLAYBOOK", "ACCOUNT", "TRIES", "NOT BEFORE", "LAST ERROR"), rows)

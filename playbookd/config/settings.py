@@ -1,0 +1,298 @@
+"""config.yaml: every setting declared once, with its default and help; validated at load."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from playbookd.config.durations import format_duration, parse_duration
+from playbookd.config.yaml_loader import Located, load_yaml_file
+from playbookd.errors import Problem, UserError
+from playbookd.errors import ValidationError as PlaybookdValidationError
+
+CONFIG_ENV = "PLAYBOOKD_CONFIG"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _duration(value: Any) -> timedelta:
+    return value if isinstance(value, timedelta) else parse_duration(value)
+
+
+class Company(_Model):
+    name: str = Field("Acme", description="Sender company name, shown in every email")
+    postal_address: str = Field(description="Postal address required in every customer email")
+    public_url: str = Field("http://127.0.0.1:8025", description="Base URL of the HTTP listener")
+
+
+class Segment(_Model):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Segment name (template folder)")
+    when: dict[str, Any] | None = Field(None, description="Condition; omitted: matches all")
+
+
+class Source(_Model):
+    name: str = Field(description="Unique source name")
+    kind: Literal["csv", "jsonl", "sql", "http"] = Field(description="Where rows come from")
+    entity: Literal["accounts", "contacts", "events"] = Field(description="What a row is")
+    path: Path | None = Field(None, description="File for csv and jsonl sources")
+    fields: dict[str, str] = Field(default_factory=dict, description="Renames, ours: theirs")
+    types: dict[str, Literal["string", "integer", "decimal", "boolean", "date", "datetime"]] = (
+        Field(default_factory=dict, description="Column types; others are inferred")
+    )
+    every: timedelta | None = Field(None, description="How often the daemon syncs it")
+    url: str | None = Field(None, description="URL (sql: SQLAlchemy URL; http: endpoint)")
+    query: str | None = Field(None, description="SQL query for sql sources")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers, e.g. an auth token from ${VAR}")
+    records: str | None = Field(None, description="http: dotted key of the record list (default: data, items ...)")
+    next: str | None = Field(None, description="http: dotted key of the next page URL (default: Link header, next)")
+    max_pages: int = Field(10_000, ge=1, description="http: stop after this many pages")
+
+    @model_validator(mode="after")
+    def _needs(self) -> Source:
+        required = {"csv": ("path",), "jsonl": ("path",), "sql": ("url", "query"), "http": ("url",)}[self.kind]
+        missing = [name for name in required if getattr(self, name) in (None, "")]
+        if missing:
+            raise ValueError(f"kind {self.kind} needs {' and '.join(missing)}")
+        return self
+
+    _every = field_validator("every", mode="before")(
+        lambda v: None if v is None else _duration(v)
+    )
+
+
+class Smtp(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = Field(False, description="Upgrade with STARTTLS after connecting")
+    tls: bool = Field(False, description="Implicit TLS (port 465)")
+    username: str | None = None
+    password: str | None = None
+    timeout: float = Field(30.0, gt=0, description="Seconds per SMTP command")
+
+
+class FrequencyCap(_Model):
+    max: int = Field(ge=1, description="Emails per contact per window, all playbooks together")
+    per: timedelta = Field(description="The window")
+    max_wait: timedelta = Field(timedelta(days=3), description="A message held by the cap longer is skipped")
+    _per = field_validator("per", "max_wait", mode="before")(_duration)
+
+
+class QuietHours(_Model):
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
+    weekends: bool = Field(False, description="Also hold mail on Saturdays and Sundays")
+
+
+class Delivery(_Model):
+    transport: Literal["file", "smtp"] = Field("file", description="file writes .eml files")
+    directory: Path = Field(Path("outbox"), description="Where the file transport writes")
+    from_: str = Field(
+        "Customer Success <success@example.com>", alias="from", description="From header"
+    )
+    reply_to: str | None = Field(None, description="Reply-To header")
+    smtp: Smtp = Field(default_factory=Smtp)
+    frequency_cap: FrequencyCap | None = Field(None, description="Unset: no cap")
+    quiet_hours: QuietHours | None = Field(None, description="Unset: send around the clock")
+    rate_per_second: float = Field(20.0, gt=0, description="Messages per second at most")
+    max_age: timedelta = Field(timedelta(days=5), description="Retry temporary failures this long")
+    unsubscribe_secret: str | None = Field(None, description="HMAC key for unsubscribe links")
+    _max_age = field_validator("max_age", mode="before")(_duration)
+
+
+class Scheduler(_Model):
+    evaluate_every: timedelta = Field(timedelta(minutes=15), description="Evaluation interval")
+    deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox poll interval")
+    _d = field_validator("evaluate_every", "deliver_every", mode="before")(_duration)
+
+
+class Evaluation(_Model):
+    batch_size: int = Field(500, ge=1, le=5000, description="Accounts per rules-engine batch")
+    workers: int = Field(0, ge=0, le=64, description="Worker processes; 0: one per CPU")
+    range_size: int = Field(25_000, ge=1, description="Accounts per range that replicas share out")
+
+
+class Http(_Model):
+    listen: str = Field("127.0.0.1:8025", pattern=r"^.+:\d+$", description="host:port")
+    events_token: str | None = Field(
+        None, description="Bearer token for POST /events (e.g. ${PLAYBOOKD_EVENTS_TOKEN}); unset: endpoint off")
+
+
+class Logging(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
+
+
+class Config(_Model):
+    database: str = Field("sqlite:///playbookd.db", description="SQLAlchemy URL")
+    playbooks: Path = Field(Path("playbooks"), description="Folder of playbook YAML files")
+    templates: Path = Field(Path("email_templates"), description="Folder of email templates")
+    timezone: str = Field("UTC", description="Default time zone for contacts without one")
+    company: Company
+    segments: list[Segment] = Field(default_factory=lambda: [Segment(name="default", when=None)],
+                                    description="In order, first match wins; the last one without `when`")
+    sources: list[Source] = Field(default_factory=list, description="Where accounts, contacts and events come from")
+    delivery: Delivery = Field(default_factory=Delivery)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    http: Http = Field(default_factory=Http)
+    logging: Logging = Field(default_factory=Logging)
+    path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC)") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [s.name for s in self.segments]
+
+
+def expand_env(data: Any, path: tuple[Any, ...] = ()) -> Any:
+    """Replace ${VAR} and ${VAR:-default}; a value that is only an unset ${VAR} becomes null."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, (*path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, (*path, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+    whole = _VAR.fullmatch(data)
+    if whole and whole.group(1) not in os.environ and whole.group(2) is None:
+        return None
+    return _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), data)
+
+
+def _hint(model: type[BaseModel], key: str) -> str:
+    names = [f.alias or n for n, f in model.model_fields.items() if n != "path"]
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        annotation = getattr(info, "annotation", None)
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+            for inner in getattr(candidate, "__args__", ()) or ():
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    model = inner
+    return model  # type: ignore[no-any-return]
+
+
+def _problems(exc: ValidationError, doc: Located) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {dotted!r}{_hint(_model_at(loc), str(loc[-1]))}"
+        else:
+            message = f"{dotted}: {err['msg']}".replace("Value error, ", "")
+        problems.append(doc.problem(loc, message))
+    return problems
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    config.playbooks = rel(config.playbooks)
+    config.templates = rel(config.templates)
+    config.delivery.directory = rel(config.delivery.directory)
+    for source in config.sources:
+        if source.path is not None:
+            source.path = rel(source.path)
+    config.database = _relative_sqlite(config.database, base)
+    return config
+
+
+def _relative_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str(base / url[len(prefix):])
+    return url
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, "config.yaml"))
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load, expand and validate config.yaml; raise a ValidationError listing every problem."""
+    path = path or default_path()
+    if not path.exists():
+        raise UserError(f"{path}: no such config file (use --config or {CONFIG_ENV})")
+    doc, problems = load_yaml_file(path)
+    if doc is None:
+        raise PlaybookdValidationError(problems, f"{path}: cannot load config")
+    if not isinstance(doc.data, dict):
+        raise PlaybookdValidationError([doc.problem((), "config must be a mapping")])
+    try:
+        config = Config.model_validate(expand_env(doc.data))
+    except ValidationError as exc:
+        raise PlaybookdValidationError(_problems(exc, doc), f"{path}: invalid config") from None
+    config.path = path.resolve()
+    return _resolve_paths(config, path.resolve().parent)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return repr([v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v for v in value])
+    return "" if value is None else repr(value)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside an annotation such as `Model`, `Model | None` or `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every setting, for `playbookd settings` and the docs."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            if model is Config and name == "path":
+                continue  # where the file was loaded from, not a setting
+            key = prefix + (info.alias or name)
+            sub = _model_in(info.annotation)
+            if sub is not info.annotation:
+                default = "(required)" if info.is_required() else _shown(info.get_default(call_default_factory=True))
+                rows.append((key, default, info.description or ""))
+            if sub is not None:
+                walk(sub, key + ("[]." if get_origin(info.annotation) is list else "."))
+
+    walk(Config, "")
+    return rows

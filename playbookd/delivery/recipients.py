@@ -1,0 +1,102 @@
+"""Who an email step reaches: role selection, then eligibility (active, not suppressed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from playbookd.store.schema import contacts, suppressions
+
+ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: int
+    account_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    role: str | None
+    timezone: str | None
+    status: str
+    is_primary: bool
+    position: int
+
+    def context(self) -> dict[str, Any]:
+        return {"email": self.email, "first_name": self.first_name, "last_name": self.last_name,
+                "role": self.role, "timezone": self.timezone, "status": self.status,
+                "is_primary": self.is_primary}
+
+
+def load_contacts(conn: Connection, account_ids: Iterable[str]) -> dict[str, list[Contact]]:
+    """Contacts of each account, in source order."""
+    ids = list(set(account_ids))
+    found: dict[str, list[Contact]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 500):
+        query = select(*[contacts.c[f] for f in Contact.__dataclass_fields__]).where(
+            contacts.c.account_id.in_(ids[start:start + 500])
+        ).order_by(contacts.c.account_id, contacts.c.position, contacts.c.id)
+        for row in conn.execute(query):
+            found[row.account_id].append(Contact(**row._asdict()))
+    return found
+
+
+def primary(people: Sequence[Contact]) -> Contact | None:
+    """The contact marked primary, else the first active admin in source order."""
+    marked = next((c for c in people if c.is_primary), None)
+    if marked is not None:
+        return marked
+    return next((c for c in people if c.role == "admin" and c.status == ACTIVE), None)
+
+
+def select_recipients(people: Sequence[Contact], to: Sequence[str]) -> list[Contact]:
+    """Contacts named by `to` (all, primary, roles), each once, before eligibility."""
+    chosen: dict[int, Contact] = {}
+    for spec in to:
+        if spec == "all":
+            picked: list[Contact] = list(people)
+        elif spec == "primary":
+            found = primary(people)
+            picked = [found] if found else []
+        else:
+            picked = [c for c in people if c.role == spec]
+        chosen.update((c.id, c) for c in picked)
+    return sorted(chosen.values(), key=lambda c: (c.position, c.id))
+
+
+def suppressed_for(conn: Connection, emails: Iterable[str], category: str) -> dict[str, str]:
+    """email -> reason, for addresses suppressed for everything or for `category`."""
+    wanted = list({e.lower() for e in emails})
+    if not wanted:
+        return {}
+    query = select(suppressions.c.email, suppressions.c.reason).where(
+        suppressions.c.email.in_(wanted), suppressions.c.category.in_(["*", category]))
+    return {row.email: row.reason for row in conn.execute(query)}
+
+
+def ineligible_reason(contact: Contact, suppressed: dict[str, str]) -> str | None:
+    """Why this contact gets nothing, or None when it may be emailed."""
+    if contact.status != ACTIVE:
+        return "departed" if contact.status == "left" else f"contact_{contact.status}"
+    reason = suppressed.get(contact.email.lower())
+    return reason if reason else None
+
+
+def eligible(conn: Connection, people: Sequence[Contact], to: Sequence[str],
+             category: str) -> tuple[list[Contact], list[tuple[Contact, str]]]:
+    """(recipients, [(contact, reason skipped)]) for one email step."""
+    picked = select_recipients(people, to)
+    suppressed = suppressed_for(conn, (c.email for c in picked), category)
+    ok: list[Contact] = []
+    skipped: list[tuple[Contact, str]] = []
+    for contact in picked:
+        reason = ineligible_reason(contact, suppressed)
+        if reason is None:
+            ok.append(contact)
+        else:
+            skipped.append((contact, reason))
+    return ok, skipped

@@ -1,0 +1,65 @@
+"""After a crash: messages a dead process had reserved go back to the queue; the one it was
+sending is marked `unknown` (it may have been accepted) and waits for an operator's call.
+
+A reservation names its worker as host:pid. A worker on this host is dead when its pid is;
+a worker on another host (a replica) is taken for dead once its reservation is older than
+LEASE, far longer than one SMTP transaction may take.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.engine import Engine
+
+from playbookd.store import audit
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import outbox
+
+HOST = socket.gethostname()
+WORKER = f"{HOST}:{os.getpid()}"
+LEASE = timedelta(minutes=15)
+
+
+def alive(worker: str | None, since: datetime | None, now: datetime) -> bool:
+    host, _, pid = (worker or "").rpartition(":")
+    if host == HOST and pid.isdigit():
+        if int(pid) == os.getpid():
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return since is not None and now - since < LEASE
+
+
+def _abandoned(conn: Connection, now: datetime) -> list[Any]:
+    rows = conn.execute(select(outbox.c.id, outbox.c.state, outbox.c.claimed_by, outbox.c.sent_at,
+                               outbox.c.account_id, outbox.c.playbook_id, outbox.c.to_addr)
+                        .where(outbox.c.state.in_(["claimed", "sending"])))
+    return [r for r in rows if not alive(r.claimed_by, aware(r.sent_at), now)]
+
+
+def recover(engine: Engine, now: datetime | None = None) -> int:
+    """Settle what dead workers left behind; returns how many messages became `unknown`."""
+    now = now or utcnow()
+    unknown = 0
+    with engine.begin() as conn:
+        for row in _abandoned(conn, now):
+            if row.state == "claimed":
+                conn.execute(update(outbox).where(outbox.c.id == row.id, outbox.c.state == "claimed")
+                             .values(state="queued", claimed_by=None, sent_at=None))
+                continue
+            conn.execute(update(outbox).where(outbox.c.id == row.id, outbox.c.state == "sending").values(
+                state="unknown", last_error="interrupted during delivery; may or may not have been sent"))
+            audit.record(conn, audit.UNKNOWN, account_id=row.account_id, playbook_id=row.playbook_id,
+                         contact=row.to_addr, reason="interrupted_in_flight", at=now)
+            unknown += 1
+    return unknown

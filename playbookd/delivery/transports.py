@@ -1,0 +1,237 @@
+"""Building MIME messages and handing them to a transport (a directory of .eml files, or SMTP).
+
+The only module that imports aiosmtplib. SMTP failures are classified by the phase they happen in,
+because that decides whether a retry could send the same email twice:
+before the message body was handed over, a failure is safe to retry (TemporaryFailure) or final
+(PermanentFailure); once the body is on the wire and the server's verdict is lost, nobody knows
+whether it was accepted (UncertainDelivery), and the caller must not retry blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import ssl
+import tempfile
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from playbookd.config.settings import Delivery, Smtp
+
+UNKNOWN_USER_CODES = {550, 551, 553}
+# Long unbreakable headers (List-Unsubscribe URLs) must stay readable, not RFC 2047-encoded.
+POLICY = policy.SMTP.clone(max_line_length=998)
+
+
+class DeliveryError(Exception):
+    """A message could not be handed over."""
+
+
+class TemporaryFailure(DeliveryError):
+    """Nothing was accepted; trying again later may work. `soft_bounce` when the server answered
+    4xx about this recipient or message (mailbox full...), not when it could not be reached."""
+
+    def __init__(self, message: str, soft_bounce: bool = False) -> None:
+        super().__init__(message)
+        self.soft_bounce = soft_bounce
+
+
+class PermanentFailure(DeliveryError):
+    """The server refused for good. `unknown_user` when the mailbox does not exist (a hard bounce)."""
+
+    def __init__(self, message: str, unknown_user: bool = False) -> None:
+        super().__init__(message)
+        self.unknown_user = unknown_user
+
+
+class UncertainDelivery(DeliveryError):
+    """The connection broke after the body was sent: the message may or may not have been accepted."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: str
+    from_addr: str
+    to_addr: str
+    subject: str
+    html: str
+    text: str
+    unsubscribe_url: str | None
+    reply_to: str | None = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def make_message_id(key: str, domain: str) -> str:
+    """Derived from the outbox key, so a resend after a crash carries the same Message-ID."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
+
+
+def build_message(out: Outgoing, now: datetime | None = None) -> EmailMessage:
+    message = EmailMessage(policy=POLICY)
+    message["Message-ID"] = out.message_id
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["From"] = out.from_addr
+    message["To"] = out.to_addr
+    message["Subject"] = out.subject
+    if out.reply_to:
+        message["Reply-To"] = out.reply_to
+    if out.unsubscribe_url:
+        # RFC 8058 one-click: mailbox providers show an unsubscribe button and POST to the URL.
+        message["List-Unsubscribe"] = f"<{out.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in out.extra_headers.items():
+        message[name] = value
+    message.set_content(out.text)
+    message.add_alternative(out.html, subtype="html")
+    return message
+
+
+def envelope(message: EmailMessage) -> tuple[str, str]:
+    return parseaddr(str(message["From"]))[1], parseaddr(str(message["To"]))[1]
+
+
+class Transport(Protocol):
+    name: str
+
+    async def send(self, message: EmailMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class FileTransport:
+    """Writes each message to `<directory>/<message-id>.eml`; rewriting the same message is a no-op."""
+
+    name = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, message: EmailMessage) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9._@-]", "", str(message["Message-ID"])) or "message"
+        return self.directory / f"{stem}.eml"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            self._write(message)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot write to {self.directory}: {exc}") from exc
+
+    def _write(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path_for(message)
+        # Write then rename, so a reader never sees half a message and a crash leaves no torn file.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes())
+        os.replace(tmp, target)
+
+    async def close(self) -> None:
+        return None
+
+
+def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> DeliveryError:
+    text = f"{phase}: {exc.code} {exc.message}"
+    if 400 <= exc.code < 500:
+        return TemporaryFailure(text, soft_bounce=phase in ("RCPT", "DATA"))
+    unknown = phase == "RCPT" and (exc.code in UNKNOWN_USER_CODES or "5.1.1" in exc.message)
+    return PermanentFailure(text, unknown_user=unknown)
+
+
+class SmtpTransport:
+    """One reused SMTP connection; reconnects when the server has closed it."""
+
+    name = "smtp"
+
+    def __init__(self, settings: Smtp, local_hostname: str | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.local_hostname = local_hostname
+        self.tls_context = tls_context
+        self.client: aiosmtplib.SMTP | None = None
+        self.lock = asyncio.Lock()
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(hostname=s.host, port=s.port, use_tls=s.tls, start_tls=s.starttls,
+                               timeout=s.timeout, local_hostname=self.local_hostname,
+                               tls_context=self.tls_context, username=s.username, password=s.password)
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self.client is not None and self.client.is_connected:
+            return self.client
+        self.client = self._new_client()
+        try:
+            await self.client.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            self.client = None
+            raise PermanentFailure(f"authentication refused by {self.settings.host}: {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self.client = None
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise TemporaryFailure(f"cannot connect to {where}: {exc}") from exc
+        return self.client
+
+    async def send(self, message: EmailMessage) -> None:
+        async with self.lock:
+            client = await self._connected()
+            try:
+                await self._transaction(client, message)
+            except DeliveryError:
+                await self._reset(client)
+                raise
+
+    async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+        sender, recipient = envelope(message)
+        await self._step(client.mail(sender), "MAIL")
+        await self._step(client.rcpt(recipient), "RCPT")
+        try:
+            await client.data(message.as_bytes())
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify_refusal(exc, "DATA") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise UncertainDelivery(f"connection lost during DATA: {exc}") from exc
+
+    @staticmethod
+    async def _step(call: Awaitable[object], phase: str) -> None:
+        try:
+            await call
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify_refusal(exc, phase) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TemporaryFailure(f"{phase}: {exc}") from exc
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """After a failed transaction, start clean: RSET if the line is alive, else drop it."""
+        try:
+            if client.is_connected:
+                await client.rset()
+                return
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        client.close()
+        self.client = None
+
+    async def close(self) -> None:
+        if self.client is not None and self.client.is_connected:
+            try:
+                await self.client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                self.client.close()
+        self.client = None
+
+
+def make_transport(delivery: Delivery) -> Transport:
+    if delivery.transport == "smtp":
+        return SmtpTransport(delivery.smtp)
+    return FileTransport(delivery.directory)

@@ -1,0 +1,63 @@
+"""Signed unsubscribe tokens: they name a contact and a category and cannot be forged."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+
+from sqlalchemy import Connection, select
+
+from playbookd.store.database import insert_ignore, utcnow
+from playbookd.store.schema import state
+
+SECRET_ENV = "PLAYBOOKD_SECRET"
+_KEY = "unsubscribe_secret"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: bytes, email: str, category: str) -> str:
+    payload = _b64(json.dumps([email.lower(), category], separators=(",", ":")).encode())
+    mac = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
+    return f"{payload}.{_b64(mac)}"
+
+
+def verify(secret: bytes, token: str) -> tuple[str, str] | None:
+    """(email, category) for a genuine token, None for anything forged or altered."""
+    try:
+        payload, mac = token.split(".", 1)
+        expected = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(expected, _unb64(mac)):
+            return None
+        email, category = json.loads(_unb64(payload))
+    except (ValueError, TypeError):
+        return None
+    return (email, category) if isinstance(email, str) and isinstance(category, str) else None
+
+
+def resolve_secret(conn: Connection, configured: str | None) -> bytes:
+    """Config, else environment, else a random secret generated once and kept in the store."""
+    if configured:
+        return configured.encode()
+    if os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV].encode()
+    row = conn.execute(select(state.c.value).where(state.c.key == _KEY)).first()
+    if row is not None:
+        return str(row.value).encode()
+    # several replicas may race here: the first insert wins and everyone re-reads it
+    insert_ignore(conn, state, [{"key": _KEY, "value": secrets.token_urlsafe(32), "updated_at": utcnow()}])
+    return str(conn.execute(select(state.c.value).where(state.c.key == _KEY)).scalar_one()).encode()
+
+
+def unsubscribe_url(public_url: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/unsubscribe/{token}"

@@ -1,0 +1,120 @@
+"""Posting the webhooks that playbook steps queued: JSON over HTTP(S), retried with backoff.
+
+A 2xx response settles the webhook; a 408, 429 or 5xx, a timeout or a refused connection is
+retried until `delivery.max_age`; any other 4xx fails it for good (the receiver said the
+request itself is wrong, so repeating it cannot help). Each request carries the queue key as
+`Idempotency-Key`, so a receiver can drop the duplicate a crash between POST and settle causes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+from sqlalchemy.engine import Engine
+
+from playbookd import __version__
+from playbookd.store import audit
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import webhooks
+
+TIMEOUT = 10.0
+RETRYABLE = {408, 425, 429}
+WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+class Retry(Exception):
+    """Worth trying again later."""
+
+
+class Refused(Exception):
+    """The receiver rejected the request; repeating it cannot help."""
+
+
+def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": f"playbookd/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        if exc.code in RETRYABLE or exc.code >= 500:
+            raise Retry(f"HTTP {exc.code} {exc.reason}") from exc
+        raise Refused(f"HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise Retry(str(getattr(exc, "reason", exc))) from exc
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 min, 2, 4 ... capped at 1 hour: a receiver that is down usually comes back within minutes."""
+    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def _due(engine: Engine, now: datetime, limit: int) -> list[Row[Any]]:
+    with engine.connect() as conn:
+        query = (select(webhooks).where(webhooks.c.state == "queued", webhooks.c.not_before <= now)
+                 .order_by(webhooks.c.not_before, webhooks.c.id).limit(limit))
+        return list(conn.execute(query))
+
+
+def _log(conn: Connection, row: Row[Any], event: str, now: datetime, **detail: Any) -> None:
+    audit.record(conn, event, account_id=row.account_id, playbook_id=row.playbook_id, at=now,
+                 reason=detail.pop("reason", None), detail={"url": row.url, **detail})
+
+
+def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetime, max_age: timedelta,
+            report: Report) -> None:
+    attempts = row.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "last_error": str(error) if error else None}
+    with engine.begin() as conn:
+        if error is None:
+            values["state"] = "sent"
+            _log(conn, row, WEBHOOK_SENT, now)
+            report.sent += 1
+        elif isinstance(error, Retry) and now - (aware(row.created_at) or now) < max_age:
+            values["not_before"] = now + backoff(attempts)
+            _log(conn, row, WEBHOOK_DEFERRED, now, reason="temporary_failure", error=str(error))
+            report.retried += 1
+        else:
+            values["state"] = "failed"
+            _log(conn, row, WEBHOOK_FAILED, now, reason="rejected" if isinstance(error, Refused) else "expired",
+                 error=str(error))
+            report.failed += 1
+        conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(**values))
+
+
+def _attempt(row: Row[Any]) -> Exception | None:
+    try:
+        post(row.url, row.body, row.key)
+    except (Retry, Refused) as exc:
+        return exc
+    return None
+
+
+def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
+             clock: Callable[[], datetime] = utcnow, batch: int = 50) -> Report:
+    """Post every webhook due now, oldest first, until none is due or `stop` is set."""
+    report = Report()
+    while not (stop and stop.is_set()):
+        rows = _due(engine, clock(), batch)
+        for row in rows:
+            if stop and stop.is_set():
+                break
+            _settle(engine, row, _attempt(row), clock(), max_age, report)
+        if len(rows) < batch:
+            break
+    return report

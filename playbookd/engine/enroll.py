@@ -1,0 +1,232 @@
+"""Evaluation: stream accounts through the rules engine and enroll the eligible ones.
+
+The same candidate stream serves `simulate` (read-only) and the daemon (which writes
+enrollments), so both always agree on who would enter what.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.engine import Engine
+
+from playbookd.engine.rules import RuleEngine
+from playbookd.model.account import AccountRecord
+from playbookd.model.conditions import All, Condition, Leaf
+from playbookd.model.playbooks import Playbook
+from playbookd.runtime import Runtime
+from playbookd.store import audit
+from playbookd.store.accounts import get_account, iter_accounts, load_account_types
+from playbookd.store.database import aware, insert_ignore
+from playbookd.store.schema import enrollments, events
+
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    playbook: Playbook
+    account_id: str
+    segment: str
+    event_id: int | None = None
+
+
+def entry_condition(playbook: Playbook) -> Condition:
+    """Audience and trigger together: what the rules engine checks for a playbook."""
+    parts: list[Condition] = []
+    if playbook.segments is not None:
+        parts.append(Leaf("segment", "in", tuple(playbook.segments)))
+    if playbook.event is not None:
+        parts.append(Leaf("event.name", "eq", playbook.event))
+    parts.append(playbook.trigger)
+    return parts[0] if len(parts) == 1 else All(tuple(parts))
+
+
+def worker_count(runtime: Runtime) -> int:
+    configured = runtime.config.evaluation.workers
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+def rule_engine(runtime: Runtime, playbooks: Sequence[Playbook], workers: int | None = None) -> RuleEngine:
+    rules = [(p.id, entry_condition(p)) for p in playbooks]
+    count = worker_count(runtime) if workers is None else workers
+    return RuleEngine(rules, runtime.config.tz, workers=count,
+                      batch_size=runtime.config.evaluation.batch_size)
+
+
+def active_keyed(playbook_id: str, account_id: str) -> str:
+    return f"{playbook_id}\x1f{account_id}"
+
+
+def _history(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, datetime]]:
+    """(playbook, account) -> (has an active enrollment, last entered_at), for the given pairs."""
+    found: dict[tuple[str, str], tuple[bool, datetime]] = {}
+    accounts = list({a for _, a in pairs})
+    for start in range(0, len(accounts), 500):
+        query = select(enrollments.c.playbook_id, enrollments.c.account_id, enrollments.c.state,
+                       enrollments.c.entered_at).where(
+            enrollments.c.account_id.in_(accounts[start:start + 500]))
+        for row in conn.execute(query):
+            key = (row.playbook_id, row.account_id)
+            if key not in pairs:
+                continue
+            active, last = found.get(key, (False, aware(row.entered_at)))
+            entered = aware(row.entered_at)
+            assert entered is not None and last is not None
+            found[key] = (active or row.state == "active", max(last, entered))
+    return found
+
+
+def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: datetime) -> str | None:
+    """Why the account may not enter now, or None if it may."""
+    if seen is None:
+        return None
+    active, last = seen
+    if active:
+        return "already enrolled"
+    if playbook.reenter_after is None:
+        return "entered before; the playbook has no reenter_after"
+    allowed = last + timedelta(seconds=playbook.reenter_after)
+    return None if allowed <= now else f"may re-enter from {allowed.isoformat()}"
+
+
+def _eligible(conn: Connection, chunk: list[Candidate], now: datetime) -> list[Candidate]:
+    seen = _history(conn, {(c.playbook.id, c.account_id) for c in chunk})
+    return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now) is None]
+
+
+def _chunks(items: Iterable[Candidate], size: int = CHUNK) -> Iterator[list[Candidate]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
+             id_range: tuple[str | None, str | None] | None) -> Iterator[Candidate]:
+    playbooks = [p for p in runtime.active if p.event is None]
+    if not playbooks:
+        return
+    by_id = {p.id: p for p in playbooks}
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    segments: dict[str, str] = {}
+
+    def records() -> Iterator[AccountRecord]:
+        for record in iter_accounts(engine, types, runtime.config.evaluation.batch_size, id_range):
+            segments[record["id"]] = record["segment"]
+            yield record
+
+    with rule_engine(runtime, playbooks, workers) as rules:
+        for account_id, matched in rules.match(records(), now):
+            segment = segments.pop(account_id, "")
+            for pid in sorted(matched):
+                yield Candidate(by_id[pid], account_id, segment)
+            _trim(segments)
+
+
+def _trim(segments: dict[str, str], keep: int = 100_000) -> None:
+    # records that matched nothing are never popped; forget the oldest to bound memory
+    while len(segments) > keep:
+        segments.pop(next(iter(segments)))
+
+
+def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
+               id_range: tuple[str | None, str | None] | None = None) -> Iterator[Candidate]:
+    """Accounts that would enter a state-triggered playbook at `now`, eligibility applied."""
+    for chunk in _chunks(_matches(runtime, engine, now, workers, id_range)):
+        with engine.connect() as conn:
+            yield from _eligible(conn, chunk, now)
+
+
+def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime) -> int:
+    """Create enrollments (one active per playbook and account, whoever races) and audit them."""
+    rows = [{"playbook_id": c.playbook.id, "account_id": c.account_id, "state": "active", "step": 0,
+             "next_due_at": now, "entered_at": now, "event_id": c.event_id,
+             "active_key": active_keyed(c.playbook.id, c.account_id)} for c in chunk]
+    inserted = insert_ignore(conn, enrollments, rows)
+    keys = [r["active_key"] for r in rows]
+    created = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id)
+                           .where(enrollments.c.active_key.in_(keys), enrollments.c.entered_at == now))
+    audit.record_many(conn, [{"event": audit.ENTERED, "account_id": r.account_id, "playbook_id": r.playbook_id,
+                              "enrollment_id": r.id, "at": now} for r in created])
+    return inserted
+
+
+def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
+                   id_range: tuple[str | None, str | None] | None = None, workers: int | None = None) -> int:
+    """Enroll eligible accounts of `id_range` in state-triggered playbooks; returns enrollments made."""
+    total = 0
+    for chunk in _chunks(candidates(runtime, engine, now, workers, id_range)):
+        with engine.begin() as conn:
+            total += enroll(conn, chunk, now)
+    return total
+
+
+def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None) -> int:
+    """Every account, then pending events; returns enrollments made."""
+    return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
+
+
+def _event_records(conn: Connection, types: dict[str, str], limit: int) -> list[tuple[int, AccountRecord]]:
+    rows = conn.execute(select(events).where(events.c.processed_at.is_(None))
+                        .order_by(events.c.id).limit(limit)).all()
+    out: list[tuple[int, AccountRecord]] = []
+    for row in rows:
+        record = get_account(conn, row.account_id, types) or {"id": row.account_id, "segment": "", "_changes": {}}
+        record = {**record, "event": {**(row.data or {}), "name": row.name}}
+        out.append((row.id, record))
+    return out
+
+
+def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
+                     batch: int = 500) -> Iterator[tuple[list[int], list[Candidate]]]:
+    """Pending events, a batch at a time: (event ids, eligible candidates)."""
+    playbooks = [p for p in runtime.active if p.event is not None]
+    by_id = {p.id: p for p in playbooks}
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+        pending = _event_records(conn, types, batch)
+    if not pending:
+        return
+    found: list[Candidate] = []
+    if playbooks:
+        records = {r["id"] + f"#{eid}": (eid, r) for eid, r in pending}
+        keyed = [{**r, "id": key} for key, (_, r) in records.items()]
+        with rule_engine(runtime, playbooks, workers=0) as rules:
+            for key, matched in rules.match(keyed, now):
+                eid, record = records[key]
+                found += [Candidate(by_id[p], record["id"], record["segment"], eid) for p in sorted(matched)]
+    with engine.connect() as conn:
+        yield [eid for eid, _ in pending], _eligible(conn, found, now)
+
+
+def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
+    total = 0
+    while True:
+        batches = list(event_candidates(runtime, engine, now))
+        if not batches:
+            return total
+        for event_ids, chunk in batches:
+            with engine.begin() as conn:
+                total += enroll(conn, _first_per_pair(chunk), now)
+                conn.execute(update(events).where(events.c.id.in_(event_ids)).values(processed_at=now))
+
+
+def _first_per_pair(chunk: list[Candidate]) -> list[Candidate]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for c in chunk:
+        if (c.playbook.id, c.account_id) not in seen:
+            seen.add((c.playbook.id, c.account_id))
+            out.append(c)
+    return out
+
+
+def detail(candidate: Candidate) -> dict[str, Any]:
+    return {"playbook": candidate.playbook.id, "account": candidate.account_id, "segment": candidate.segment}

@@ -1,0 +1,101 @@
+"""explain: why an account is, is not, or would be in each playbook, leaf by leaf."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from playbookd.engine.enroll import _history, entry_block
+from playbookd.errors import UserError
+from playbookd.model import evaluation
+from playbookd.model.account import CHANGES, AccountRecord, encode
+from playbookd.model.playbooks import Playbook
+from playbookd.runtime import Runtime
+from playbookd.store import audit
+from playbookd.store.accounts import get_account, load_account_types
+from playbookd.store.database import aware
+from playbookd.store.schema import enrollments
+
+
+def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(enrollments).where(
+            enrollments.c.playbook_id == playbook_id, enrollments.c.account_id == account_id)
+            .order_by(enrollments.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    due = aware(row.next_due_at)
+    return {"state": row.state, "step": row.step, "next_due_at": due.isoformat() if due else None,
+            "entered_at": encode(aware(row.entered_at)), "reason": row.reason}
+
+
+def _verdict(playbook: Playbook, record: AccountRecord, audience_ok: bool, trigger_ok: bool,
+             block: str | None) -> str:
+    if not playbook.enabled:
+        return "not evaluated: the playbook is disabled"
+    if playbook.event is not None:
+        return f"enters when a '{playbook.event}' event arrives and its condition holds"
+    if not audience_ok:
+        return f"not in the audience: segment {record.get('segment')!r} not in {list(playbook.segments or [])}"
+    if not trigger_ok:
+        return "does not enter: the trigger is false"
+    if block:
+        return f"does not enter: {block}"
+    return "would enter now"
+
+
+def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, record: AccountRecord,
+                     at: datetime) -> dict[str, Any]:
+    tz = runtime.config.tz
+    audience_ok = playbook.segments is None or record.get("segment") in playbook.segments
+    tree = evaluation.explain(playbook.trigger, record, at, tz)
+    with engine.connect() as conn:
+        seen = _history(conn, {(playbook.id, record["id"])}).get((playbook.id, record["id"]))
+    block = entry_block(playbook, seen, at)
+    out: dict[str, Any] = {
+        "playbook": playbook.id, "name": playbook.name,
+        "verdict": _verdict(playbook, record, audience_ok, tree.result, block),
+        "audience": {"segments": list(playbook.segments) if playbook.segments else None, "ok": audience_ok},
+        "trigger": tree.to_dict(), "enrollment": _enrollment(engine, playbook.id, record["id"]),
+    }
+    if playbook.exit_when is not None:
+        out["exit_when"] = evaluation.explain(playbook.exit_when, record, at, tz).to_dict()
+    out["_tree"] = tree
+    return out
+
+
+def explain(runtime: Runtime, engine: Engine, account_id: str, at: datetime,
+            playbook_id: str | None = None) -> dict[str, Any]:
+    with engine.connect() as conn:
+        record = get_account(conn, account_id, load_account_types(conn))
+        recent = [e for e in audit.history(conn, account_id=account_id, playbook_id=playbook_id, limit=50)]
+    if record is None:
+        raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
+    playbooks = list(runtime.playbooks)
+    if playbook_id is not None:
+        playbooks = [p for p in playbooks if p.id == playbook_id]
+        if not playbooks:
+            raise UserError(f"no playbook {playbook_id!r}; known: {', '.join(p.id for p in runtime.playbooks)}")
+    fields = {k: encode(v) for k, v in record.items() if k != CHANGES}
+    return {"account": account_id, "at": at.isoformat(), "segment": record.get("segment"), "fields": fields,
+            "changes": {k: encode(v) for k, v in record[CHANGES].items()},
+            "playbooks": [explain_playbook(runtime, engine, p, record, at) for p in playbooks],
+            "history": [e.line() for e in recent]}
+
+
+def render_text(report: dict[str, Any]) -> list[str]:
+    lines = [f"Account {report['account']} (segment {report['segment']}) at {report['at']}"]
+    for p in report["playbooks"]:
+        lines += ["", f"{p['playbook']}: {p['verdict']}"]
+        if p["enrollment"]:
+            e = p["enrollment"]
+            lines.append(f"  enrollment: {e['state']}, next step {e['step']}, due {e['next_due_at']}"
+                         + (f", {e['reason']}" if e["reason"] else ""))
+        lines.append("  trigger:")
+        lines += ["    " + line for line in p["_tree"].lines()]
+    if report["history"]:
+        lines += ["", "Decisions recorded for this account:"] + ["  " + h for h in report["history"]]
+    return lines

@@ -1,0 +1,135 @@
+"""Several replicas on one PostgreSQL: one leader, evaluation split into account ranges.
+
+The leader holds a session-level advisory lock on a connection of its own; when its process
+dies, PostgreSQL drops the session and the lock, and another replica takes it at its next
+try. Only the leader syncs and plans evaluations; a plan is a set of account-id ranges in the
+`ranges` table that every replica claims with FOR UPDATE SKIP LOCKED and evaluates. On SQLite
+there is one process, which is always the leader and works through its own ranges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from playbookd.delivery.recovery import WORKER, alive
+from playbookd.engine import enroll
+from playbookd.runtime import Runtime
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import accounts, ranges
+
+log = logging.getLogger("playbookd.cluster")
+LOCK_CLASS = 0x706C6179  # "play"; with the schema's hash: one leader per deployment, even several per database
+KEEP_DONE = timedelta(days=1)
+
+
+class Leadership:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    def hold(self) -> bool:
+        """True while this process leads; tries to become leader when it does not."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        try:
+            return self._still_held() if self.conn is not None else self._acquire()
+        except SQLAlchemyError as exc:
+            log.warning("leadership check failed: %s", exc)
+            self.release()
+            return False
+
+    def _acquire(self) -> bool:
+        conn = self.engine.connect()
+        key = func.hashtext(func.current_schema())
+        got = bool(conn.execute(select(func.pg_try_advisory_lock(LOCK_CLASS, key))).scalar())
+        conn.commit()  # a session lock outlives the transaction; do not sit idle in one
+        if got:
+            self.conn = conn
+        else:
+            conn.close()
+        return got
+
+    def _still_held(self) -> bool:
+        assert self.conn is not None
+        self.conn.execute(text("SELECT 1"))
+        self.conn.commit()
+        return True
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                # Invalidate, not just close: a pooled connection would keep the session, and the lock.
+                self.conn.invalidate()
+                self.conn.close()
+            self.conn = None
+
+
+def _bounds(conn: Connection, size: int) -> list[str]:
+    """Every `size`-th account id, read with keyset steps so no id list is held in memory."""
+    found: list[str] = []
+    while True:
+        query = select(accounts.c.id).order_by(accounts.c.id).offset(size).limit(1)
+        if found:
+            query = query.where(accounts.c.id >= found[-1])
+        next_id = conn.execute(query).scalar()
+        if next_id is None:
+            return found
+        found.append(next_id)
+
+
+def plan(engine: Engine, now: datetime, size: int) -> int:
+    """Queue one evaluation at `now` as ranges; returns how many."""
+    with engine.begin() as conn:
+        conn.execute(delete(ranges).where(ranges.c.state == "done", ranges.c.run_at < now - KEEP_DONE))
+        cuts: list[str | None] = [None, *_bounds(conn, size), None]
+        conn.execute(insert(ranges), [{"run_at": now, "lo": lo, "hi": hi, "state": "queued"}
+                                      for lo, hi in itertools.pairwise(cuts)])
+    return len(cuts) - 1
+
+
+def _claim(engine: Engine) -> Any:
+    with engine.begin() as conn:
+        query = select(ranges).where(ranges.c.state == "queued").order_by(ranges.c.id).limit(1)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = conn.execute(query).first()
+        if row is not None:
+            conn.execute(update(ranges).where(ranges.c.id == row.id)
+                         .values(state="running", claimed_by=WORKER, claimed_at=utcnow()))
+        return row
+
+
+def _requeue_abandoned(engine: Engine) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        running = conn.execute(select(ranges.c.id, ranges.c.claimed_by, ranges.c.claimed_at)
+                               .where(ranges.c.state == "running")).all()
+        dead = [r.id for r in running if not alive(r.claimed_by, aware(r.claimed_at), now)]
+        if dead:
+            conn.execute(update(ranges).where(ranges.c.id.in_(dead), ranges.c.state == "running")
+                         .values(state="queued", claimed_by=None, claimed_at=None))
+
+
+def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
+    """Evaluate queued ranges until none is left; returns how many this process did."""
+    _requeue_abandoned(engine)
+    done = 0
+    while not (stop is not None and stop.is_set()):
+        row = _claim(engine)
+        if row is None:
+            return done
+        run_at = aware(row.run_at)
+        assert run_at is not None
+        enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
+        with engine.begin() as conn:
+            conn.execute(update(ranges).where(ranges.c.id == row.id).values(state="done", enrolled=enrolled))
+        done += 1
+    return done

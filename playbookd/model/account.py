@@ -1,0 +1,68 @@
+"""Account records: typed Python values in memory, JSON-safe values in the store.
+
+An AccountRecord is a plain dict: "id", "segment", then every non-null field typed
+(date, aware datetime in UTC, int, float, bool, str). "_changes" maps each field that
+changed in the latest sync of its source to its previous typed value (None if it was
+null). Event evaluation adds "event": the event's data plus its "name".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from playbookd.model import fields as F
+
+AccountRecord = dict[str, Any]
+CHANGES = "_changes"
+
+
+def encode(value: Any) -> Any:
+    """Typed value -> JSON-safe value (dates and datetimes as ISO 8601 text)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def decode(value: Any, kind: str | None) -> Any:
+    """JSON-safe value -> typed value, by the field's declared or inferred type."""
+    if value is None:
+        return None
+    if kind == F.DATETIME and isinstance(value, str):
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if kind == F.DATE and isinstance(value, str):
+        return date.fromisoformat(value)
+    return value
+
+
+def account_types(custom: Mapping[str, str]) -> dict[str, str]:
+    """Types of every account field: custom ones from the store, well-known ones win."""
+    return {**custom, **F.DERIVED_FIELDS, **F.ACCOUNT_FIELDS}
+
+
+def decode_account(
+    account_id: str, segment: str, data: Mapping[str, Any], changes: Mapping[str, Any],
+    types: Mapping[str, str],
+) -> AccountRecord:
+    record: AccountRecord = {}
+    for name, raw in data.items():
+        if raw is not None:
+            record[name] = decode(raw, types.get(name))
+    record["id"] = account_id
+    record["segment"] = segment
+    record[CHANGES] = {
+        name: decode(change.get("from"), types.get(name)) for name, change in changes.items()
+    }
+    return record
+
+
+def lookup(record: Mapping[str, Any], name: str) -> Any:
+    """A field's value, None when missing; `event.x` reads the event's data."""
+    if name.startswith("event."):
+        event = record.get("event") or {}
+        return event.get(name[6:])
+    return record.get(name)

@@ -1,0 +1,207 @@
+"""The condition language: its syntax tree and the parser that checks it against known fields."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import date, datetime
+from typing import Any
+
+from playbookd.config.durations import parse_duration
+from playbookd.config.yaml_loader import Key, Located
+from playbookd.errors import Problem
+from playbookd.model import fields as F
+
+COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte")
+PAST = ("older_than", "within_last")
+FUTURE = ("within_next", "beyond_next")
+CHANGE = ("changed", "changed_from", "changed_to")
+OPERATORS = (*COMPARE, "in", "not_in", "exists", "contains", "matches", "between",
+             *PAST, *FUTURE, *CHANGE)
+ORDERED_TYPES = F.NUMERIC | F.TEMPORAL | {F.STRING}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """`field: {op: value}`; value is typed to the field (durations in seconds, dates as dates)."""
+
+    field: str
+    op: str
+    value: Any
+    line: int | None = dataclass_field(default=None, compare=False)
+    col: int | None = dataclass_field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Any_:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Condition
+
+
+Condition = Leaf | All | Any_ | Not
+TRUE = All(())
+
+
+def leaves(cond: Condition) -> list[Leaf]:
+    if isinstance(cond, Leaf):
+        return [cond]
+    if isinstance(cond, Not):
+        return leaves(cond.item)
+    return [leaf for item in cond.items for leaf in leaves(item)]
+
+
+class FieldTypes:
+    """What fields a condition may name and their types (None: type unknown, any operator goes)."""
+
+    def __init__(self, types: dict[str, str | None], allow_events: bool = False) -> None:
+        self.types = types
+        self.allow_events = allow_events
+
+    def lookup(self, name: str) -> tuple[bool, str | None]:
+        if name.startswith("event.") and self.allow_events and len(name) > 6:
+            return True, None
+        if name in self.types:
+            return True, self.types[name]
+        return False, None
+
+
+class _Parser:
+    def __init__(self, doc: Located, known: FieldTypes) -> None:
+        self.doc = doc
+        self.known = known
+        self.problems: list[Problem] = []
+
+    def fail(self, path: Key, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def node(self, data: Any, path: Key) -> Condition:
+        if not isinstance(data, dict) or not data:
+            self.fail(path, "a condition is a mapping: all, any, not, or field: {operator: value}")
+            return TRUE
+        parts = [self.entry(str(key), value, (*path, key)) for key, value in data.items()]
+        return parts[0] if len(parts) == 1 else All(tuple(parts))
+
+    def entry(self, key: str, value: Any, path: Key) -> Condition:
+        if key in ("all", "any"):
+            if not isinstance(value, list) or not value:
+                self.fail(path, f"'{key}' takes a non-empty list of conditions")
+                return TRUE
+            items = tuple(self.node(item, (*path, i)) for i, item in enumerate(value))
+            return All(items) if key == "all" else Any_(items)
+        if key == "not":
+            return Not(self.node(value, path))
+        return self.field(key, value, path)
+
+    def field(self, name: str, spec: Any, path: Key) -> Condition:
+        known, kind = self.known.lookup(name)
+        if not known:
+            self.fail((*path[:-1], name), _unknown_field(name, self.known))
+            return TRUE
+        if not isinstance(spec, dict):
+            if isinstance(spec, list):
+                self.fail(path, f"{name}: a list needs an operator, e.g. {{in: [...]}}")
+                return TRUE
+            spec = {"eq": spec}
+        if not spec:
+            self.fail(path, f"{name}: no operator given")
+            return TRUE
+        leaves_ = [self.leaf(name, kind, str(op), value, (*path, op)) for op, value in spec.items()]
+        return leaves_[0] if len(leaves_) == 1 else All(tuple(leaves_))
+
+    def leaf(self, name: str, kind: str | None, op: str, value: Any, path: Key) -> Condition:
+        line, col = self.doc.where(path)
+        if op not in OPERATORS:
+            ops = ", ".join(OPERATORS)
+            self.fail(path, f"unknown operator {op!r} on {name}; operators are {ops}")
+            return TRUE
+        try:
+            typed = _typed_value(op, value, kind)
+        except ValueError as exc:
+            self.fail(path, f"{name} {op}: {exc}")
+            return TRUE
+        return Leaf(name, op, typed, line, col)
+
+
+def _unknown_field(name: str, known: FieldTypes) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known.types), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown field {name!r}{hint} (fields come from the well-known list, sources and the store)"
+
+
+def _typed_value(op: str, value: Any, kind: str | None) -> Any:
+    if op in PAST or op in FUTURE:
+        _require(kind is None or kind in F.TEMPORAL, op, kind, "a date or datetime field")
+        return int(parse_duration(value).total_seconds())
+    if op in ("exists", "changed"):
+        if not isinstance(value, bool):
+            raise ValueError("takes true or false")
+        return value
+    if op in ("contains", "matches"):
+        _require(kind is None or kind == F.STRING, op, kind, "a text field")
+        if not isinstance(value, str):
+            raise ValueError("takes a text value")
+        if op == "matches":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression: {exc}") from exc
+        return value
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise ValueError("takes a non-empty list")
+        return tuple(_scalar(v, kind) for v in value)
+    if op == "between":
+        _require(kind is None or kind in ORDERED_TYPES, op, kind, "a number, date or text field")
+        if not isinstance(value, list) or len(value) != 2:
+            raise ValueError("takes a list of two values: [low, high]")
+        return (_scalar(value[0], kind), _scalar(value[1], kind))
+    if op in ("gt", "gte", "lt", "lte"):
+        _require(kind is None or kind in ORDERED_TYPES, op, kind, "a number, date or text field")
+    return _scalar(value, kind)
+
+
+def _require(ok: bool, op: str, kind: str | None, what: str) -> None:
+    if not ok:
+        raise ValueError(f"'{op}' needs {what}, but this field holds {kind} values")
+
+
+def _scalar(value: Any, kind: str | None) -> Any:
+    if isinstance(value, (dict, list)) or value is None:
+        raise ValueError(f"expected a single value, got {value!r}")
+    if kind is None:
+        return value
+    typed = F.coerce(value, kind)
+    if typed is None:
+        raise ValueError("empty value")
+    return typed
+
+
+def parse_condition(doc: Located, path: Key, known: FieldTypes) -> tuple[Condition, list[Problem]]:
+    """Parse the condition at `path` of `doc`; problems are located in the YAML file."""
+    parser = _Parser(doc, known)
+    data: Any = doc.data
+    for step in path:
+        data = data[step]
+    cond = parser.node(data, path)
+    return cond, parser.problems
+
+
+def parse_condition_data(data: Any, file: str, known: FieldTypes) -> tuple[Condition, list[Problem]]:
+    """Parse a condition that has no YAML positions (e.g. from code or JSON)."""
+    return parse_condition(Located(file, {"c": data}, {}), ("c",), known)
+
+
+def is_temporal(value: Any) -> bool:
+    return isinstance(value, (date, datetime))

@@ -1,0 +1,242 @@
+"""Condition evaluation in plain Python: the reference semantics the rules engine must reproduce.
+
+Values fall into classes that compare only among themselves: numbers (int and float, not
+bool), booleans, text, and instants (dates are midnight in the configured time zone, naive
+datetimes are UTC). A comparison across classes is false, never an error. Every operator
+but `exists` and `changed` is false on a missing value; `ne` and `not_in` included.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from playbookd.model.account import CHANGES, encode, lookup
+from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Condition, Leaf, Not
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+
+
+def value_class(value: Any) -> str | None:
+    """'n' number, 'b' boolean, 's' text, 't' instant; None for anything else."""
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, (int, float)):
+        return "n"
+    if isinstance(value, str):
+        return "s"
+    if isinstance(value, date):
+        return "t"
+    return None
+
+
+def instant(value: date, tz: ZoneInfo) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=tz)
+
+
+def epoch_us(value: date, tz: ZoneInfo) -> int:
+    """An instant as whole microseconds since 1970 (exact, unlike float seconds)."""
+    return (instant(value, tz) - EPOCH) // ONE_US
+
+
+def compare(a: Any, b: Any, tz: ZoneInfo) -> int | None:
+    """-1, 0 or 1; None when the two cannot be compared (other classes, NaN)."""
+    kind = value_class(a)
+    if kind is None or kind != value_class(b):
+        return None
+    if kind == "t":
+        a, b = instant(a, tz), instant(b, tz)
+    if kind == "n" and (math.isnan(a) or math.isnan(b)):
+        return None
+    return int((a > b) - (a < b))
+
+
+def equal(a: Any, b: Any, tz: ZoneInfo) -> bool:
+    return compare(a, b, tz) == 0
+
+
+_ORDER = {"gt": (1,), "gte": (0, 1), "lt": (-1,), "lte": (-1, 0)}
+
+
+def relative(op: str, age_us: int, seconds: float) -> bool:
+    """`age_us` is now minus the value, in microseconds; exact for any date Python can hold."""
+    span = seconds * 1_000_000
+    if op == "older_than":
+        return age_us > span
+    if op == "within_last":
+        return age_us <= span
+    if op == "within_next":
+        return -span <= age_us <= 0
+    return age_us < -span
+
+
+def _relative(op: str, value: Any, seconds: Any, now: datetime, tz: ZoneInfo) -> bool:
+    if value_class(value) != "t" or value_class(seconds) != "n":
+        return False
+    return relative(op, epoch_us(now, tz) - epoch_us(value, tz), seconds)
+
+
+def _contains(value: Any, item: Any, tz: ZoneInfo) -> bool:
+    if isinstance(value, str):
+        return isinstance(item, str) and item in value
+    if isinstance(value, (list, tuple)):
+        return any(equal(element, item, tz) for element in value)
+    return False
+
+
+def _changed(leaf: Leaf, record: dict[str, Any], tz: ZoneInfo) -> bool:
+    changes = record.get(CHANGES) or {}
+    changed = leaf.field in changes
+    if leaf.op == "changed":
+        return changed is leaf.value
+    if not changed:
+        return False
+    if leaf.op == "changed_from":
+        return equal(changes[leaf.field], leaf.value, tz)
+    return equal(lookup(record, leaf.field), leaf.value, tz)
+
+
+def _present(op: str, value: Any, expected: Any, now: datetime, tz: ZoneInfo) -> bool:
+    """A leaf on a value that is there."""
+    if op in _ORDER:
+        return compare(value, expected, tz) in _ORDER[op]
+    if op in ("eq", "ne"):
+        return equal(value, expected, tz) is (op == "eq")
+    if op in ("in", "not_in"):
+        found = any(equal(value, item, tz) for item in expected)
+        return found is (op == "in")
+    if op == "between":
+        low, high = compare(value, expected[0], tz), compare(value, expected[1], tz)
+        return low is not None and high is not None and low >= 0 and high <= 0
+    if op == "contains":
+        return _contains(value, expected, tz)
+    if op == "matches":
+        return isinstance(value, str) and re.search(expected, value) is not None
+    if op in PAST or op in FUTURE:
+        return _relative(op, value, expected, now, tz)
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def evaluate_leaf(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
+    if leaf.op in CHANGE:
+        return _changed(leaf, record, tz)
+    value = lookup(record, leaf.field)
+    if leaf.op == "exists":
+        return (value is not None) is leaf.value
+    if value is None:
+        return False
+    return _present(leaf.op, value, leaf.value, now, tz)
+
+
+def evaluate(cond: Condition, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
+    if isinstance(cond, Leaf):
+        return evaluate_leaf(cond, record, now, tz)
+    if isinstance(cond, Not):
+        return not evaluate(cond.item, record, now, tz)
+    if isinstance(cond, All):
+        return all(evaluate(item, record, now, tz) for item in cond.items)
+    return any(evaluate(item, record, now, tz) for item in cond.items)
+
+
+@dataclass
+class Explained:
+    """One node of the explanation tree of a condition against one record."""
+
+    kind: str
+    result: bool
+    field: str | None = None
+    op: str | None = None
+    expected: Any = None
+    actual: Any = None
+    children: list[Explained] = dataclass_field(default_factory=list)
+
+    def lines(self, indent: int = 0) -> list[str]:
+        mark = "✓" if self.result else "✗"
+        pad = "  " * indent
+        if self.kind != "leaf":
+            head = [f"{pad}{mark} {self.kind}"]
+            return head + [line for child in self.children for line in child.lines(indent + 1)]
+        return [f"{pad}{mark} {self.field} {self.op} {_show(self.expected)} ({_show_actual(self.actual)})"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "result": self.result, "field": self.field, "op": self.op,
+            "expected": _json_safe(self.expected), "actual": _json_safe(self.actual),
+            "children": [child.to_dict() for child in self.children],
+        }
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    return str(encode(value))
+
+
+def _show_actual(actual: Any) -> str:
+    if isinstance(actual, dict) and "previous" in actual:
+        return f"previous: {_show(actual['previous'])}, actual: {_show(actual['current'])}"
+    return f"actual: {_show(actual)}"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, date):
+        return encode(value)
+    return str(value)
+
+
+def _duration_text(seconds: float) -> str:
+    # Days rather than weeks: '7d' is how playbooks usually say it, and the parser keeps only seconds.
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds}s"
+
+
+def _expected(leaf: Leaf) -> Any:
+    if (leaf.op in PAST or leaf.op in FUTURE) and value_class(leaf.value) == "n":
+        return _duration_text(leaf.value)
+    return leaf.value
+
+
+def _actual(leaf: Leaf, record: dict[str, Any]) -> Any:
+    current = lookup(record, leaf.field)
+    if leaf.op not in CHANGE:
+        return current
+    changes = record.get(CHANGES) or {}
+    return {"changed": leaf.field in changes, "previous": changes.get(leaf.field), "current": current}
+
+
+def explain(cond: Condition, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> Explained:
+    if isinstance(cond, Leaf):
+        return Explained("leaf", evaluate_leaf(cond, record, now, tz), cond.field, cond.op,
+                         _expected(cond), _actual(cond, record))
+    if isinstance(cond, Not):
+        child = explain(cond.item, record, now, tz)
+        return Explained("not", not child.result, children=[child])
+    children = [explain(item, record, now, tz) for item in cond.items]
+    if isinstance(cond, All):
+        return Explained("all", all(child.result for child in children), children=children)
+    return Explained("any", any(child.result for child in children), children=children)
+
+
+__all__ = ["Any_", "Explained", "evaluate", "explain"]

@@ -1,0 +1,394 @@
+"""Playbooks: one YAML file each, parsed and checked into typed, immutable objects."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playbookd.config.durations import parse_duration
+from playbookd.config.yaml_loader import Key, Located, load_yaml_file
+from playbookd.errors import Problem
+from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
+
+TOP_KEYS = ("id", "name", "description", "enabled", "category", "priority", "audience",
+            "trigger", "reenter_after", "exit_when", "steps", "goal")
+SPECIAL_RECIPIENTS = ("all", "primary")
+KNOWN_ROLES = frozenset({"admin", "champion", "user", "billing", "owner", "executive"})
+CATEGORIES_HINT = "e.g. product_tips, renewals, surveys, onboarding, operational"
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int | None
+    col: int | None
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    template: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class EmailStep:
+    to: tuple[str, ...]
+    variants: tuple[Variant, ...]  # one unnamed variant when `template:` is used
+    where: Where
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    seconds: int
+    where: Where
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    title: str
+    assign: str  # "csm" or an email address
+    due_in: int | None
+    where: Where
+
+
+@dataclass(frozen=True)
+class WebhookStep:
+    url: str
+    body: Any
+    where: Where
+
+
+@dataclass(frozen=True)
+class SetStep:
+    values: Mapping[str, Any]
+    where: Where
+
+
+Step = EmailStep | WaitStep | TaskStep | WebhookStep | SetStep
+STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook": WebhookStep,
+              "set": SetStep}
+
+
+@dataclass(frozen=True)
+class Goal:
+    when: Condition
+    within: int | None
+
+
+@dataclass(frozen=True)
+class Playbook:
+    id: str
+    name: str
+    file: str
+    enabled: bool
+    category: str
+    priority: int
+    segments: tuple[str, ...] | None
+    event: str | None
+    trigger: Condition
+    reenter_after: int | None
+    exit_when: Condition | None
+    steps: tuple[Step, ...]
+    goal: Goal | None
+    where: Where = field(compare=False)
+
+    def templates(self) -> Iterable[tuple[str, Where]]:
+        for step in self.steps:
+            if isinstance(step, EmailStep):
+                for variant in step.variants:
+                    yield variant.template, step.where
+
+
+def step_kind(step: Step) -> str:
+    return next(kind for kind, cls in STEP_KINDS.items() if isinstance(step, cls))
+
+
+@dataclass
+class Context:
+    """What a playbook is checked against: known fields, segments, roles."""
+
+    fields: FieldTypes
+    segments: tuple[str, ...]
+    roles: frozenset[str] = KNOWN_ROLES
+
+
+class _Reader:
+    def __init__(self, doc: Located, ctx: Context) -> None:
+        self.doc, self.ctx = doc, ctx
+        self.problems: list[Problem] = []
+
+    def fail(self, path: Key, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def where(self, path: Key) -> Where:
+        line, col = self.doc.where(path)
+        return Where(self.doc.file, line, col)
+
+    def condition(self, path: Key, event_fields: bool = False) -> Condition:
+        known = FieldTypes(self.ctx.fields.types, allow_events=event_fields)
+        cond, problems = parse_condition(self.doc, path, known)
+        self.problems += problems
+        return cond
+
+    def duration(self, value: Any, path: Key) -> int | None:
+        try:
+            return int(parse_duration(value).total_seconds())
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
+
+    def text(self, data: Mapping[str, Any], key: str, path: Key, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            self.fail((*path, key), f"'{key}' must be non-empty text")
+            return default or ""
+        return value
+
+
+def _unknown_keys(reader: _Reader, data: Mapping[str, Any], allowed: Iterable[str], path: Key) -> None:
+    allowed = tuple(allowed)
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            reader.fail((*path, key), f"unknown key {key!r}{hint}")
+
+
+def _recipients(reader: _Reader, value: Any, path: Key) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, str) and i for i in items):
+        reader.fail(path, "'to' is all, primary, a role, or a list of roles")
+        return ()
+    for item in items:
+        if item not in SPECIAL_RECIPIENTS and item not in reader.ctx.roles:
+            roles = sorted(reader.ctx.roles)
+            close = difflib.get_close_matches(item, [*SPECIAL_RECIPIENTS, *roles], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            reader.fail(path, f"unknown recipient role {item!r}{hint} (known: all, primary, "
+                        f"{', '.join(roles)})")
+    return tuple(items)
+
+
+def _variants(reader: _Reader, spec: Mapping[str, Any], path: Key) -> tuple[Variant, ...]:
+    if "template" in spec and "variants" in spec:
+        reader.fail(path, "an email step has either 'template' or 'variants', not both")
+    if "variants" not in spec:
+        return (Variant("", reader.text(spec, "template", path), 1),)
+    raw = spec["variants"]
+    if not isinstance(raw, dict) or not raw:
+        reader.fail((*path, "variants"), "'variants' maps a variant name to {template, weight}")
+        return ()
+    return tuple(_variant(reader, str(k), v, (*path, "variants", k)) for k, v in raw.items())
+
+
+def _variant(reader: _Reader, name: str, spec: Any, path: Key) -> Variant:
+    if not isinstance(spec, dict):
+        reader.fail(path, "a variant is {template: NAME, weight: N}")
+        return Variant(name, "", 0)
+    _unknown_keys(reader, spec, ("template", "weight"), path)
+    weight = spec.get("weight", 1)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        reader.fail((*path, "weight"), "'weight' is a whole number, 0 or more")
+        weight = 0
+    return Variant(name, reader.text(spec, "template", path), weight)
+
+
+def _email(reader: _Reader, spec: Any, path: Key) -> EmailStep | None:
+    if not isinstance(spec, dict):
+        reader.fail(path, "email takes {template: NAME, to: ROLE} or {to: ..., variants: {...}}")
+        return None
+    _unknown_keys(reader, spec, ("template", "to", "variants"), path)
+    to = _recipients(reader, spec.get("to", "primary"), (*path, "to"))
+    variants = _variants(reader, spec, path)
+    if variants and sum(v.weight for v in variants) == 0:
+        reader.fail((*path, "variants"), "variant weights add up to 0")
+    return EmailStep(to, variants, reader.where(path))
+
+
+def _task(reader: _Reader, spec: Any, path: Key) -> TaskStep | None:
+    if not isinstance(spec, dict):
+        reader.fail(path, "task takes {title: TEXT, assign: csm, due_in: 2d}")
+        return None
+    _unknown_keys(reader, spec, ("title", "assign", "due_in"), path)
+    due = spec.get("due_in")
+    due_in = None if due is None else reader.duration(due, (*path, "due_in"))
+    assign = spec.get("assign", "csm")
+    if not isinstance(assign, str) or (assign != "csm" and "@" not in assign):
+        reader.fail((*path, "assign"), "'assign' is csm (the account's CSM) or an email address")
+    return TaskStep(reader.text(spec, "title", path), str(assign), due_in, reader.where(path))
+
+
+def _webhook(reader: _Reader, spec: Any, path: Key) -> WebhookStep | None:
+    if not isinstance(spec, dict):
+        reader.fail(path, "webhook takes {url: URL, body: {...}}")
+        return None
+    _unknown_keys(reader, spec, ("url", "body"), path)
+    return WebhookStep(reader.text(spec, "url", path), spec.get("body", {}), reader.where(path))
+
+
+def _set(reader: _Reader, spec: Any, path: Key) -> SetStep | None:
+    if not isinstance(spec, dict) or not spec:
+        reader.fail(path, "set takes {field: value, ...}")
+        return None
+    for key, value in spec.items():
+        if key in ("id", "segment") or isinstance(value, (dict, list)):
+            reader.fail((*path, key), f"cannot set {key!r} to {value!r}: one plain value per field")
+    return SetStep(dict(spec), reader.where(path))
+
+
+def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
+    if not isinstance(data, dict) or len(data) != 1:
+        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item)")
+        return None
+    kind, spec = next(iter(data.items()))
+    if kind not in STEP_KINDS:
+        close = difflib.get_close_matches(str(kind), list(STEP_KINDS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        reader.fail((*path, kind), f"unknown step {kind!r}{hint}")
+        return None
+    if kind == "wait":
+        seconds = reader.duration(spec, (*path, kind))
+        return None if seconds is None else WaitStep(seconds, reader.where(path))
+    return _STEP_READERS[kind](reader, spec, (*path, kind))
+
+
+_STEP_READERS = {"email": _email, "task": _task, "webhook": _webhook, "set": _set}
+
+
+def _steps(reader: _Reader, data: Any) -> tuple[Step, ...]:
+    if not isinstance(data, list) or not data:
+        reader.fail(("steps",), "'steps' is a non-empty list")
+        return ()
+    steps = [_step(reader, item, ("steps", i)) for i, item in enumerate(data)]
+    return tuple(s for s in steps if s is not None)
+
+
+def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        reader.fail(("audience",), "'audience' takes {segments: [...]}")
+        return None
+    _unknown_keys(reader, data, ("segments",), ("audience",))
+    segments = data.get("segments")
+    if segments is None:
+        return None
+    if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
+        reader.fail(("audience", "segments"), "'segments' is a list of segment names")
+        return None
+    for i, name in enumerate(segments):
+        if name not in reader.ctx.segments:
+            close = difflib.get_close_matches(name, reader.ctx.segments, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            reader.fail(("audience", "segments", i),
+                        f"unknown segment {name!r}{hint} (config.yaml defines "
+                        f"{', '.join(reader.ctx.segments)})")
+    return tuple(segments)
+
+
+def _trigger(reader: _Reader, data: Any) -> tuple[str | None, Condition]:
+    if not isinstance(data, dict) or not data:
+        reader.fail(("trigger",), "'trigger' takes {when: CONDITION} or {event: NAME, when: ...}")
+        return None, TRUE
+    _unknown_keys(reader, data, ("when", "event"), ("trigger",))
+    event = data.get("event")
+    if event is not None and (not isinstance(event, str) or not event):
+        reader.fail(("trigger", "event"), "'event' is an event name")
+        event = None
+    if "when" not in data:
+        if event is None:
+            reader.fail(("trigger",), "a trigger without an event needs 'when'")
+        return event, TRUE
+    return event, reader.condition(("trigger", "when"), event_fields=event is not None)
+
+
+def _goal(reader: _Reader, data: Any) -> Goal | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or "when" not in data:
+        reader.fail(("goal",), "'goal' takes {when: CONDITION, within: DURATION}")
+        return None
+    _unknown_keys(reader, data, ("when", "within"), ("goal",))
+    within = data.get("within")
+    seconds = None if within is None else reader.duration(within, ("goal", "within"))
+    return Goal(reader.condition(("goal", "when")), seconds)
+
+
+def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, Any]:
+    pid = data.get("id", stem)
+    if not isinstance(pid, str) or not pid.strip():
+        reader.fail(("id",), "'id' must be non-empty text")
+        pid = stem
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        reader.fail(("enabled",), "'enabled' is true or false")
+    priority = data.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        reader.fail(("priority",), "'priority' is a whole number (higher goes first)")
+        priority = 0
+    category = data.get("category", "general")
+    if not isinstance(category, str) or not category.isidentifier():
+        reader.fail(("category",), f"'category' is a short name, {CATEGORIES_HINT}")
+        category = "general"
+    return {"id": pid, "name": str(data.get("name") or pid), "enabled": enabled is not False,
+            "priority": priority, "category": category}
+
+
+def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | None, list[Problem]]:
+    """The playbook, even when it has problems (so its templates can still be checked), and the problems."""
+    reader = _Reader(doc, ctx)
+    data = doc.data
+    if not isinstance(data, dict):
+        return None, [doc.problem((), "a playbook file holds one mapping (id, trigger, steps, ...)")]
+    _unknown_keys(reader, data, TOP_KEYS, ())
+    head = _header(reader, data, stem)
+    event, trigger = _trigger(reader, data.get("trigger"))
+    reenter = data.get("reenter_after")
+    playbook = Playbook(
+        **head, file=doc.file, segments=_audience(reader, data.get("audience")), event=event,
+        trigger=trigger,
+        reenter_after=None if reenter is None else reader.duration(reenter, ("reenter_after",)),
+        exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
+        steps=_steps(reader, data.get("steps")), goal=_goal(reader, data.get("goal")),
+        where=Where(doc.file, 1, 1),
+    )
+    return playbook, reader.problems
+
+
+def playbook_files(directory: Path) -> list[Path]:
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def load_playbooks(directory: Path, ctx: Context) -> tuple[list[Playbook], list[Problem]]:
+    """Every playbook in `directory`; problems of all files reported together.
+
+    A playbook with problems is still returned so that later checks (its templates) report too;
+    callers must not run a set that came with problems."""
+    if not directory.is_dir():
+        return [], [Problem(str(directory), None, None, "playbooks folder not found")]
+    playbooks: list[Playbook] = []
+    problems: list[Problem] = []
+    for path in playbook_files(directory):
+        doc, errors = load_yaml_file(path)
+        problems += errors
+        if doc is not None:
+            playbook, errors = parse_playbook(doc, path.stem, ctx)
+            problems += errors
+            if playbook is not None:
+                playbooks.append(playbook)
+    return playbooks, problems + _duplicate_ids(playbooks)
+
+
+def _duplicate_ids(playbooks: list[Playbook]) -> list[Problem]:
+    seen: dict[str, Playbook] = {}
+    problems = []
+    for playbook in playbooks:
+        first = seen.setdefault(playbook.id, playbook)
+        if first is not playbook:
+            problems.append(Problem(playbook.file, 1, 1,
+                                    f"duplicate playbook id {playbook.id!r} (also in {first.file})"))
+    return problems

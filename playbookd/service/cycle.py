@@ -1,0 +1,127 @@
+"""One cycle of the engine: sync, evaluate, advance due steps, deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from playbookd.cadence.advance import advance
+from playbookd.delivery import outbox, webhooks
+from playbookd.delivery.transports import make_transport
+from playbookd.engine import enroll, ranges
+from playbookd.runtime import Runtime
+from playbookd.service import metrics
+from playbookd.store.database import utcnow
+from playbookd.store.state import put
+from playbookd.sync.run import SyncReport, sync
+
+log = logging.getLogger("playbookd.cycle")
+
+
+@dataclass
+class CycleReport:
+    sync: SyncReport | None = None
+    enrolled: int = 0
+    advanced: int = 0
+    delivery: outbox.Report = field(default_factory=outbox.Report)
+    webhooks: webhooks.Report = field(default_factory=webhooks.Report)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sync is None or self.sync.ok
+
+
+def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None,
+             now: datetime | None = None) -> SyncReport:
+    with metrics.CYCLE_SECONDS.labels("sync").time():
+        report = sync(engine, runtime.config, only, now=now)
+    for source in report.sources:
+        metrics.SYNCED_ROWS.labels(source.source).inc(source.read)
+    for line in report.summary_lines():
+        log.info(line)
+    return report
+
+
+def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    with metrics.CYCLE_SECONDS.labels("evaluate").time():
+        report.enrolled = enroll.evaluate(runtime, engine, now)
+        report.advanced = advance(runtime, engine, now)
+    metrics.EVALUATIONS.inc()
+    metrics.ENROLLED.inc(report.enrolled)
+    log.info("evaluated", extra={"enrolled": report.enrolled, "advanced": report.advanced})
+    put(engine, "last_evaluation", {"at": now.isoformat(), "enrolled": report.enrolled,
+                                    "advanced": report.advanced})
+
+
+def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | None = None) -> bool:
+    """This replica's share of planned evaluations, then every due step; True when anything moved.
+
+    Due steps are advanced on every call, not only after range work: a replica that dies between
+    enrolling and advancing leaves due enrollments behind, and waits come due between evaluations.
+    """
+    started = time.monotonic()
+    done = ranges.work(runtime, engine, stop)
+    advanced = advance(runtime, engine, utcnow())
+    if done:
+        metrics.CYCLE_SECONDS.labels("evaluate").observe(time.monotonic() - started)
+        metrics.EVALUATIONS.inc()
+        log.info("evaluated", extra={"ranges": done, "advanced": advanced})
+        put(engine, "last_cycle", {"at": utcnow().isoformat()})
+    elif advanced:
+        log.info("advanced", extra={"advanced": advanced})
+    return bool(done or advanced)
+
+
+def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
+    """Enroll from pending events and run the new enrollments' first steps; returns enrollments made."""
+    enrolled = enroll.process_events(runtime, engine, now)
+    if enrolled:
+        advance(runtime, engine, now)
+        log.info("events processed", extra={"enrolled": enrolled})
+    return enrolled
+
+
+def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
+                clock: Callable[[], datetime] = utcnow) -> outbox.Report:
+    async def go() -> outbox.Report:
+        transport = metrics.TimedTransport(make_transport(runtime.config.delivery))
+        try:
+            return await outbox.deliver(runtime, engine, transport, stop, clock)
+        finally:
+            await transport.close()
+
+    report = asyncio.run(go())
+    if report.sent or report.failed or report.unknown or report.retried:
+        log.info("delivered", extra={"delivery": report.line()})
+    return report
+
+
+def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
+                  clock: Callable[[], datetime] = utcnow) -> webhooks.Report:
+    report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock)
+    if report.sent or report.failed or report.retried:
+        log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})
+    return report
+
+
+def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
+    """Exactly one full cycle, as `playbookd run --once` does."""
+    started = time.monotonic()
+    now = at or utcnow()
+    report = CycleReport()
+    report.sync = run_sync(runtime, engine, now=now)
+    evaluate_and_advance(runtime, engine, now, report)
+    clock = (lambda: now) if at else utcnow
+    report.delivery = deliver_due(runtime, engine, clock=clock)
+    report.webhooks = post_webhooks(runtime, engine, clock=clock)
+    report.seconds = time.monotonic() - started
+    put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    return report

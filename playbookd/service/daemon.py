@@ -1,0 +1,206 @@
+"""`playbookd run`: the long-running daemon.
+
+Shutdown has two stages: the first SIGTERM or SIGINT stops taking new work and lets the
+job in flight finish (delivery stops after the message it is sending); a second one exits
+at once. SIGHUP reloads config, playbooks and templates, keeping the running set when the
+new one does not validate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+
+from sqlalchemy.engine import Engine
+
+from playbookd import runtime
+from playbookd.config.settings import load_config
+from playbookd.delivery import recovery
+from playbookd.delivery.unsubscribe import resolve_secret
+from playbookd.engine import ranges
+from playbookd.errors import DependencyError, PlaybookdError, ValidationError
+from playbookd.service import cycle, http, logs
+from playbookd.service.notify import Notifier
+from playbookd.service.scheduler import CONTROL, DELIVERY, Scheduler
+from playbookd.store.database import connect, utcnow
+
+log = logging.getLogger("playbookd.daemon")
+LEAD_EVERY = timedelta(seconds=5)  # a replica takes over within this of the leader's death
+CANCELLED = 130  # like an interrupted shell command; 1 means a configuration error
+
+
+@dataclass
+class Daemon:
+    config_path: Path | None
+    runtime: runtime.Runtime
+    engine: Engine
+    stop: threading.Event = field(default_factory=threading.Event)
+    reload_requested: threading.Event = field(default_factory=threading.Event)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    signals: int = 0
+    notifier: Notifier = field(default_factory=Notifier)
+    leader: bool = False
+
+    def __post_init__(self) -> None:
+        self.leadership = ranges.Leadership(self.engine)
+
+    def lead(self) -> None:
+        """Only the leader syncs and plans evaluations; every replica evaluates ranges and delivers."""
+        was, self.leader = self.leader, self.leadership.hold()
+        if self.leader != was:
+            log.info("leading" if self.leader else "no longer leading", extra={"worker": recovery.WORKER})
+
+    def full_cycle(self) -> None:
+        self._guard("cycle", self._cycle)
+
+    def _cycle(self) -> None:
+        if self.leader:
+            cycle.run_sync(self.runtime, self.engine)
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        if self.leader:
+            ranges.plan(self.engine, utcnow(), self.runtime.config.evaluation.range_size)
+            self.scheduler.nudge("ranges")
+            self._react()
+
+    def evaluate(self) -> None:
+        self._guard("evaluate", self._evaluate)
+
+    def ranges(self) -> None:
+        self._guard("ranges", self._ranges)
+
+    def _ranges(self) -> None:
+        if cycle.evaluate_ranges(self.runtime, self.engine, self.stop):
+            self.scheduler.nudge("deliver")
+
+    def sync_source(self, name: str) -> None:
+        if self.leader:
+            self._guard(f"sync {name}", lambda: cycle.run_sync(self.runtime, self.engine, [name]))
+
+    def react(self) -> None:
+        """Events start their playbooks within one delivery interval, not at the next evaluation."""
+        self._guard("events", self._react)
+
+    def _react(self) -> None:
+        if self.leader and cycle.react_to_events(self.runtime, self.engine, utcnow()):
+            self.scheduler.nudge("deliver")
+
+    def deliver(self) -> None:
+        self._guard("deliver", lambda: cycle.deliver_due(self.runtime, self.engine, self.stop))
+        self._guard("webhooks", lambda: cycle.post_webhooks(self.runtime, self.engine, self.stop))
+
+    def _guard(self, what: str, job: object) -> None:
+        """A failing job is logged and retried on its next turn; it never takes the daemon down."""
+        if self.stop.is_set():
+            return
+        try:
+            job()  # type: ignore[operator]
+        except PlaybookdError as exc:
+            log.error("%s failed: %s", what, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", what)
+
+    def schedule(self) -> None:
+        config = self.runtime.config
+        self.scheduler.every("cycle", config.scheduler.evaluate_every, self.evaluate,
+                             first_in=config.scheduler.evaluate_every)
+        for source in config.sources:
+            if source.every is not None:
+                self.scheduler.every(f"sync:{source.name}", source.every,
+                                     functools.partial(self.sync_source, source.name), first_in=source.every)
+        self.scheduler.every("deliver", config.scheduler.deliver_every, self.deliver, executor=DELIVERY)
+        every = config.scheduler.deliver_every
+        self.scheduler.every("events", every, self.react, first_in=every)
+        self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
+        self.scheduler.every("lead", LEAD_EVERY, self.lead, executor=CONTROL, first_in=LEAD_EVERY)
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready("running")
+
+    def _reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+            fresh = runtime.load(config=config, engine=self.engine)
+        except ValidationError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error("reload failed validation; still running the previous set")
+            return
+        except PlaybookdError as exc:
+            log.error("reload refused: %s; still running the previous set", exc)
+            return
+        self.runtime = fresh
+        for job in self.scheduler.jobs():
+            if job.startswith("sync:"):
+                self.scheduler.remove(job)
+        self.schedule()
+        log.info("reloaded", extra={"playbooks": len(fresh.playbooks)})
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+            return
+        self.signals += 1
+        if self.signals > 1:
+            log.warning("second signal: cancelling now")
+            os._exit(CANCELLED)
+        log.info("stopping: finishing work in flight (signal again to cancel)")
+        self.notifier.stopping()
+        self.stop.set()
+
+    def listen(self) -> http.Server:
+        config = self.runtime.config
+        with self.engine.begin() as conn:
+            secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
+        site = http.Site(self.engine, secret, config.company.name, lambda: http.health(self.engine),
+                        config.http.events_token, lambda: self.scheduler.nudge("events"))
+        try:
+            server = http.Server(config.http.listen, site)
+        except OSError as exc:
+            raise DependencyError(f"cannot listen on {config.http.listen}: {exc.strerror}") from exc
+        server.start()
+        return server
+
+    def serve(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self.on_signal)
+        http = self.listen()
+        recovered = recovery.recover(self.engine)
+        if recovered:
+            log.warning("messages interrupted mid-delivery marked unknown", extra={"count": recovered})
+        self.lead()
+        self.scheduler.start()
+        self.scheduler.once("first-cycle", self.full_cycle)
+        self.schedule()
+        log.info("started", extra={"playbooks": len(self.runtime.playbooks), "pid": os.getpid(),
+                                   "http": self.runtime.config.http.listen})
+        self.notifier.ready("running")
+        while not self.stop.wait(0.2):
+            self.notifier.watchdog()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+        self.scheduler.shutdown(wait=True)
+        self.leadership.release()
+        http.shutdown()
+        log.info("stopped")
+        return 0
+
+
+def start(config_path: Path | None) -> Daemon:
+    config = load_config(config_path)
+    logs.setup(config.logging.level, config.logging.format)
+    engine = connect(config.database)
+    return Daemon(config_path, runtime.load(config=config, engine=engine), engine)

@@ -1,0 +1,91 @@
+"""Prometheus metrics: what the store holds (read at scrape time) and what this process did.
+
+Counts of accounts, enrollments and emails come from the database on each scrape, so every
+replica reports the same truth and nothing drifts after a restart; latencies and durations
+are this process's own histograms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from playbookd.delivery.transports import Transport
+from playbookd.store.schema import accounts, enrollments, outbox, suppressions, tasks
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+SEND_SECONDS = Histogram("playbookd_send_seconds", "Time to hand one email to the transport",
+                         ["transport"], registry=REGISTRY,
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CYCLE_SECONDS = Histogram("playbookd_cycle_seconds", "Duration of a sync or an evaluation pass", ["stage"],
+                          registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+EVALUATIONS = Counter("playbookd_evaluations", "Evaluation passes run by this process", registry=REGISTRY)
+ENROLLED = Counter("playbookd_enrolled", "Enrollments created by this process", registry=REGISTRY)
+SYNCED_ROWS = Counter("playbookd_synced_rows", "Source rows read by this process", ["source"], registry=REGISTRY)
+
+
+def _grouped(engine: Engine, column: Any) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        return [(str(k), int(n)) for k, n in conn.execute(select(column, func.count()).group_by(column))]
+
+
+def _count(engine: Engine, table: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+class StoreCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> list[Any]:
+        return []  # values come from the database at scrape time only
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield self._labelled("playbookd_accounts", "Accounts in the store by segment", "segment", accounts.c.segment)
+        yield self._labelled("playbookd_enrollments", "Enrollments by state", "state", enrollments.c.state)
+        yield self._labelled("playbookd_emails", "Outbox messages by state", "state", outbox.c.state)
+        open_tasks = GaugeMetricFamily("playbookd_tasks", "CSM tasks by state", labels=["state"])
+        for state, n in _grouped(self.engine, tasks.c.state):
+            open_tasks.add_metric([state], n)
+        yield open_tasks
+        yield GaugeMetricFamily("playbookd_suppressed", "Suppressed (address, category) pairs",
+                                value=_count(self.engine, suppressions))
+
+    def _labelled(self, name: str, doc: str, label: str, column: Any) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc, labels=[label])
+        for value, n in _grouped(self.engine, column):
+            family.add_metric([value], n)
+        return family
+
+
+def exposition(engine: Engine) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(engine))
+    return generate_latest(REGISTRY) + generate_latest(registry)
+
+
+class TimedTransport:
+    """Wraps a transport to observe each send's latency, failures included."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def send(self, message: EmailMessage) -> None:
+        started = time.perf_counter()
+        try:
+            await self.inner.send(message)
+        finally:
+            SEND_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.inner.close()

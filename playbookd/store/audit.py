@@ -1,0 +1,73 @@
+"""The audit log: every decision about an account, with its reason, queryable by history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import audit
+
+# The vocabulary of decisions; `reason` says why for skips and exits.
+ENTERED, STEP_DONE, STEP_SKIPPED, EXITED, COMPLETED = (
+    "entered", "step_done", "step_skipped", "exited", "completed",
+)
+QUEUED, SENT, FAILED, DEFERRED, UNKNOWN = "queued", "sent", "failed", "deferred", "unknown"
+GOAL_MET, SYNCED = "goal_met", "synced"
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    account_id: str | None
+    playbook_id: str | None
+    enrollment_id: int | None
+    step: int | None
+    contact: str | None
+    event: str
+    reason: str | None
+    detail: Any
+
+    def line(self) -> str:
+        parts = [self.at.strftime("%Y-%m-%d %H:%M:%S"), self.event.ljust(12)]
+        parts += [f"{k}={v}" for k, v in (("account", self.account_id), ("playbook", self.playbook_id),
+                                          ("step", self.step), ("contact", self.contact)) if v is not None]
+        if self.reason:
+            parts.append(f"reason={self.reason}")
+        return "  ".join(parts)
+
+
+def record(conn: Connection, event: str, *, account_id: str | None = None,
+           playbook_id: str | None = None, enrollment_id: int | None = None, step: int | None = None,
+           contact: str | None = None, reason: str | None = None, detail: Any = None,
+           at: datetime | None = None) -> None:
+    conn.execute(insert(audit).values(
+        at=at or utcnow(), account_id=account_id, playbook_id=playbook_id,
+        enrollment_id=enrollment_id, step=step, contact=contact, event=event, reason=reason,
+        detail=detail,
+    ))
+
+
+def record_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk insert; each row has the keyword arguments of `record`."""
+    if rows:
+        defaults = {"account_id": None, "playbook_id": None, "enrollment_id": None, "step": None,
+                    "contact": None, "reason": None, "detail": None}
+        conn.execute(insert(audit), [{**defaults, "at": utcnow(), **row} for row in rows])
+
+
+def history(conn: Connection, account_id: str | None = None, playbook_id: str | None = None,
+            limit: int = 200) -> Iterator[Entry]:
+    query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    if account_id:
+        query = query.where(audit.c.account_id == account_id)
+    if playbook_id:
+        query = query.where(audit.c.playbook_id == playbook_id)
+    rows = list(conn.execute(query))
+    for row in reversed(rows):
+        yield Entry(aware(row.at) or utcnow(), row.account_id, row.playbook_id, row.enrollment_id,
+                    row.step, row.contact, row.event, row.reason, row.detail)

@@ -1,0 +1,74 @@
+"""Connecting to the store: engine creation, schema set-up, time helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, create_engine, event, inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from playbookd.errors import DependencyError
+from playbookd.store import migrate
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the CLI read while the daemon writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("postgresql"):
+        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def connect(url: str, create: bool = True) -> Engine:
+    """Engine for `url`, schema ensured; an unreachable database raises DependencyError."""
+    engine = make_engine(url)
+    try:
+        if create:
+            migrate.upgrade(engine)
+        else:
+            inspect(engine).get_table_names()
+    except OperationalError as exc:
+        raise DependencyError(f"cannot reach the database {engine.url!r}: {exc.orig}") from None
+    except SQLAlchemyError as exc:
+        raise DependencyError(f"database error at {engine.url!r}: {exc}") from None
+    return engine
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows, silently skipping those that collide with a unique key; returns inserted count."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    inserted = 0
+    # One multi-row VALUES statement per chunk with preserve_rowcount: otherwise SQLAlchemy reports
+    # -1 for INSERTs on psycopg, and callers rely on the count to know whether they won a race.
+    for start in range(0, len(rows), 200):
+        chunk = list(rows[start:start + 200])
+        stmt = insert(table).values(chunk).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+        inserted += max(conn.execute(stmt).rowcount, 0)
+    return inserted

@@ -1,0 +1,143 @@
+"""Syncing accounts: typed, diffed against the store, segment assigned, previous values kept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+
+from playbookd.model import fields as F
+from playbookd.model.account import account_types
+from playbookd.sources.files import Row
+from playbookd.store.accounts import CHUNK, RECORD, among, custom_types, upsert
+from playbookd.store.schema import accounts, fields
+from playbookd.sync.base import Item, Run
+from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge
+from playbookd.sync.segments import Segmenter
+
+_NOT_SUPPLIED = frozenset({"id", *F.DERIVED_FIELDS})
+
+
+class AccountRun(Run):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        with self.engine.connect() as conn:
+            self.stored = custom_types(conn)
+        declared = {n: k for n, k in self.source.types.items() if n not in F.ACCOUNT_FIELDS}
+        self.typer = Typer({**declared, **F.ACCOUNT_FIELDS}, self.stored)
+        self.typer.types.update(declared)
+        self.typer.dirty.update(n for n, k in declared.items() if self.stored.get(n) != k)
+        self.columns: set[str] = set()
+        self.segmenter: Segmenter | None = None
+        self.ignored: set[str] = set()
+
+    def item(self, row: Row) -> Item | None:
+        values = row.values
+        try:
+            account_id = fixed_value(values.get("id"), F.STRING)
+        except ValueError as exc:
+            self.problem(row.line, f"account: id: {exc}")
+            return None
+        if account_id is None:
+            self.problem(row.line, "account without an id")
+            return None
+        account_id = account_id.strip()
+        if not self.first(account_id, row.line, f"account {account_id}: id"):
+            return None
+        self._note_derived(values)
+        typed, errors = self.typer.row(values, _NOT_SUPPLIED)
+        if errors:
+            self.problem(row.line, f"account {account_id}: " + "; ".join(errors))
+            return None
+        self.columns.update(typed)
+        return row.line, account_id, encoded(typed)
+
+    def _note_derived(self, values: Mapping[str, Any]) -> None:
+        for name in F.DERIVED_FIELDS:
+            if name in values and name not in self.ignored:
+                self.ignored.add(name)
+                self.problem(None, f"column {name!r} is maintained by playbookd; rename it in the source")
+
+    def types(self) -> dict[str, str]:
+        return account_types(self.typer.types)
+
+    def flush(self, batch: list[Item]) -> None:
+        if self.segmenter is None:
+            guess: dict[str, str | None] = dict.fromkeys(self.columns)
+            self.segmenter = Segmenter(self.config, {**guess, **self.types()}, self.now)
+        types = self.types()
+        with self.engine.begin() as conn:
+            ids = [key for _, key, _ in batch]
+            query = select(*RECORD).where(among(conn, accounts.c.id, ids))
+            existing = {r.id: r for r in conn.execute(query)}
+            inserts, updates, touched = self._diff(batch, existing, types)
+            self._write(conn, inserts, updates, touched)
+
+    def _diff(self, batch: list[Item], existing: Mapping[str, Any],
+              types: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+        assert self.segmenter is not None
+        inserts, updates, touched = [], [], []
+        for _, account_id, supplied in batch:
+            old = existing.get(account_id)
+            if old is None:
+                # no contact has been synced for a brand-new account yet
+                data = {"contacts_active": 0, **{k: v for k, v in supplied.items() if v is not None}}
+                segment = self.segmenter.of(account_id, data, {}, types)
+                inserts.append({"id": account_id, "segment": segment, "data": data, "changes": {},
+                                })
+                continue
+            data, changes, changed = merge(old.data, old.changes, supplied, self.at)
+            segment = self.segmenter.of(account_id, data, changes, types)
+            self.report.updated += changed
+            self.report.unchanged += not changed
+            if changed or changes != old.changes or segment != old.segment:
+                updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment})
+            else:
+                touched.append(account_id)
+        self.report.inserted += len(inserts)
+        return inserts, updates, touched
+
+    def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
+               touched: list[str]) -> None:
+        if inserts:
+            conn.execute(accounts.insert().values(synced_at=self.now, created_at=self.now), inserts)
+        if updates:
+            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
+                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment"),
+                synced_at=self.now), updates)
+        if touched:
+            stmt = update(accounts).where(among(conn, accounts.c.id, touched))
+            conn.execute(stmt.values(synced_at=self.now))
+        self._write_types(conn)
+
+    def _write_types(self, conn: Connection) -> None:
+        types = self.typer.types
+        rows = [{"entity": "accounts", "name": n, "type": types[n]} for n in sorted(self.typer.dirty)]
+        upsert(conn, fields, ["entity", "name"], rows)
+        self.typer.dirty.clear()
+
+    def finish(self) -> None:
+        with self.engine.begin() as conn:
+            self._write_types(conn)
+        if self.typer.to_text:
+            _restate_as_text(self.engine, self.typer.to_text)
+
+
+def _restate_as_text(engine: Engine, names: set[str]) -> None:
+    """A column that widened to text keeps text values, or `eq: "1"` would miss a stored 1."""
+    last = ""
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(select(accounts.c.id, accounts.c.data).where(accounts.c.id > last)
+                                .order_by(accounts.c.id).limit(CHUNK)).all()
+            fixes = [{"b_id": r.id, "data": {k: as_text(v) if k in names else v for k, v in r.data.items()}}
+                     for r in rows if any(not isinstance(r.data.get(n), str | None) for n in names)]
+            if fixes:
+                conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
+                             .values(data=bindparam("data")), fixes)
+        if len(rows) < CHUNK:
+            return
+        last = rows[-1].id
+
+

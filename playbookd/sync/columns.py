@@ -1,0 +1,130 @@
+"""Typing source values: fixed types for well-known fields, inference widened across rows."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from datetime import date
+from typing import Any
+
+from playbookd.model import fields as F
+from playbookd.model.account import encode
+
+
+def infer(raw: Any) -> tuple[str | None, Any]:
+    """Type of one inferred value: JSON scalars keep their kind, text is inferred like CSV."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None, None
+    if isinstance(raw, bool):
+        return F.BOOLEAN, raw
+    if isinstance(raw, int):
+        return F.INTEGER, raw
+    if isinstance(raw, float):
+        return F.DECIMAL, raw
+    if isinstance(raw, str):
+        return F.infer(raw)
+    raise ValueError(f"expected a single value, got {type(raw).__name__}")
+
+
+def as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if value is None or isinstance(value, str) else str(encode(value))
+
+
+class Typer:
+    """Fixed types for well-known and declared fields; inference, widened across rows, for the rest."""
+
+    def __init__(self, fixed: Mapping[str, str], known: Mapping[str, str]) -> None:
+        self.fixed = fixed
+        self.types = dict(known)  # inferred column types, starting from the store's
+        self.dirty: set[str] = set()  # types to write to the `fields` table
+        self.to_text: set[str] = set()  # columns that became text: stored values need restating
+
+    def row(self, values: Mapping[str, Any], skip: Container[str]) -> tuple[dict[str, Any], list[str]]:
+        typed: dict[str, Any] = {}
+        kinds: dict[str, str] = {}
+        errors: list[str] = []
+        for name, raw in values.items():
+            if name in skip:
+                continue
+            kind = self.fixed.get(name)
+            try:
+                if kind is not None:
+                    typed[name] = fixed_value(raw, kind)
+                    continue
+                inferred, typed[name] = self._inferred(raw, self.types.get(name))
+            except ValueError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            if inferred is not None:
+                kinds[name] = inferred
+        if kinds and not errors:
+            self._widen(typed, kinds, values)
+        return typed, errors
+
+    @staticmethod
+    def _inferred(raw: Any, known: str | None) -> tuple[str | None, Any]:
+        if raw.__class__ is str:
+            if known == F.STRING:
+                # a text column stays text whatever comes: skip parsing (the hot path)
+                return (F.STRING, raw) if raw and not raw.isspace() else (None, None)
+            if raw.isdigit() and (raw[0] != "0" or len(raw) == 1):
+                return F.INTEGER, int(raw)
+        return infer(raw)
+
+    def _widen(self, typed: dict[str, Any], kinds: dict[str, str], raw: Mapping[str, Any]) -> None:
+        for name, kind in kinds.items():
+            old = self.types.get(name)
+            if old == kind:
+                continue
+            new = F.widen(old, kind)
+            if new != old:
+                self.types[name] = new
+                self.dirty.add(name)
+                if new == F.STRING and old is not None:
+                    self.to_text.add(name)
+            if new == F.STRING and kind != F.STRING:
+                typed[name] = as_text(raw[name])
+
+
+def fixed_value(raw: Any, kind: str) -> Any:
+    """F.coerce, with shortcuts for the plainest text (same results, a third of the time)."""
+    if raw.__class__ is str:
+        if kind == F.STRING:
+            return raw if raw and not raw.isspace() else None
+        if kind in F.NUMERIC and raw.isdecimal():
+            return int(raw)
+        if kind == F.DECIMAL and raw.count(".") == 1 and raw.replace(".", "").isdecimal():
+            return float(raw)
+    return F.coerce(raw, kind)
+
+
+def encoded(typed: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: encode(value) if isinstance(value, date) else value for name, value in typed.items()}
+
+
+def same(a: Any, b: Any) -> bool:
+    if type(a) is type(b):
+        return bool(a == b)
+    # True == 1 in Python; a flag turning into a count is a change
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping[str, Any],
+           at: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """New data and changes for the fields `supplied`; fields not supplied are kept."""
+    new_data, new_changes, changed = dict(data), dict(changes), False
+    for name, value in supplied.items():
+        old = new_data.get(name)
+        if same(old, value):
+            new_changes.pop(name, None)
+        else:
+            new_changes[name] = {"from": old, "at": at}
+            changed = True
+        if value is None:
+            new_data.pop(name, None)
+        else:
+            new_data[name] = value
+    return new_data, new_changes, changed
+
+

@@ -1,0 +1,81 @@
+"""Segments: config.segments in order, first match wins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, update
+
+from playbookd.config.settings import Config
+from playbookd.errors import ValidationError
+from playbookd.model.account import AccountRecord, decode_account
+from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data
+from playbookd.model.evaluation import evaluate
+from playbookd.store.accounts import batches, iter_accounts, load_account_types, records_by_id
+from playbookd.store.database import utcnow
+from playbookd.store.schema import accounts
+
+DEFAULT_SEGMENT = "default"
+
+
+class Segmenter:
+    """config.segments in order, first match wins; config validation requires a catch-all, so
+    'default' (when nothing matches) only shows up for configs that skipped validation."""
+
+    def __init__(self, config: Config, types: Mapping[str, str | None], now: datetime) -> None:
+        known = FieldTypes(dict(types))
+        self.rules: list[tuple[str, Condition | None]] = []
+        for segment in config.segments:
+            self.rules.append((segment.name, self._parse(config, segment.name, segment.when, known)))
+        self.now, self.tz = now, config.tz
+        self.names = {leaf.field for _, cond in self.rules if cond is not None for leaf in leaves(cond)}
+
+    @staticmethod
+    def _parse(config: Config, name: str, when: Any, known: FieldTypes) -> Condition | None:
+        if when is None:
+            return None
+        cond, problems = parse_condition_data(when, str(config.path), known)
+        if problems:
+            raise ValidationError(problems, f"{config.path}: segment {name}: bad condition")
+        return cond
+
+    @property
+    def constant(self) -> str | None:
+        """The segment every account gets when the first segment has no condition."""
+        return self.rules[0][0] if self.rules and self.rules[0][1] is None else None
+
+    def __call__(self, record: AccountRecord) -> str:
+        for name, cond in self.rules:
+            if cond is None or evaluate(cond, record, self.now, self.tz):
+                return name
+        return DEFAULT_SEGMENT
+
+    def of(self, account_id: str, data: Mapping[str, Any], changes: Mapping[str, Any],
+           types: Mapping[str, str]) -> str:
+        if self.constant is not None:
+            return self.constant
+        # only the fields the conditions name: decoding whole records costs more than evaluating
+        names = self.names
+        return self(decode_account(account_id, "", {n: data[n] for n in names if n in data},
+                                   {n: changes[n] for n in names if n in changes}, types))
+
+
+def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] | None = None) -> int:
+    """(Re)assign the segment of the given accounts (all when None); returns how many changed."""
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    segmenter = Segmenter(config, types, utcnow())
+    records = iter_accounts(engine, types) if account_ids is None else records_by_id(engine, account_ids, types)
+    changed = 0
+    for batch in batches(records):
+        moves = [{"b_id": r["id"], "b_segment": s} for r in batch if (s := segmenter(r)) != r["segment"]]
+        if moves:
+            with engine.begin() as conn:
+                conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
+                             .values(segment=bindparam("b_segment")), moves)
+        changed += len(moves)
+    return changed
+
+

@@ -1,0 +1,354 @@
+"""Email templates: segment fallback, front matter, sandboxed rendering and validation.
+
+Layout under the templates folder::
+
+    default/<name>.html.j2      front matter + HTML body (a customer email)
+    default/<name>.txt.j2       optional text part; else derived from the HTML
+    <segment>/<name>.html.j2    segment override, falls back to default/ (so does .txt.j2)
+    _layouts/base.html.j2       {% extends "_layouts/base.html.j2" %}
+    _partials/footer.html.j2    {% include "_partials/footer.html.j2" %}
+
+An email starts with front matter between two `---` lines::
+
+    ---
+    subject: "{{ account.name }}: your team misses you"   # required, one line, not escaped
+    preheader: Three things to try today                  # optional; the body gets it as `preheader`
+    ---
+
+Context: account, contact, segment, playbook, csm, company, unsubscribe_url. A variable
+that does not exist is an error, and so is printing an empty value (None): write
+`{{ contact.first_name or "there" }}`. Every email must show `unsubscribe_url` and
+`company.postal_address` (itself or through its layout); the text part must carry the link.
+
+Filters (date, money, days_until, first_name): see template_filters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape
+
+from playbookd.config.settings import Company
+from playbookd.errors import Problem
+from playbookd.templates.errors import EmptyValue, TemplateError, did_you_mean, fail, located
+from playbookd.templates.filters import FILTERS
+from playbookd.templates.front_matter import Head, Part, check_front, front_end, front_matter, one_line
+from playbookd.templates.text_part import html_to_text
+
+HTML, TEXT = ".html.j2", ".txt.j2"
+DEFAULT = "default"
+SHARED = ("_layouts", "_partials")
+_NAME = re.compile(r"[A-Za-z0-9][\w-]*(/[A-Za-z0-9][\w-]*)*")
+_LOOKS_LIKE_TEMPLATE = (".j2", ".jinja", ".jinja2", ".html", ".htm", ".txt")
+_SAMPLE_COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
+Where = tuple[str, int | None, int | None]
+_NO_REQUIRED: Mapping[str, Sequence[Where]] = MappingProxyType({})
+
+
+class SampleEvent(dict[str, Any]):
+    """`event` in validate and preview: event data has no fixed shape, so any key an author names exists."""
+
+    def __missing__(self, key: str) -> int:
+        return 5  # a number: prints, compares with numbers and strings, and goes through every filter
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Rendered:
+    template: str  # resolved path under the templates folder, e.g. "tech_touch/login_nudge.html.j2"
+    subject: str
+    preheader: str | None
+    html: str
+    text: str
+
+
+# ---- Jinja environment ---------------------------------------------------------------------------
+
+def _is_email(rel: str) -> bool:
+    return rel.endswith(HTML) and "/" in rel and not rel.startswith("_")
+
+
+def _blank_front(source: str) -> str:
+    # blank lines instead of removing them keep Jinja's line numbers equal to the file's
+    lines = source.split("\n")
+    end = front_end(lines)
+    return source if end is None else "\n" * (end + 1) + "\n".join(lines[end + 1:])
+
+
+class _Loader(jinja2.FileSystemLoader):
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return (_blank_front(source) if _is_email(template) else source), filename, uptodate
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # a custom field named like a dict method (items, values, keys) is the field
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def _finalize(value: Any) -> Any:
+    if value is None:
+        raise EmptyValue()
+    return value
+
+
+def _environment(root: Path) -> _Environment:
+    env = _Environment(
+        loader=_Loader(str(root)), undefined=jinja2.StrictUndefined, finalize=_finalize,
+        autoescape=lambda name: name is not None and not name.endswith(TEXT),
+        cache_size=-1, auto_reload=False, keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def _shows(html: str, value: str) -> bool:
+    # an address may be split over lines (<br>) by the layout: every line of it must be there
+    parts = [p.strip() for p in value.splitlines() if p.strip()] or [value]
+    return all(p in html or str(escape(p)) in html for p in parts)
+
+
+# ---- the templates folder ------------------------------------------------------------------------
+
+def _scan(root: Path) -> frozenset[str]:
+    if not root.is_dir():
+        return frozenset()
+    found = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    return frozenset(p.as_posix() for p in found if not any(part.startswith(".") for part in p.parts))
+
+
+def _sample_value(name: str, kind: str | None) -> Any:
+    now = datetime.now(UTC).replace(microsecond=0)
+    samples = {"integer": 42, "decimal": 62.5, "boolean": True, "date": date.today() + timedelta(days=30),
+               "datetime": now - timedelta(days=2)}
+    return samples.get(kind or "", f"sample {name}")
+
+
+class Templates:
+    """The templates folder of one configuration; compiled templates are cached until rebuilt."""
+
+    def __init__(self, root: Path, segments: Sequence[str], *, company: Company | None = None,
+                 fields: Mapping[str, str | None] | None = None) -> None:
+        # company and fields only shape the sample context that validate() renders with
+        self.root = Path(os.path.abspath(root))
+        self.segments = tuple(segments)
+        self._company = company or _SAMPLE_COMPANY
+        self._fields = dict(fields or {})
+        self._files = _scan(self.root)
+        self._env = _environment(self.root)
+        self._heads: dict[str, Head] = {}
+        self._strings: dict[str, jinja2.Template] = {}
+
+    def _path(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def _folders(self) -> tuple[str, ...]:
+        return (DEFAULT, *self.segments)
+
+    def names(self) -> set[str]:
+        """Logical names (`login_nudge`) of every email in default/ and the segment folders."""
+        folders = self._folders()
+        return {rel.partition("/")[2][: -len(HTML)] for rel in self._files
+                if _is_email(rel) and rel.partition("/")[0] in folders}
+
+    def _hint(self, name: str) -> str:
+        return did_you_mean(name, sorted(self.names() - {name}))
+
+    def resolve(self, name: str, segment: str) -> str:
+        """`segment/name.html.j2` if it exists, else `default/name.html.j2`."""
+        found = self._pick(name, segment, HTML)
+        if found is None:
+            why = f"template '{name}' not found: no {segment}/{name}{HTML} and no {DEFAULT}/{name}{HTML}"
+            fail(str(self.root), None, why + self._hint(name))
+        return found
+
+    def _pick(self, name: str, segment: str, suffix: str) -> str | None:
+        if not _NAME.fullmatch(name):
+            return None
+        return next((rel for rel in (f"{segment}/{name}{suffix}", f"{DEFAULT}/{name}{suffix}")
+                     if rel in self._files), None)
+
+    def _head(self, rel: str) -> Head:
+        head = self._heads.get(rel)
+        if head is None:
+            head = self._heads[rel] = self._compile_head(rel)
+        return head
+
+    def _compile_head(self, rel: str) -> Head:
+        file = self._path(rel)
+        try:
+            source = (self.root / rel).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(file, None, f"cannot read: {exc}")
+        meta, lines = front_matter(source.removeprefix("\ufeff"), file)
+        check_front(meta, lines, file)
+        parts = {}
+        for key, value in meta.items():
+            if value in (None, ""):
+                continue  # an empty preheader is no preheader
+            with located(self.root, file, lines[key] - 1):
+                parts[key] = Part(self._env.from_string(str(value)), file, lines[key])
+        return Head(parts["subject"], parts.get("preheader"))
+
+    def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
+        """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
+        rel = self.resolve(name, segment)
+        head = self._head(rel)
+        subject = one_line(head.subject.render(self.root, context), head.subject, "subject")
+        preheader = None
+        if head.preheader is not None:
+            preheader = " ".join(head.preheader.render(self.root, context).split()) or None
+        # the blanked front matter (kept for line numbers) would open the HTML with empty lines
+        html = self._render_file(rel, {**context, "preheader": preheader}).lstrip()
+        text_rel = self._pick(name, segment, TEXT)
+        text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
+        self._check_footer(rel, text_rel, html, text, context)
+        return Rendered(rel, subject, preheader, html, text)
+
+    def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
+        with located(self.root, self._path(rel)):
+            return self._env.get_template(rel).render(context)
+
+    def _check_footer(self, rel: str, text_rel: str | None, html: str, text: str,
+                      context: Mapping[str, Any]) -> None:
+        company = context.get("company") or {}
+        needed = {"unsubscribe_url": context.get("unsubscribe_url"),
+                  "company.postal_address": company.get("postal_address")}
+        for key, value in needed.items():
+            if not value:
+                fail(self._path(rel), None, f"the context has no {key}")
+            if not _shows(html, str(value)):
+                fail(self._path(rel), None, f"the email does not show {{{{ {key} }}}} "
+                      "(every customer email must, itself or through its layout)")
+        if str(needed["unsubscribe_url"]) not in text:
+            where = self._path(text_rel) if text_rel else self._path(rel) + " (text part derived from it)"
+            fail(where, None, "the text part does not contain the unsubscribe_url")
+
+    def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
+        """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""
+        with located(self.root, where, 0, source):
+            template = self._strings.get(source)
+            if template is None:
+                if len(self._strings) > 1000:  # titles are few; this only bounds a pathological caller
+                    self._strings.clear()
+                template = self._strings[source] = self._env.from_string(source)
+            return template.render(context)
+
+    @staticmethod
+    def sample_context(company: Company, *, segment: str = DEFAULT,
+                       fields: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """A realistic context for validate and preview: every key filled in, as the daemon would."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        account = {name: _sample_value(name, kind) for name, kind in (fields or {}).items()}
+        account.update({
+            "id": "acc_1042", "name": "Globex Corporation", "arr": 48000, "plan": "growth",
+            "lifecycle_stage": "adopted", "status": "active",
+            "renewal_date": date.today() + timedelta(days=45), "last_login_at": now - timedelta(days=9),
+            "open_escalations": 0, "nps": 8, "health": 72,
+            "csm_email": "dana.scully@example.com", "segment": segment, "contacts_active": 4,
+            "champion_left_at": now - timedelta(days=3), "admin_left_at": now - timedelta(days=3),
+        })
+        # custom fields only when the sources have them, so a template that needs one the project lacks fails here
+        account.update({k: v for k, v in {"seats_purchased": 50, "seats_used": 31}.items() if k in (fields or {})})
+        contact = {"email": "jordan.rivera@globex.example", "first_name": "Jordan", "last_name": "Rivera",
+                   "role": "admin", "timezone": "America/New_York", "status": "active", "is_primary": True}
+        return {
+            "account": account, "contact": contact, "segment": segment,
+            "playbook": {"id": "sample-playbook", "name": "Sample playbook", "category": "default"},
+            "csm": {"name": "Dana Scully", "email": "dana.scully@example.com"},
+            "company": company.model_dump(),
+            "unsubscribe_url": f"{company.public_url.rstrip('/')}/unsubscribe/sample-token",
+            "event": SampleEvent(name="sample_event", occurred_at=now - timedelta(hours=1)),
+        }
+
+    # ---- validate --------------------------------------------------------------------------------
+
+    def validate(self, required: Mapping[str, Sequence[Where]] = _NO_REQUIRED) -> list[Problem]:
+        """Every problem in every template file, plus template names playbooks use but that are missing."""
+        problems = set(self._folder_problems())
+        for rel in sorted(self._files):
+            problems.update(self._file_problems(rel))
+        problems.update(self._render_problems())
+        problems.update(self._required_problems(required))
+        return sorted(problems)
+
+    def _folder_problems(self) -> Iterator[Problem]:
+        known = {*self._folders(), *SHARED}
+        tops = {rel.partition("/")[0] for rel in self._files if "/" in rel}
+        for top in sorted(tops - known):
+            hint = did_you_mean(top, self._folders(), f"; folders are: {', '.join(self._folders())}")
+            yield Problem(self._path(top), None, None, f"unknown segment folder '{top}'{hint}")
+
+    def _file_problems(self, rel: str) -> Iterator[Problem]:
+        top, _, rest = rel.partition("/")
+        loose = not rest and rel.endswith(".j2")
+        misnamed = bool(rest) and top not in SHARED and rel.endswith(_LOOKS_LIKE_TEMPLATE)
+        if loose or (misnamed and not rel.endswith((HTML, TEXT))):
+            yield Problem(self._path(rel), None, None, "not a usable template: emails are "
+                          f"<folder>/<name>{HTML} (body) and <folder>/<name>{TEXT} (text part)")
+            return
+        if _is_email(rel):
+            try:
+                self._head(rel)
+            except TemplateError as exc:
+                yield exc.problem
+        if rel.endswith(".j2"):
+            yield from self._compile_problems(rel)
+
+    def _compile_problems(self, rel: str) -> Iterator[Problem]:
+        try:
+            with located(self.root, self._path(rel)):
+                self._env.get_template(rel)
+        except TemplateError as exc:
+            yield exc.problem
+
+    def _render_problems(self) -> Iterator[Problem]:
+        for name in sorted(self.names()):
+            for segment in self.segments or (DEFAULT,):
+                if self._pick(name, segment, HTML) is None:
+                    continue  # a missing version is reported where a playbook uses it
+                context = self.sample_context(self._company, segment=segment, fields=self._fields)
+                try:
+                    self.render(name, segment, context)
+                except TemplateError as exc:
+                    yield exc.problem
+        names = self.names()
+        for rel in sorted(self._files):
+            name = rel.partition("/")[2][: -len(TEXT)]
+            if rel.endswith(TEXT) and rel.partition("/")[0] in self._folders() and name not in names:
+                yield Problem(self._path(rel), None, None, f"text part without an email: no {name}{HTML} "
+                              f"in {DEFAULT}/ or a segment folder")
+
+    def _missing(self, name: str) -> list[str] | None:
+        """Segments without a version of `name`; None when every email of `name` can be resolved."""
+        if self._pick(name, DEFAULT, HTML):
+            return None
+        missing = [s for s in self.segments if self._pick(name, s, HTML) is None]
+        return missing if missing or not self.segments else None
+
+    def _required_problems(self, required: Mapping[str, Sequence[Where]]) -> Iterator[Problem]:
+        for name, places in required.items():
+            missing = self._missing(name)
+            if missing is None:
+                continue
+            why = f"template '{name}' not found: no {DEFAULT}/{name}{HTML}"
+            if missing:
+                why += f" and no version for segment(s) {', '.join(missing)}"
+            for file, line, col in places:
+                yield Problem(file, line, col, why + self._hint(name))

@@ -1,0 +1,152 @@
+"""Cadences through full cycles on a real SQLite file: waits, exits, re-entry, variants, tasks, set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cycle_helpers import ACCOUNTS
+
+from playbookd import runtime
+from playbookd.cadence.advance import pick_variant
+from playbookd.model.playbooks import Variant
+from playbookd.store.schema import accounts, audit, enrollments, outbox, tasks
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+TWO_EMAILS = """\
+id: two
+trigger: {when: {status: active}}
+exit_when: {plan: enterprise}
+steps:
+  - email: {template: login_nudge, to: admin}
+  - wait: 3d
+  - email: {template: login_nudge_short, to: admin}
+"""
+
+
+def test_wait_delays_the_next_step_until_it_is_due(make: Any) -> None:
+    project = make({"two": TWO_EMAILS})
+    project.run(T0)
+    assert project.emails() == ["login_nudge.html.j2"]
+    project.run(T0 + timedelta(days=2, hours=23))
+    assert len(project.emails()) == 1
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_short.html.j2"]
+    (enrollment,) = project.rows(enrollments)
+    assert enrollment.state == "completed"
+
+
+def test_exit_when_is_checked_before_every_step(make: Any) -> None:
+    project = make({"two": TWO_EMAILS})
+    project.run(T0)
+    project.set_accounts(ACCOUNTS.replace(",basic,", ",enterprise,"))
+    project.run(T0 + timedelta(days=4))
+    assert len(project.emails()) == 1
+    (enrollment,) = project.rows(enrollments)
+    assert (enrollment.state, enrollment.step) == ("exited", 2)
+    exits = project.rows(audit, audit.c.event == "exited")
+    assert [e.reason for e in exits] == ["exit_when matched"]
+
+
+ONCE = """\
+id: once
+trigger: {when: {status: active}}
+steps:
+  - email: {template: login_nudge, to: admin}
+"""
+
+
+@pytest.mark.parametrize(("reenter", "runs_after", "expected"), [
+    (None, [5, 100], 1),       # omitted: an account enters once, ever
+    ("10d", [5], 1),           # not yet
+    ("10d", [5, 10], 2),       # 10 days after the last entry
+    ("10d", [10, 15, 20], 3),  # and again 10 days after that one, not after the first
+])
+def test_reenter_after(make: Any, reenter: str | None, runs_after: list[int], expected: int) -> None:
+    text = ONCE + (f"reenter_after: {reenter}\n" if reenter else "")
+    project = make({"once": text})
+    project.run(T0)
+    for days in runs_after:
+        project.run(T0 + timedelta(days=days))
+    assert len(project.rows(enrollments)) == expected
+    assert len(project.emails()) == expected
+
+
+def test_an_account_in_a_playbook_is_not_enrolled_twice_while_active(make: Any) -> None:
+    project = make({"two": TWO_EMAILS.replace("id: two", "id: two\nreenter_after: 1d")})
+    for hours in (0, 30, 50):
+        project.run(T0 + timedelta(hours=hours))
+    assert len(project.rows(enrollments)) == 1
+
+
+TASK_AND_SET = """\
+id: followup
+trigger: {when: {status: active}}
+steps:
+  - task: {title: "Call {{ account.name }}", assign: csm, due_in: 2d}
+  - set: {risk_flag: inactive}
+"""
+
+
+def test_task_is_stored_for_the_csm_and_set_updates_the_field(make: Any) -> None:
+    project = make({"followup": TASK_AND_SET})
+    project.run(T0)
+    (task,) = project.rows(tasks)
+    assert (task.title, task.assignee, task.state) == ("Call Harbor Foods", "maria@acme.example", "open")
+    assert task.due_at.replace(tzinfo=UTC) == T0 + timedelta(days=2)
+    (account,) = project.rows(accounts)
+    assert account.data["risk_flag"] == "inactive"
+    log = [(r.event, (r.detail or {}).get("action")) for r in project.rows(audit, audit.c.playbook_id == "followup")]
+    assert log == [("entered", None), ("step_done", "task"), ("step_done", "set"), ("completed", None)]
+
+
+def test_a_field_set_by_a_step_survives_the_next_sync(make: Any) -> None:
+    project = make({"followup": TASK_AND_SET})
+    project.run(T0)
+    project.run(T0 + timedelta(hours=1))  # re-reads accounts.csv, which has no risk_flag column
+    (account,) = project.rows(accounts)
+    assert account.data["risk_flag"] == "inactive"
+
+
+def test_variants_are_sticky_per_account_and_follow_the_weights() -> None:
+    variants = [Variant("short", "a", 80), Variant("long", "b", 20)]
+    picks = {f"ACC-{i}": pick_variant(variants, "p", f"ACC-{i}").name for i in range(2000)}
+    assert all(pick_variant(variants, "p", acc).name == name for acc, name in picks.items())
+    share = Counter(picks.values())["short"] / len(picks)
+    assert 0.75 < share < 0.85
+    other = {acc: pick_variant(variants, "q", acc).name for acc in picks}
+    assert other != picks, "each playbook splits its audience independently"
+
+
+VARIANTS = """\
+id: ab
+trigger: {when: {status: active}}
+reenter_after: 1d
+steps:
+  - email:
+      to: admin
+      variants:
+        short: {template: login_nudge_short, weight: 50}
+        long: {template: login_nudge_long, weight: 50}
+"""
+
+
+def test_a_returning_account_gets_the_same_variant(make: Any) -> None:
+    project = make({"ab": VARIANTS})
+    for days in range(4):
+        project.run(T0 + timedelta(days=days))
+    rows = project.rows(outbox)
+    assert len(rows) == 4 and len({(r.variant, r.template) for r in rows}) == 1
+
+
+def test_enrollments_of_a_removed_playbook_exit_with_the_reason(make: Any) -> None:
+    project = make({"two": TWO_EMAILS, "once": ONCE})
+    project.run(T0)
+    (project.path / "playbooks" / "two.yaml").unlink()
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+    project.run(T0 + timedelta(days=4))
+    (two,) = project.rows(enrollments, enrollments.c.playbook_id == "two")
+    assert (two.state, two.reason) == ("exited", "playbook removed or disabled")
+    assert [e.reason for e in project.rows(audit, audit.c.event == "exited")] == ["playbook removed or disabled"]

@@ -1,0 +1,118 @@
+"""Webhooks posted to a real HTTP server on loopback: success, retry with backoff, refusal, expiry."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from smtp_server import free_port
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from playbookd.delivery import webhooks
+from playbookd.store.schema import audit
+from playbookd.store.schema import webhooks as table
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.replies: list[int] = []  # status to answer, in order; then 200
+        self.requests: list[tuple[dict[str, str], Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((dict(self.headers), body))
+        self.send_response(self.server.replies.pop(0) if self.server.replies else 200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def queue(engine: Engine, url: str, key: str = "7:4", created: datetime = NOW) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(table).values(key=key, account_id="ACC-1", playbook_id="no-login-7d", url=url,
+                                          body={"text": "Acme Corp inactive"}, state="queued", attempts=0,
+                                          not_before=created, created_at=created))
+
+
+def row(engine: Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(table)).one()
+
+
+def audit_events(engine: Engine) -> list[tuple[str, str | None]]:
+    with engine.connect() as conn:
+        return [(r.event, r.reason) for r in conn.execute(select(audit).order_by(audit.c.id))]
+
+
+def test_posts_json_with_idempotency_key_once(engine: Engine, receiver: Receiver) -> None:
+    queue(engine, receiver.url)
+    report = webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW)
+    assert (report.sent, report.retried, report.failed) == (1, 0, 0)
+    headers, body = receiver.requests[0]
+    assert body == {"text": "Acme Corp inactive"}
+    assert headers["Idempotency-Key"] == "7:4" and headers["Content-Type"] == "application/json"
+    assert row(engine).state == "sent"
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW).sent == 0
+    assert len(receiver.requests) == 1
+    assert audit_events(engine) == [(webhooks.WEBHOOK_SENT, None)]
+
+
+def test_server_error_is_retried_after_backoff(engine: Engine, receiver: Receiver) -> None:
+    receiver.replies = [503]
+    queue(engine, receiver.url)
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW).retried == 1
+    deferred = row(engine)
+    assert deferred.state == "queued" and deferred.attempts == 1 and "503" in deferred.last_error
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW + timedelta(seconds=30)).sent == 0
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW + timedelta(minutes=2)).sent == 1
+    assert len(receiver.requests) == 2
+
+
+def test_client_error_fails_for_good(engine: Engine, receiver: Receiver) -> None:
+    receiver.replies = [404]
+    queue(engine, receiver.url)
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW).failed == 1
+    assert row(engine).state == "failed"
+    assert audit_events(engine) == [(webhooks.WEBHOOK_FAILED, "rejected")]
+
+
+def test_unreachable_receiver_gives_up_after_max_age(engine: Engine) -> None:
+    queue(engine, f"http://127.0.0.1:{free_port()}/hook")
+    assert webhooks.post_due(engine, timedelta(hours=1), clock=lambda: NOW).retried == 1
+    later = NOW + timedelta(hours=2)
+    assert webhooks.post_due(engine, timedelta(hours=1), clock=lambda: later).failed == 1
+    assert row(engine).state == "failed"
+    assert audit_events(engine)[-1] == (webhooks.WEBHOOK_FAILED, "expired")
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [webhooks.backoff(n).total_seconds() for n in (1, 2, 3)] == [60, 120, 240]
+    assert webhooks.backoff(20) == timedelta(hours=1)

@@ -1,0 +1,73 @@
+"""Leadership and range planning on the real PostgreSQL (and the single-node SQLite case)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from playbookd.engine import ranges
+from playbookd.service import cycle
+from playbookd.store.database import connect
+from playbookd.store.schema import accounts, outbox
+from playbookd.store.schema import ranges as range_table
+from playbookd.sync.run import sync
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+def add_accounts(engine: Engine, n: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(accounts), [{"id": f"A{i:04d}", "segment": "s", "data": {}, "changes": {},
+                                         "synced_at": NOW, "created_at": NOW} for i in range(n)])
+
+
+def test_ranges_cover_every_account_once(engine: Engine) -> None:
+    add_accounts(engine, 103)
+    assert ranges.plan(engine, NOW, 25) == 5
+    with engine.connect() as conn:
+        bounds = [(r.lo, r.hi) for r in conn.execute(select(range_table).order_by(range_table.c.id))]
+        ids = list(conn.execute(select(accounts.c.id).order_by(accounts.c.id)).scalars())
+    assert bounds[0][0] is None and bounds[-1][1] is None
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    covered = [i for i in ids for lo, hi in bounds if (lo is None or i >= lo) and (hi is None or i < hi)]
+    assert covered == ids
+
+
+def test_empty_store_plans_one_range(engine: Engine) -> None:
+    assert ranges.plan(engine, NOW, 25) == 1
+
+
+def test_one_leader_at_a_time_and_takeover_on_release(pg_url: str) -> None:
+    first, second = connect(pg_url), connect(pg_url)
+    a, b = ranges.Leadership(first), ranges.Leadership(second)
+    try:
+        assert a.hold() and not b.hold()
+        assert a.hold()  # still held on the next check
+        a.release()  # as when the leader's process dies and PostgreSQL ends its session
+        assert b.hold() and not a.hold()
+    finally:
+        a.release()
+        b.release()
+        first.dispose()
+        second.dispose()
+
+
+def test_sqlite_is_always_its_own_leader(tmp_path: object) -> None:
+    engine = connect(f"sqlite:///{tmp_path}/x.db")
+    assert ranges.Leadership(engine).hold()
+
+
+def test_due_steps_left_by_a_replica_that_died_after_enrolling_are_advanced(make: Any, pg_url: str) -> None:
+    project = make({"hello": "id: hello\ntrigger: {when: {status: active}}\nsteps:\n"
+                             "  - email: {template: login_nudge, to: admin}\n"}, database=pg_url)
+    sync(project.engine, project.config)
+    assert ranges.plan(project.engine, NOW, 25) == 1
+    assert ranges.work(project.runtime, project.engine) == 1  # enrolled; then the replica died
+    assert project.rows(outbox) == []
+    assert cycle.evaluate_ranges(project.runtime, project.engine)  # another replica, no range left
+    assert [r.state for r in project.rows(outbox)] == ["queued"]
+    assert not cycle.evaluate_ranges(project.runtime, project.engine)  # nothing left to move

@@ -1,0 +1,193 @@
+"""The HTTP listener over real HTTP on loopback: one-click unsubscribe and the health check."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from smtp_server import free_port
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from playbookd.delivery.unsubscribe import sign
+from playbookd.service import http
+from playbookd.store.schema import audit, suppressions
+
+SECRET = b"s3cret"
+
+
+@pytest.fixture
+def site(engine: Engine) -> Iterator[str]:
+    server = http.Server(f"127.0.0.1:{free_port()}", http.Site(engine, SECRET, "Acme", lambda: http.health(engine)))
+    server.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def request(url: str, data: bytes | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def suppressed(engine: Engine) -> list[tuple[str, str, str, str]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(suppressions.c.email, suppressions.c.category,
+                                                      suppressions.c.reason, suppressions.c.note))]
+
+
+def test_get_only_asks_and_changes_nothing(site: str, engine: Engine) -> None:
+    status, page = request(f"{site}/unsubscribe/{sign(SECRET, 'ana@customer.example', 'product_tips')}")
+    assert status == 200
+    assert "product tips emails" in page and "a**@customer.example" in page and "<form" in page
+    assert suppressed(engine) == []
+
+
+def test_one_click_post_unsubscribes_that_category_once(site: str, engine: Engine) -> None:
+    url = f"{site}/unsubscribe/{sign(SECRET, 'Ana@Customer.example', 'product_tips')}"
+    for _ in range(2):
+        status, page = request(url, b"List-Unsubscribe=One-Click")
+        assert status == 200 and "unsubscribed" in page
+    assert suppressed(engine) == [("ana@customer.example", "product_tips", "unsubscribed", "one_click")]
+    with engine.connect() as conn:
+        assert [r.event for r in conn.execute(select(audit))] == ["unsubscribed"]
+
+
+def test_the_page_button_unsubscribes_too(site: str, engine: Engine) -> None:
+    status, _ = request(f"{site}/unsubscribe/{sign(SECRET, 'bo@customer.example', '*')}", b"confirm=1")
+    assert status == 200
+    assert suppressed(engine) == [("bo@customer.example", "*", "unsubscribed", "link")]
+
+
+@pytest.mark.parametrize("token", [
+    sign(b"other-secret", "ana@customer.example", "product_tips"),         # forged
+    sign(SECRET, "ana@customer.example", "product_tips")[:-2] + "AA",      # altered MAC
+    "eyJ4Ijp9.AAAA",                                                        # garbage
+    "",
+])
+def test_forged_or_altered_tokens_are_refused_alike(site: str, engine: Engine, token: str) -> None:
+    get_status, get_page = request(f"{site}/unsubscribe/{token}")
+    post_status, post_page = request(f"{site}/unsubscribe/{token}", b"List-Unsubscribe=One-Click")
+    assert get_status == post_status == 404
+    assert "customer.example" not in get_page + post_page
+    assert suppressed(engine) == []
+
+
+def test_payload_cannot_be_swapped_under_a_valid_mac(site: str, engine: Engine) -> None:
+    good = sign(SECRET, "ana@customer.example", "product_tips")
+    other = sign(SECRET, "ana@customer.example", "*")
+    spliced = other.split(".")[0] + "." + good.split(".")[1]
+    assert request(f"{site}/unsubscribe/{spliced}", b"List-Unsubscribe=One-Click")[0] == 404
+    assert suppressed(engine) == []
+
+
+def test_oversized_body_is_refused(site: str, engine: Engine) -> None:
+    url = f"{site}/unsubscribe/{sign(SECRET, 'ana@customer.example', 'x')}"
+    assert request(url, b"a" * (http.MAX_BODY + 1))[0] == 413
+    assert suppressed(engine) == []
+
+
+def test_health_reports_database_and_age_of_last_cycle(site: str, engine: Engine) -> None:
+    status, body = request(f"{site}/healthz")
+    assert status == 200 and json.loads(body)["last_cycle_age_seconds"] is None
+    from datetime import timedelta
+
+    from playbookd.store import state
+    from playbookd.store.database import utcnow
+
+    state.put(engine, "last_cycle", {"at": (utcnow() - timedelta(minutes=5)).isoformat()})
+    report = json.loads(request(f"{site}/healthz")[1])
+    assert report["database"] == "reachable" and 299 <= report["last_cycle_age_seconds"] <= 330
+
+
+def test_mask_keeps_domain_hides_local_part() -> None:
+    assert http.mask("ana@customer.example") == "a**@customer.example"
+    assert http.mask("x@y.example") == "x**@y.example"
+
+
+def test_metrics_report_store_counts_and_process_histograms(site: str, engine: Engine) -> None:
+    from playbookd.service import metrics
+
+    metrics.CYCLE_SECONDS.labels("evaluate").observe(1.5)
+    request(f"{site}/unsubscribe/{sign(SECRET, 'ana@customer.example', 'x')}", b"List-Unsubscribe=One-Click")
+    status, text = request(f"{site}/metrics")
+    assert status == 200
+    assert "playbookd_suppressed 1.0" in text
+    assert 'playbookd_cycle_seconds_count{stage="evaluate"}' in text
+    assert "# TYPE playbookd_send_seconds histogram" in text
+
+
+@pytest.fixture
+def events_site(engine: Engine) -> Iterator[tuple[str, list[int]]]:
+    from playbookd.store.database import utcnow
+    from playbookd.store.schema import accounts
+
+    with engine.begin() as conn:
+        conn.execute(accounts.insert(), [{"id": i, "segment": "s", "data": {}, "changes": {}, "synced_at": utcnow(),
+                                          "created_at": utcnow()} for i in ("A", "ACC-1", "ACC-2")])
+    nudges: list[int] = []
+    site_ = http.Site(engine, SECRET, "Acme", lambda: http.health(engine), "tok3n", lambda: nudges.append(1))
+    server = http.Server(f"127.0.0.1:{free_port()}", site_)
+    server.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", nudges
+    server.shutdown()
+    server.server_close()
+
+
+def post_events(url: str, body: object, token: str | None = "tok3n") -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(f"{url}/events", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def stored_events(engine: Engine) -> list[tuple[str, str, object]]:
+    from playbookd.store.schema import events
+
+    with engine.connect() as conn:
+        return [(r.account_id, r.name, r.data) for r in conn.execute(select(events).order_by(events.c.id))]
+
+
+def test_post_events_stores_them_once_and_nudges(events_site: tuple[str, list[int]], engine: Engine) -> None:
+    url, nudges = events_site
+    batch = [{"account": "ACC-1", "name": "nps_response", "data": {"score": 3}, "id": "typeform-981"},
+             {"account": "ACC-2", "name": "nps_response", "data": {"score": 10}}]
+    assert post_events(url, batch) == (202, {"accepted": 2, "duplicates": 0})
+    assert post_events(url, batch[0]) == (202, {"accepted": 0, "duplicates": 1})  # a retried request
+    assert stored_events(engine) == [("ACC-1", "nps_response", {"score": 3}), ("ACC-2", "nps_response", {"score": 10})]
+    assert nudges == [1, 1]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ([{"account": "A", "name": "x"}, {"name": "x"}], "event 2: `account` must be a non-empty string"),
+    ({"account": "A", "name": "x", "data": [1]}, "event 1: `data` must be an object"),
+    ({"account": "A", "name": "x", "score": 3}, "event 1: unknown field(s) score"),
+    ({"account": "A", "name": "x", "occurred_at": "yesterday"}, "event 1: `occurred_at` 'yesterday' is not"),
+    ([{"account": "A", "name": "x"}, {"account": "ACC-404", "name": "x"}], "event 2: unknown account 'ACC-404'"),
+])
+def test_bad_events_are_refused_whole_with_the_reason(events_site: tuple[str, list[int]], engine: Engine,
+                                                      body: object, message: str) -> None:
+    status, answer = post_events(events_site[0], body)
+    assert status == 400 and str(answer["error"]).startswith(message)
+    assert stored_events(engine) == []
+
+
+def test_events_need_the_bearer_token(events_site: tuple[str, list[int]], engine: Engine) -> None:
+    body = {"account": "A", "name": "x"}
+    assert post_events(events_site[0], body, token=None)[0] == 401
+    assert post_events(events_site[0], body, token="guess")[0] == 401
+    assert stored_events(engine) == []
+
+
+def test_events_endpoint_is_off_without_a_token(site: str, engine: Engine) -> None:
+    assert post_events(site, {"account": "A", "name": "x"})[0] == 404
+    assert stored_events(engine) == []
