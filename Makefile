@@ -26,6 +26,7 @@ demo: $(BIN)/playbookd
 lint: $(BIN)/playbookd
 	$(BIN)/ruff check playbookd tests bench
 	$(BIN)/mypy playbookd
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q

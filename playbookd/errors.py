@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value was written: file, 1-based line and column when known."""
+
+    file: str
+    line: int | None
+    col: int | None
+
+    def problem(self, message: str) -> Problem:
+        return Problem(self.file, self.line, self.col, message)
 
 
 @dataclass(frozen=True, order=True)
@@ -21,6 +35,12 @@ class Problem:
             if self.col is not None:
                 where += f":{self.col}"
         return f"{where}: {self.message}"
+
+
+def did_you_mean(word: str, options: Iterable[str], otherwise: str = "") -> str:
+    """The hint a message ends with: the closest known name, else `otherwise`."""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else otherwise
 
 
 class PlaybookdError(Exception):

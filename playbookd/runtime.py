@@ -17,20 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from playbookd.config.settings import Config, load_config
 from playbookd.config.yaml_loader import load_yaml_file
-from playbookd.errors import Problem, UserError, ValidationError
+from playbookd.errors import Problem, UserError, ValidationError, Where
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.model.conditions import Condition, FieldTypes, parse_condition
-from playbookd.model.playbooks import (
-    KNOWN_ROLES,
-    Context,
-    Playbook,
-    Step,
-    TaskStep,
-    WebhookStep,
-    load_playbooks,
-    step_kind,
-)
+from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks
+from playbookd.model.steps import Playbook, Step, TaskStep, WebhookStep, step_kind
+from playbookd.sources.registry import source_columns
 from playbookd.store.schema import contacts
 from playbookd.store.schema import fields as fields_table
 from playbookd.templates.errors import TemplateError
@@ -69,8 +62,6 @@ def store_catalog(engine: Engine | None) -> tuple[dict[str, str], set[str]]:
 
 def source_catalog(config: Config) -> tuple[dict[str, str | None], list[Problem]]:
     """Account columns the configured sources supply (a CSV's header), typed where declared."""
-    from playbookd.sources.files import source_columns
-
     found: dict[str, str | None] = {}
     problems: list[Problem] = []
     for source in config.sources:
@@ -122,10 +113,10 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
     playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
     problems += errors
     templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types)
-    required: dict[str, list[tuple[str, int | None, int | None]]] = {}
+    required: dict[str, list[Where]] = {}
     for playbook in playbooks:
         for name, where in playbook.templates():
-            required.setdefault(name, []).append((where.file, where.line, where.col))
+            required.setdefault(name, []).append(where)
     problems += templates.validate(required)
     problems += inline_problems(playbooks, templates, config, types)
     runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types)
@@ -160,7 +151,7 @@ def inline_problems(playbooks: Sequence[Playbook], templates: Templates, config:
                 templates.render_string(text, context, where=step.where.file)
             except TemplateError as exc:
                 why = f"{step_kind(step)} step: {exc.problem.message}"
-                problems.append(Problem(step.where.file, step.where.line, step.where.col, why))
+                problems.append(step.where.problem(why))
     return problems
 
 

@@ -14,14 +14,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd import runtime
-from playbookd.cadence.advance import template_context
+from playbookd.cadence.context import template_context
 from playbookd.cli import sampledata
 from playbookd.config.settings import load_config
+from playbookd.delivery.message import Outgoing, build_message, make_message_id
 from playbookd.delivery.recipients import load_contacts, primary
-from playbookd.delivery.transports import DeliveryError, Outgoing, build_message, make_message_id, make_transport
+from playbookd.delivery.transports import DeliveryError, make_transport
 from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
 from playbookd.errors import DependencyError, UserError
-from playbookd.model.playbooks import Playbook
+from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import connect, insert_ignore, utcnow
@@ -71,8 +72,8 @@ def validate(config_path: Path) -> str:
 
 
 def _preview_playbook() -> Playbook:
+    from playbookd.errors import Where
     from playbookd.model.conditions import TRUE
-    from playbookd.model.playbooks import Where
 
     return Playbook("preview", "Preview", "", True, "general", 0, None, None, TRUE, None, None, (), None,
                     Where("", None, None))

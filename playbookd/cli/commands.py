@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
-from playbookd import __version__, runtime
+from playbookd import runtime
 from playbookd.cli import actions, output
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.errors import PlaybookdError
 from playbookd.service import cycle
 from playbookd.service.daemon import start
 from playbookd.store.database import connect, utcnow
+from playbookd.version import __version__
 
 
 def _at(value: str | None) -> datetime:

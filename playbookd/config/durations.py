@@ -18,9 +18,15 @@ def parse_duration(text: object) -> timedelta:
     raise ValueError(f"bad duration {text!r}: use a whole number and a unit, e.g. 30m, 12h, 7d, 2w")
 
 
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+_SIZES = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60))
+
+
+def format_duration(value: timedelta | float, largest: str = "w") -> str:
+    """The way a user would write `value` (a timedelta or seconds): the largest whole unit, at most
+    `largest` (explain says '7d', as playbooks usually do, rather than '1w')."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    sizes = _SIZES[[unit for unit, _ in _SIZES].index(largest):]
+    for unit, size in sizes:
         if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds) if float(seconds).is_integer() else seconds}s"

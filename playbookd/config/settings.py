@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from datetime import timedelta
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from playbookd.config.durations import format_duration, parse_duration
 from playbookd.config.yaml_loader import Located, load_yaml_file
-from playbookd.errors import Problem, UserError
+from playbookd.errors import Problem, UserError, did_you_mean
 from playbookd.errors import ValidationError as PlaybookdValidationError
 
 CONFIG_ENV = "PLAYBOOKD_CONFIG"
@@ -109,7 +108,7 @@ class Delivery(_Model):
     _max_age = field_validator("max_age", mode="before")(_duration)
 
 
-class Scheduler(_Model):
+class SchedulerSettings(_Model):
     evaluate_every: timedelta = Field(timedelta(minutes=15), description="Evaluation interval")
     deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox poll interval")
     _d = field_validator("evaluate_every", "deliver_every", mode="before")(_duration)
@@ -142,7 +141,7 @@ class Config(_Model):
                                     description="In order, first match wins; the last one without `when`")
     sources: list[Source] = Field(default_factory=list, description="Where accounts, contacts and events come from")
     delivery: Delivery = Field(default_factory=Delivery)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     http: Http = Field(default_factory=Http)
     logging: Logging = Field(default_factory=Logging)
@@ -182,8 +181,7 @@ def expand_env(data: Any, path: tuple[Any, ...] = ()) -> Any:
 
 def _hint(model: type[BaseModel], key: str) -> str:
     names = [f.alias or n for n, f in model.model_fields.items() if n != "path"]
-    close = difflib.get_close_matches(key, names, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+    return did_you_mean(key, names, f"; known keys: {', '.join(names)}")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:

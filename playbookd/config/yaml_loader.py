@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ class Located:
         return Problem(self.file, line, col, message)
 
 
-class _Loader(yaml.SafeLoader):
+class _SafeLoader(yaml.SafeLoader):
     pass
 
 
@@ -75,8 +74,8 @@ def _duplicate_keys(node: yaml.Node, file: str) -> list[Problem]:
 def parse_yaml(text: str, file: str) -> tuple[Located | None, list[Problem]]:
     """Parse one YAML document; a syntax error becomes a located Problem."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_SafeLoader)
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -98,7 +97,3 @@ def load_yaml_file(path: Path) -> tuple[Located | None, list[Problem]]:
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(str(path), None, None, f"cannot read: {exc}")]
     return parse_yaml(text, str(path))
-
-
-def is_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping)

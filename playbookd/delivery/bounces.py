@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, select, update
 
 from playbookd.store import audit
+from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
 from playbookd.store.schema import bounces, contacts, suppressions
-from playbookd.store.set_fields import set_fields
 
 SOFT_LIMIT = 3
 LEFT_FIELDS = {"champion": "champion_left_at", "admin": "admin_left_at"}

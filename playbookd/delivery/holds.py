@@ -1,12 +1,21 @@
-"""Quiet hours in the recipient's own time zone."""
+"""Why a message waits: quiet hours in the recipient's own time zone, and the frequency cap."""
 
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Row, func, select
 
 from playbookd.config.settings import QuietHours
 from playbookd.config.zones import zone as zone_named
+from playbookd.runtime import Runtime
+from playbookd.store import locks
+from playbookd.store.database import aware
+from playbookd.store.schema import outbox
+
+BYPASS_CAP = "operational"
 
 
 def _clock(text: str) -> time:
@@ -51,3 +60,50 @@ def _next_boundary(local: datetime, end: time) -> datetime:
     if today_end > local:
         return min(today_end, midnight)
     return midnight
+
+
+def _sent_in_window(conn: Connection, email: str, since: datetime) -> list[datetime]:
+    # strictly after `since`: a message sent exactly one window ago no longer counts, so the hold it
+    # causes always ends in the future (holding until "now" would defer the same row forever)
+    return [t for (t,) in conn.execute(select(outbox.c.sent_at).where(
+        outbox.c.to_addr == email, outbox.c.state.in_(["claimed", "sending", "sent", "unknown"]),
+        outbox.c.sent_at > since).order_by(outbox.c.sent_at)) if t is not None]
+
+
+def _cap_until(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> datetime | None:
+    cap = runtime.config.delivery.frequency_cap
+    if cap is None or row.category == BYPASS_CAP:
+        return None
+    recent = [aware(t) for t in _sent_in_window(conn, row.to_addr, now - cap.per)]
+    if len(recent) < cap.max:
+        return None
+    oldest = recent[-cap.max]
+    assert oldest is not None
+    return oldest + cap.per
+
+
+def hold(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> tuple[str, datetime] | None:
+    """(reason, until) when this message must wait, else None."""
+    quiet = runtime.config.delivery.quiet_hours
+    if quiet is not None:
+        until = next_allowed(now, row.timezone or runtime.config.timezone, quiet)
+        if until is not None:
+            return "quiet_hours", until
+    until = _cap_until(runtime, conn, row, now)
+    return ("frequency_cap", until) if until is not None else None
+
+
+def cap_expired(runtime: Runtime, row: Row[Any], hold: tuple[str, datetime]) -> bool:
+    """A message the cap would hold past its deadline is no longer timely: skip it instead."""
+    cap = runtime.config.delivery.frequency_cap
+    created = aware(row.created_at)
+    return hold[0] == "frequency_cap" and cap is not None and created is not None and hold[1] > created + cap.max_wait
+
+
+def lock_recipients(conn: Connection, rows: list[Row[Any]]) -> None:
+    """Replicas claiming mail for the same address take turns, so each sees the other's claims when
+    it counts the frequency cap; sorted, so two of them never wait on each other in a circle."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite writers are serialised already
+    for address in sorted({row.to_addr for row in rows}):
+        locks.hold_for_transaction(conn, locks.RECIPIENTS, func.hashtext(address))

@@ -8,7 +8,6 @@ was possibly delivered: it becomes `unknown` and is never resent without an oper
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,29 +18,23 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.engine import Engine
 
-from playbookd.delivery import bounces
-from playbookd.delivery.holds import next_allowed
+from playbookd.delivery import bounces, holds
+from playbookd.delivery.backoff import backoff
+from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import WORKER, recover
-from playbookd.delivery.transports import (
-    Outgoing,
-    PermanentFailure,
-    TemporaryFailure,
-    Transport,
-    UncertainDelivery,
-    build_message,
-)
+from playbookd.delivery.recovery import recover
+from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.database import aware, utcnow
+from playbookd.store.leases import WORKER
 from playbookd.store.schema import contacts, outbox
 
-BYPASS_CAP = "operational"
-RECIPIENT_LOCK = 0x63617073  # advisory lock class: one replica at a time counts a recipient's cap
+MAX_RETRY_DELAY = timedelta(hours=6)
 
 
 @dataclass
-class Report:
+class DeliveryReport:
     sent: int = 0
     failed: int = 0
     retried: int = 0
@@ -65,44 +58,6 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
     return list(conn.execute(query))
 
 
-def _sent_in_window(conn: Connection, email: str, since: datetime) -> list[datetime]:
-    # strictly after `since`: a message sent exactly one window ago no longer counts, so the hold it
-    # causes always ends in the future (holding until "now" would defer the same row forever)
-    return [t for (t,) in conn.execute(select(outbox.c.sent_at).where(
-        outbox.c.to_addr == email, outbox.c.state.in_(["claimed", "sending", "sent", "unknown"]),
-        outbox.c.sent_at > since).order_by(outbox.c.sent_at)) if t is not None]
-
-
-def _cap_until(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> datetime | None:
-    cap = runtime.config.delivery.frequency_cap
-    if cap is None or row.category == BYPASS_CAP:
-        return None
-    recent = [aware(t) for t in _sent_in_window(conn, row.to_addr, now - cap.per)]
-    if len(recent) < cap.max:
-        return None
-    oldest = recent[-cap.max]
-    assert oldest is not None
-    return oldest + cap.per
-
-
-def _hold(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> tuple[str, datetime] | None:
-    """(reason, until) when this message must wait, else None."""
-    quiet = runtime.config.delivery.quiet_hours
-    if quiet is not None:
-        until = next_allowed(now, row.timezone or runtime.config.timezone, quiet)
-        if until is not None:
-            return "quiet_hours", until
-    until = _cap_until(runtime, conn, row, now)
-    return ("frequency_cap", until) if until is not None else None
-
-
-def _cap_expired(runtime: Runtime, row: Row[Any], hold: tuple[str, datetime]) -> bool:
-    """A message the cap would hold past its deadline is no longer timely: skip it instead."""
-    cap = runtime.config.delivery.frequency_cap
-    created = aware(row.created_at)
-    return hold[0] == "frequency_cap" and cap is not None and created is not None and hold[1] > created + cap.max_wait
-
-
 def _skip_reason(conn: Connection, row: Row[Any]) -> str | None:
     suppressed = suppressed_for(conn, [row.to_addr], row.category)
     if row.contact_status is not None and row.contact_status != "active":
@@ -120,13 +75,13 @@ def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: d
                  detail={"outbox_id": row.id, "message_id": row.message_id, **detail})
 
 
-def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: Report) -> bool:
+def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport) -> bool:
     """Decide, inside the claiming transaction, whether `row` goes out now."""
     hold = None
     reason = _skip_reason(conn, row)
     if reason is None:
-        hold = _hold(runtime, conn, row, now)
-        reason = "frequency_cap_deadline" if hold is not None and _cap_expired(runtime, row, hold) else None
+        hold = holds.hold(runtime, conn, row, now)
+        reason = "frequency_cap_deadline" if hold is not None and holds.cap_expired(runtime, row, hold) else None
     if reason is not None:
         _mark(conn, row, {"state": "skipped", "last_error": reason})
         _log(conn, row, audit.STEP_SKIPPED, reason, now)
@@ -159,13 +114,7 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
                     delivery.reply_to, headers)
 
 
-def backoff(attempts: int) -> timedelta:
-    """Exponential with jitter: about 1m, 2m, 4m ... capped at 6h."""
-    base = min(60 * 2 ** max(attempts - 1, 0), 6 * 3600)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
-
-
-def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | None, report: Report,
+def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | None, report: DeliveryReport,
             now: datetime) -> None:
     with engine.begin() as conn:
         if error is None:
@@ -188,7 +137,7 @@ def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | 
 
 
 def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: TemporaryFailure, now: datetime,
-                   report: Report) -> None:
+                   report: DeliveryReport) -> None:
     created = aware(row.created_at)
     assert created is not None
     if error.soft_bounce and bounces.soft_bounce(conn, row.to_addr, str(error), now):
@@ -201,7 +150,7 @@ def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: Tem
         _log(conn, row, audit.FAILED, "expired", now, error=str(error))
         report.failed += 1
         return
-    retry_at = now + backoff(row.attempts + 1)
+    retry_at = now + backoff(row.attempts + 1, MAX_RETRY_DELAY)
     _mark(conn, row, {"state": "queued", "not_before": retry_at, "last_error": str(error), "sent_at": None})
     _log(conn, row, audit.DEFERRED, "temporary_failure", now, error=str(error), until=retry_at.isoformat())
     report.retried += 1
@@ -229,27 +178,19 @@ async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Except
     return None
 
 
-def _lock_recipients(conn: Connection, rows: list[Row[Any]]) -> None:
-    """Replicas claiming mail for the same address take turns, so each sees the other's claims when
-    it counts the frequency cap; sorted, so two of them never wait on each other in a circle."""
-    if conn.dialect.name != "postgresql":
-        return  # SQLite writers are serialised already
-    for address in sorted({row.to_addr for row in rows}):
-        conn.execute(select(func.pg_advisory_xact_lock(RECIPIENT_LOCK, func.hashtext(address))))
-
-
-def _claim(runtime: Runtime, engine: Engine, now: datetime, report: Report, limit: int) -> tuple[list[Row[Any]], bool]:
+def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryReport,
+           limit: int) -> tuple[list[Row[Any]], bool]:
     with engine.begin() as conn:
         rows = _due(conn, now, limit)
         if runtime.config.delivery.frequency_cap is not None:
-            _lock_recipients(conn, rows)
+            holds.lock_recipients(conn, rows)
         return [row for row in rows if _gate(runtime, conn, row, now, report)], bool(rows)
 
 
 async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: threading.Event | None = None,
-                  clock: Callable[[], datetime] = utcnow, batch: int = 20) -> Report:
+                  clock: Callable[[], datetime] = utcnow, batch: int = 20) -> DeliveryReport:
     """Send everything due now, until the outbox has nothing due or `stop` is set."""
-    report = Report()
+    report = DeliveryReport()
     report.unknown += recover(engine, clock())
     pacer = Pacer(runtime.config.delivery.rate_per_second)
     while not (stop and stop.is_set()):

@@ -1,16 +1,11 @@
 """After a crash: messages a dead process had reserved go back to the queue; the one it was
 sending is marked `unknown` (it may have been accepted) and waits for an operator's call.
-
-A reservation names its worker as host:pid. A worker on this host is dead when its pid is;
-a worker on another host (a replica) is taken for dead once its reservation is older than
-LEASE, far longer than one SMTP transaction may take.
+Whether the process that reserved a message is dead is store.leases' call.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -18,26 +13,8 @@ from sqlalchemy.engine import Engine
 
 from playbookd.store import audit
 from playbookd.store.database import aware, utcnow
+from playbookd.store.leases import alive
 from playbookd.store.schema import outbox
-
-HOST = socket.gethostname()
-WORKER = f"{HOST}:{os.getpid()}"
-LEASE = timedelta(minutes=15)
-
-
-def alive(worker: str | None, since: datetime | None, now: datetime) -> bool:
-    host, _, pid = (worker or "").rpartition(":")
-    if host == HOST and pid.isdigit():
-        if int(pid) == os.getpid():
-            return True
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return since is not None and now - since < LEASE
 
 
 def _abandoned(conn: Connection, now: datetime) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Building MIME messages and handing them to a transport (a directory of .eml files, or SMTP).
+"""Handing messages to a transport: a directory of .eml files, or SMTP.
 
 The only module that imports aiosmtplib. SMTP failures are classified by the phase they happen in,
 because that decides whether a retry could send the same email twice:
@@ -10,30 +10,25 @@ whether it was accepted (UncertainDelivery), and the caller must not retry blind
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import ssl
 import tempfile
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email import policy
+from collections.abc import Awaitable
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
 from playbookd.config.settings import Delivery, Smtp
+from playbookd.delivery.message import envelope
+from playbookd.errors import DependencyError
 
 UNKNOWN_USER_CODES = {550, 551, 553}
-# Long unbreakable headers (List-Unsubscribe URLs) must stay readable, not RFC 2047-encoded.
-POLICY = policy.SMTP.clone(max_line_length=998)
 
 
-class DeliveryError(Exception):
+class DeliveryError(DependencyError):
     """A message could not be handed over."""
 
 
@@ -56,49 +51,6 @@ class PermanentFailure(DeliveryError):
 
 class UncertainDelivery(DeliveryError):
     """The connection broke after the body was sent: the message may or may not have been accepted."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    message_id: str
-    from_addr: str
-    to_addr: str
-    subject: str
-    html: str
-    text: str
-    unsubscribe_url: str | None
-    reply_to: str | None = None
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def make_message_id(key: str, domain: str) -> str:
-    """Derived from the outbox key, so a resend after a crash carries the same Message-ID."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"<{digest}@{domain}>"
-
-
-def build_message(out: Outgoing, now: datetime | None = None) -> EmailMessage:
-    message = EmailMessage(policy=POLICY)
-    message["Message-ID"] = out.message_id
-    message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["From"] = out.from_addr
-    message["To"] = out.to_addr
-    message["Subject"] = out.subject
-    if out.reply_to:
-        message["Reply-To"] = out.reply_to
-    if out.unsubscribe_url:
-        # RFC 8058 one-click: mailbox providers show an unsubscribe button and POST to the URL.
-        message["List-Unsubscribe"] = f"<{out.unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in out.extra_headers.items():
-        message[name] = value
-    message.set_content(out.text)
-    message.add_alternative(out.html, subtype="html")
-    return message
-
-
-def envelope(message: EmailMessage) -> tuple[str, str]:
-    return parseaddr(str(message["From"]))[1], parseaddr(str(message["To"]))[1]
 
 
 class Transport(Protocol):

@@ -20,28 +20,35 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 
-from playbookd import __version__
+from playbookd.delivery.backoff import backoff
+from playbookd.errors import PlaybookdError
 from playbookd.store import audit
 from playbookd.store.database import aware, utcnow
 from playbookd.store.schema import webhooks
+from playbookd.version import __version__
 
 TIMEOUT = 10.0
 RETRYABLE = {408, 425, 429}
+MAX_RETRY_DELAY = timedelta(hours=1)  # a receiver that is down usually comes back within minutes
 WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
 
 
 @dataclass
-class Report:
+class WebhookReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
 
 
-class Retry(Exception):
+class WebhookError(PlaybookdError):
+    """A webhook could not be posted."""
+
+
+class Retry(WebhookError):
     """Worth trying again later."""
 
 
-class Refused(Exception):
+class Refused(WebhookError):
     """The receiver rejected the request; repeating it cannot help."""
 
 
@@ -59,11 +66,6 @@ def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
         raise Retry(str(getattr(exc, "reason", exc))) from exc
 
 
-def backoff(attempts: int) -> timedelta:
-    """1 min, 2, 4 ... capped at 1 hour: a receiver that is down usually comes back within minutes."""
-    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
-
-
 def _due(engine: Engine, now: datetime, limit: int) -> list[Row[Any]]:
     with engine.connect() as conn:
         query = (select(webhooks).where(webhooks.c.state == "queued", webhooks.c.not_before <= now)
@@ -77,7 +79,7 @@ def _log(conn: Connection, row: Row[Any], event: str, now: datetime, **detail: A
 
 
 def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetime, max_age: timedelta,
-            report: Report) -> None:
+            report: WebhookReport) -> None:
     attempts = row.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "last_error": str(error) if error else None}
     with engine.begin() as conn:
@@ -86,7 +88,7 @@ def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetim
             _log(conn, row, WEBHOOK_SENT, now)
             report.sent += 1
         elif isinstance(error, Retry) and now - (aware(row.created_at) or now) < max_age:
-            values["not_before"] = now + backoff(attempts)
+            values["not_before"] = now + backoff(attempts, MAX_RETRY_DELAY)
             _log(conn, row, WEBHOOK_DEFERRED, now, reason="temporary_failure", error=str(error))
             report.retried += 1
         else:
@@ -106,9 +108,9 @@ def _attempt(row: Row[Any]) -> Exception | None:
 
 
 def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
-             clock: Callable[[], datetime] = utcnow, batch: int = 50) -> Report:
+             clock: Callable[[], datetime] = utcnow, batch: int = 50) -> WebhookReport:
     """Post every webhook due now, oldest first, until none is due or `stop` is set."""
-    report = Report()
+    report = WebhookReport()
     while not (stop and stop.is_set()):
         rows = _due(engine, clock(), batch)
         for row in rows:

@@ -7,10 +7,9 @@ enrollments), so both always agree on who would enter what.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -19,14 +18,12 @@ from sqlalchemy.engine import Engine
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import AccountRecord
 from playbookd.model.conditions import All, Condition, Leaf
-from playbookd.model.playbooks import Playbook
+from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, iter_accounts, load_account_types
-from playbookd.store.database import aware, insert_ignore
+from playbookd.store.database import aware, chunked, insert_ignore
 from playbookd.store.schema import enrollments, events
-
-CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -101,12 +98,6 @@ def _eligible(conn: Connection, chunk: list[Candidate], now: datetime) -> list[C
     return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now) is None]
 
 
-def _chunks(items: Iterable[Candidate], size: int = CHUNK) -> Iterator[list[Candidate]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
              id_range: tuple[str | None, str | None] | None) -> Iterator[Candidate]:
     playbooks = [p for p in runtime.active if p.event is None]
@@ -139,7 +130,7 @@ def _trim(segments: dict[str, str], keep: int = 100_000) -> None:
 def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
                id_range: tuple[str | None, str | None] | None = None) -> Iterator[Candidate]:
     """Accounts that would enter a state-triggered playbook at `now`, eligibility applied."""
-    for chunk in _chunks(_matches(runtime, engine, now, workers, id_range)):
+    for chunk in chunked(_matches(runtime, engine, now, workers, id_range)):
         with engine.connect() as conn:
             yield from _eligible(conn, chunk, now)
 
@@ -162,7 +153,7 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
                    id_range: tuple[str | None, str | None] | None = None, workers: int | None = None) -> int:
     """Enroll eligible accounts of `id_range` in state-triggered playbooks; returns enrollments made."""
     total = 0
-    for chunk in _chunks(candidates(runtime, engine, now, workers, id_range)):
+    for chunk in chunked(candidates(runtime, engine, now, workers, id_range)):
         with engine.begin() as conn:
             total += enroll(conn, chunk, now)
     return total

@@ -12,7 +12,7 @@ from playbookd.engine.enroll import _history, entry_block
 from playbookd.errors import UserError
 from playbookd.model import evaluation
 from playbookd.model.account import CHANGES, AccountRecord, encode
-from playbookd.model.playbooks import Playbook
+from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types

@@ -28,7 +28,6 @@ BIG = SAFE_INT + 2      # stands in for any larger magnitude: above every plain 
 TINY = 0.0001           # stands in for smaller non-zero magnitudes, whose text uses exponents
 MAX_SPAN_US = 2**62     # durations are compared in microseconds as 64-bit integers
 DNF_LIMIT = 64
-NATIVE_EQUALITY = ("eq", "ne", "in", "not_in")
 NATIVE_ORDER = ("gt", "gte", "lt", "lte", "between")
 
 

@@ -1,75 +1,29 @@
-"""Several replicas on one PostgreSQL: one leader, evaluation split into account ranges.
+"""Evaluation split into account ranges, so several replicas share one evaluation.
 
-The leader holds a session-level advisory lock on a connection of its own; when its process
-dies, PostgreSQL drops the session and the lock, and another replica takes it at its next
-try. Only the leader syncs and plans evaluations; a plan is a set of account-id ranges in the
-`ranges` table that every replica claims with FOR UPDATE SKIP LOCKED and evaluates. On SQLite
-there is one process, which is always the leader and works through its own ranges.
+The leader (see service.leadership) plans an evaluation as a set of account-id ranges in the
+`ranges` table; every replica claims them with FOR UPDATE SKIP LOCKED and evaluates. A range
+held by a process that died goes back to the queue. On SQLite there is one process, which
+works through its own ranges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from playbookd.delivery.recovery import WORKER, alive
 from playbookd.engine import enroll
 from playbookd.runtime import Runtime
 from playbookd.store.database import aware, utcnow
+from playbookd.store.leases import WORKER, alive
 from playbookd.store.schema import accounts, ranges
 
 log = logging.getLogger("playbookd.cluster")
-LOCK_CLASS = 0x706C6179  # "play"; with the schema's hash: one leader per deployment, even several per database
 KEEP_DONE = timedelta(days=1)
-
-
-class Leadership:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.conn: Connection | None = None
-
-    def hold(self) -> bool:
-        """True while this process leads; tries to become leader when it does not."""
-        if self.engine.dialect.name != "postgresql":
-            return True
-        try:
-            return self._still_held() if self.conn is not None else self._acquire()
-        except SQLAlchemyError as exc:
-            log.warning("leadership check failed: %s", exc)
-            self.release()
-            return False
-
-    def _acquire(self) -> bool:
-        conn = self.engine.connect()
-        key = func.hashtext(func.current_schema())
-        got = bool(conn.execute(select(func.pg_try_advisory_lock(LOCK_CLASS, key))).scalar())
-        conn.commit()  # a session lock outlives the transaction; do not sit idle in one
-        if got:
-            self.conn = conn
-        else:
-            conn.close()
-        return got
-
-    def _still_held(self) -> bool:
-        assert self.conn is not None
-        self.conn.execute(text("SELECT 1"))
-        self.conn.commit()
-        return True
-
-    def release(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                # Invalidate, not just close: a pooled connection would keep the session, and the lock.
-                self.conn.invalidate()
-                self.conn.close()
-            self.conn = None
 
 
 def _bounds(conn: Connection, size: int) -> list[str]:

@@ -29,6 +29,7 @@ import durable_rules_engine as engine
 from playbookd.engine.facts import MARKER, FactBuilder, encode_literal, fact_builder
 from playbookd.model.account import AccountRecord
 from playbookd.model.conditions import FUTURE, PAST, All, Condition, Leaf, Not
+from playbookd.store.database import chunked
 
 Expr = dict[str, Any]
 Node = Expr | bool
@@ -233,12 +234,6 @@ def _work(records: list[AccountRecord], now: datetime) -> Outcome:
     return _worker.run(records, now)
 
 
-def _chunks(records: Iterable[AccountRecord], size: int) -> Iterator[list[AccountRecord]]:
-    iterator = iter(records)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
 class RuleEngine:
     """Matches accounts against rules; `workers` >= 1 evaluates in a pool of processes."""
 
@@ -264,7 +259,7 @@ class RuleEngine:
                                    initializer=_init_worker, initargs=(self.rules, self.tz))
 
     def match(self, records: Iterable[AccountRecord], now: datetime) -> Iterator[Match]:
-        chunks = _chunks(records, self.batch_size)
+        chunks = chunked(records, self.batch_size)
         if self._pool is None:
             for chunk in chunks:
                 yield from self._take(self._local.run(chunk, now))

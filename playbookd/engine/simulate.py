@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from playbookd.cadence.advance import pick_variant
 from playbookd.config.durations import format_duration
 from playbookd.delivery.recipients import eligible, load_contacts
 from playbookd.engine.enroll import Candidate, candidates
 from playbookd.errors import UserError
-from playbookd.model.playbooks import EmailStep, SetStep, Step, TaskStep, WaitStep, WebhookStep, step_kind
+from playbookd.model.steps import EmailStep, SetStep, Step, TaskStep, WaitStep, WebhookStep, pick_variant, step_kind
 from playbookd.runtime import Runtime
+from playbookd.store.database import chunked
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[st
         return _email(runtime, conn, c, step, people)
     extra: dict[str, Any] = {}
     if isinstance(step, WaitStep):
-        extra = {"wait": format_duration_seconds(step.seconds)}
+        extra = {"wait": format_duration(step.seconds)}
     elif isinstance(step, TaskStep):
         extra = {"title": step.title, "assign": step.assign}
     elif isinstance(step, WebhookStep):
@@ -61,17 +61,10 @@ def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[st
     return {"action": step_kind(step), **extra}
 
 
-def format_duration_seconds(seconds: int) -> str:
-    from datetime import timedelta
-
-    return format_duration(timedelta(seconds=seconds))
-
-
 def simulate(runtime: Runtime, engine: Engine, at: datetime) -> Iterator[Entry]:
     """Entries sorted by playbook then account."""
     found = sorted(candidates(runtime, engine, at), key=lambda c: (c.playbook.id, c.account_id))
-    for start in range(0, len(found), 500):
-        chunk = found[start:start + 500]
+    for chunk in chunked(found, 500):
         with engine.connect() as conn:
             people = load_contacts(conn, {c.account_id for c in chunk})
             for c in chunk:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import date, datetime
 from typing import Any
 
 from playbookd.config.durations import parse_duration
 from playbookd.config.yaml_loader import Key, Located
-from playbookd.errors import Problem
+from playbookd.errors import Problem, did_you_mean
 from playbookd.model import fields as F
 
 COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte")
@@ -133,10 +132,7 @@ class _Parser:
 
 
 def _unknown_field(name: str, known: FieldTypes) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known.types), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, known.types)
     return f"unknown field {name!r}{hint} (fields come from the well-known list, sources and the store)"
 
 
@@ -201,7 +197,3 @@ def parse_condition(doc: Located, path: Key, known: FieldTypes) -> tuple[Conditi
 def parse_condition_data(data: Any, file: str, known: FieldTypes) -> tuple[Condition, list[Problem]]:
     """Parse a condition that has no YAML positions (e.g. from code or JSON)."""
     return parse_condition(Located(file, {"c": data}, {}), ("c",), known)
-
-
-def is_temporal(value: Any) -> bool:
-    return isinstance(value, (date, datetime))

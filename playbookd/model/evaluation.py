@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from playbookd.config.durations import format_duration
 from playbookd.model.account import CHANGES, encode, lookup
 from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Condition, Leaf, Not
 
@@ -204,17 +205,9 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _duration_text(seconds: float) -> str:
-    # Days rather than weeks: '7d' is how playbooks usually say it, and the parser keeps only seconds.
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds}s"
-
-
 def _expected(leaf: Leaf) -> Any:
     if (leaf.op in PAST or leaf.op in FUTURE) and value_class(leaf.value) == "n":
-        return _duration_text(leaf.value)
+        return format_duration(leaf.value, largest="d")
     return leaf.value
 
 

@@ -54,8 +54,26 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _TRUE, _FALSE = frozenset({"true", "yes"}), frozenset({"false", "no"})
 
 
-def infer(text: str) -> tuple[str, Any]:
-    """Type a CSV cell by inference: integer, decimal, date, datetime, boolean, else string."""
+def infer(raw: Any) -> tuple[str | None, Any]:
+    """The type and typed value of a value with no declared type: a CSV cell, a JSON scalar, a value a
+    playbook sets. Empty is (None, None); JSON and YAML scalars keep their kind; text is inferred."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None, None
+    if isinstance(raw, str):
+        return _infer_text(raw)
+    if isinstance(raw, bool):
+        return BOOLEAN, raw
+    if isinstance(raw, int):
+        return INTEGER, raw
+    if isinstance(raw, float | Decimal):
+        return DECIMAL, raw
+    if isinstance(raw, datetime | date):
+        return (DATETIME if isinstance(raw, datetime) else DATE), raw
+    raise ValueError(f"expected a single value, got {type(raw).__name__}")
+
+
+def _infer_text(text: str) -> tuple[str, Any]:
+    """Integer, decimal, date, datetime, boolean, else string."""
     value = text.strip()
     lowered = value.lower()
     if lowered in _TRUE or lowered in _FALSE:

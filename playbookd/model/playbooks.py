@@ -2,109 +2,33 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from playbookd.config.durations import parse_duration
 from playbookd.config.yaml_loader import Key, Located, load_yaml_file
-from playbookd.errors import Problem
+from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
+from playbookd.model.steps import (
+    STEP_KINDS,
+    EmailStep,
+    Goal,
+    Playbook,
+    SetStep,
+    Step,
+    TaskStep,
+    Variant,
+    WaitStep,
+    WebhookStep,
+)
 
 TOP_KEYS = ("id", "name", "description", "enabled", "category", "priority", "audience",
             "trigger", "reenter_after", "exit_when", "steps", "goal")
 SPECIAL_RECIPIENTS = ("all", "primary")
 KNOWN_ROLES = frozenset({"admin", "champion", "user", "billing", "owner", "executive"})
 CATEGORIES_HINT = "e.g. product_tips, renewals, surveys, onboarding, operational"
-
-
-@dataclass(frozen=True)
-class Where:
-    file: str
-    line: int | None
-    col: int | None
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    template: str
-    weight: int
-
-
-@dataclass(frozen=True)
-class EmailStep:
-    to: tuple[str, ...]
-    variants: tuple[Variant, ...]  # one unnamed variant when `template:` is used
-    where: Where
-
-
-@dataclass(frozen=True)
-class WaitStep:
-    seconds: int
-    where: Where
-
-
-@dataclass(frozen=True)
-class TaskStep:
-    title: str
-    assign: str  # "csm" or an email address
-    due_in: int | None
-    where: Where
-
-
-@dataclass(frozen=True)
-class WebhookStep:
-    url: str
-    body: Any
-    where: Where
-
-
-@dataclass(frozen=True)
-class SetStep:
-    values: Mapping[str, Any]
-    where: Where
-
-
-Step = EmailStep | WaitStep | TaskStep | WebhookStep | SetStep
-STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook": WebhookStep,
-              "set": SetStep}
-
-
-@dataclass(frozen=True)
-class Goal:
-    when: Condition
-    within: int | None
-
-
-@dataclass(frozen=True)
-class Playbook:
-    id: str
-    name: str
-    file: str
-    enabled: bool
-    category: str
-    priority: int
-    segments: tuple[str, ...] | None
-    event: str | None
-    trigger: Condition
-    reenter_after: int | None
-    exit_when: Condition | None
-    steps: tuple[Step, ...]
-    goal: Goal | None
-    where: Where = field(compare=False)
-
-    def templates(self) -> Iterable[tuple[str, Where]]:
-        for step in self.steps:
-            if isinstance(step, EmailStep):
-                for variant in step.variants:
-                    yield variant.template, step.where
-
-
-def step_kind(step: Step) -> str:
-    return next(kind for kind, cls in STEP_KINDS.items() if isinstance(step, cls))
 
 
 @dataclass
@@ -153,8 +77,7 @@ def _unknown_keys(reader: _Reader, data: Mapping[str, Any], allowed: Iterable[st
     allowed = tuple(allowed)
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            hint = did_you_mean(str(key), allowed, f"; allowed: {', '.join(allowed)}")
             reader.fail((*path, key), f"unknown key {key!r}{hint}")
 
 
@@ -166,8 +89,7 @@ def _recipients(reader: _Reader, value: Any, path: Key) -> tuple[str, ...]:
     for item in items:
         if item not in SPECIAL_RECIPIENTS and item not in reader.ctx.roles:
             roles = sorted(reader.ctx.roles)
-            close = difflib.get_close_matches(item, [*SPECIAL_RECIPIENTS, *roles], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(item, [*SPECIAL_RECIPIENTS, *roles])
             reader.fail(path, f"unknown recipient role {item!r}{hint} (known: all, primary, "
                         f"{', '.join(roles)})")
     return tuple(items)
@@ -246,8 +168,7 @@ def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
         return None
     kind, spec = next(iter(data.items()))
     if kind not in STEP_KINDS:
-        close = difflib.get_close_matches(str(kind), list(STEP_KINDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(kind), STEP_KINDS)
         reader.fail((*path, kind), f"unknown step {kind!r}{hint}")
         return None
     if kind == "wait":
@@ -282,8 +203,7 @@ def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
         return None
     for i, name in enumerate(segments):
         if name not in reader.ctx.segments:
-            close = difflib.get_close_matches(name, reader.ctx.segments, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, reader.ctx.segments)
             reader.fail(("audience", "segments", i),
                         f"unknown segment {name!r}{hint} (config.yaml defines "
                         f"{', '.join(reader.ctx.segments)})")

@@ -30,8 +30,8 @@ class CycleReport:
     sync: SyncReport | None = None
     enrolled: int = 0
     advanced: int = 0
-    delivery: outbox.Report = field(default_factory=outbox.Report)
-    webhooks: webhooks.Report = field(default_factory=webhooks.Report)
+    delivery: outbox.DeliveryReport = field(default_factory=outbox.DeliveryReport)
+    webhooks: webhooks.WebhookReport = field(default_factory=webhooks.WebhookReport)
     seconds: float = 0.0
 
     @property
@@ -90,8 +90,8 @@ def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
 
 
 def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
-                clock: Callable[[], datetime] = utcnow) -> outbox.Report:
-    async def go() -> outbox.Report:
+                clock: Callable[[], datetime] = utcnow) -> outbox.DeliveryReport:
+    async def go() -> outbox.DeliveryReport:
         transport = metrics.TimedTransport(make_transport(runtime.config.delivery))
         try:
             return await outbox.deliver(runtime, engine, transport, stop, clock)
@@ -105,7 +105,7 @@ def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None =
 
 
 def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
-                  clock: Callable[[], datetime] = utcnow) -> webhooks.Report:
+                  clock: Callable[[], datetime] = utcnow) -> webhooks.WebhookReport:
     report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock)
     if report.sent or report.failed or report.retried:
         log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})

@@ -27,9 +27,11 @@ from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import ranges
 from playbookd.errors import DependencyError, PlaybookdError, ValidationError
 from playbookd.service import cycle, http, logs
+from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, Scheduler
 from playbookd.store.database import connect, utcnow
+from playbookd.store.leases import WORKER
 
 log = logging.getLogger("playbookd.daemon")
 LEAD_EVERY = timedelta(seconds=5)  # a replica takes over within this of the leader's death
@@ -49,13 +51,13 @@ class Daemon:
     leader: bool = False
 
     def __post_init__(self) -> None:
-        self.leadership = ranges.Leadership(self.engine)
+        self.leadership = Leadership(self.engine)
 
     def lead(self) -> None:
         """Only the leader syncs and plans evaluations; every replica evaluates ranges and delivers."""
         was, self.leader = self.leader, self.leadership.hold()
         if self.leader != was:
-            log.info("leading" if self.leader else "no longer leading", extra={"worker": recovery.WORKER})
+            log.info("leading" if self.leader else "no longer leading", extra={"worker": WORKER})
 
     def full_cycle(self) -> None:
         self._guard("cycle", self._cycle)

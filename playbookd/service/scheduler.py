@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,10 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
+        # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for running jobs;
+        # a job that nudges another one needs that lock. Once shutdown begins, nudges are dropped.
+        self._closing = False
+        self._lock = threading.Lock()
 
     def every(self, name: str, interval: timedelta, func: Callable[[], None], executor: str = WORK,
               first_in: timedelta = timedelta(0)) -> None:
@@ -34,9 +39,12 @@ class Scheduler:
 
     def nudge(self, name: str) -> None:
         """Run an interval job as soon as possible instead of waiting for its next turn."""
-        job = self._scheduler.get_job(name)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        with self._lock:
+            if self._closing:
+                return
+            job = self._scheduler.get_job(name)
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
 
     def remove(self, name: str) -> None:
         if self._scheduler.get_job(name) is not None:
@@ -48,9 +56,8 @@ class Scheduler:
     def start(self) -> None:
         self._scheduler.start()
 
-    def pause(self) -> None:
-        self._scheduler.pause()
-
     def shutdown(self, wait: bool) -> None:
+        with self._lock:
+            self._closing = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)

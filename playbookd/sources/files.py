@@ -1,56 +1,18 @@
-"""Reading rows from the systems named in config.yaml `sources`, one streamed row at a time.
-
-Each kind has a Reader (rows + columns); `sql` and `http` live in remote_sources.
-Values are raw (CSV text, JSON scalars) with the source's renames applied; typing is sync's job.
-"""
+"""File sources: CSV with a header, and JSON Lines; rows streamed, numbered by their line."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from playbookd.config.settings import Source
-from playbookd.errors import UserError
+from playbookd.sources.base import Row, SourceError, rename_map, source_file
 
 JSONL_SAMPLE_LINES = 100
-
-
-@dataclass
-class Row:
-    """One record of a source; `error` is set instead of values when the record is unreadable."""
-
-    line: int
-    values: dict[str, Any]
-    error: str | None = None
-
-
-class SourceError(UserError):
-    """The source as a whole cannot be read (missing file, bad header, bad encoding)."""
-
-    def __init__(self, file: str, reason: str, line: int | None = None) -> None:
-        self.file, self.reason, self.line = file, reason, line
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {reason}")
-
-
-class Reader(Protocol):
-    def rows(self, source: Source) -> Iterator[Row]: ...
-
-    def columns(self, source: Source) -> list[str]: ...
-
-
-def source_file(source: Source) -> str:
-    """What problems of this source name as their file."""
-    return str(source.path) if source.path is not None else f"source {source.name}"
-
-
-def _ours(source: Source) -> dict[str, str]:
-    return {theirs: ours for ours, theirs in source.fields.items()}
 
 
 def _open(source: Source) -> IO[str]:
@@ -77,7 +39,7 @@ class CsvReader:
             raw = next(reader)
         except StopIteration:
             raise SourceError(file, "empty file, expected a header row", 1) from None
-        renames = _ours(source)
+        renames = rename_map(source)
         names = [renames.get(col.strip(), col.strip()) for col in raw]
         for index, name in enumerate(names):
             if not name:
@@ -127,7 +89,7 @@ class JsonlReader:
         return list(seen)
 
     def rows(self, source: Source) -> Iterator[Row]:
-        renames = _ours(source)
+        renames = rename_map(source)
         with _open(source) as handle:
             number = 0
             try:
@@ -146,30 +108,3 @@ def _json_row(number: int, text: str, renames: dict[str, str]) -> Row:
     if not isinstance(data, dict):
         return Row(number, {}, f"expected a JSON object, got {type(data).__name__}")
     return Row(number, {str(renames.get(key, key)): value for key, value in data.items()})
-
-
-READERS: dict[str, Reader] = {
-    "csv": CsvReader(),
-    "jsonl": JsonlReader(),
-}
-
-
-def reader_for(source: Source) -> Reader:
-    if source.kind in ("sql", "http") and source.kind not in READERS:
-        from playbookd.sources.remote import HttpReader, SqlReader  # they build on this module
-
-        READERS.update(sql=SqlReader(), http=HttpReader())
-    try:
-        return READERS[source.kind]
-    except KeyError:
-        raise UserError(f"source {source.name}: unknown kind {source.kind!r}") from None
-
-
-def read_rows(source: Source) -> Iterator[Row]:
-    """Stream the source's rows; raises SourceError when the source itself is unreadable."""
-    return reader_for(source).rows(source)
-
-
-def source_columns(source: Source) -> list[str]:
-    """Our names of the fields the source supplies (after renames)."""
-    return reader_for(source).columns(source)

@@ -1,18 +1,18 @@
-"""Reading accounts from the store and the small SQL helpers sync shares."""
+"""Accounts in the store: reading them as records, and writing the fields a playbook sets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select, update
 
-from playbookd.model.account import AccountRecord, account_types, decode_account
+from playbookd.model import fields as F
+from playbookd.model.account import AccountRecord, account_types, decode_account, encode
+from playbookd.store.database import chunked, insert_ignore
 from playbookd.store.schema import accounts, fields
 
-CHUNK = 1000
 # what a record is made of; timestamps stay unread (parsing them costs on SQLite)
 RECORD = (accounts.c.id, accounts.c.segment, accounts.c.data, accounts.c.changes)
 
@@ -26,19 +26,8 @@ def load_account_types(conn: Connection) -> dict[str, str]:
     return account_types(custom_types(conn))
 
 
-def batches(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def records_by_id(engine: Engine, ids: Iterable[str], types: Mapping[str, str]) -> Iterator[AccountRecord]:
-    for batch in batches(ids):
+    for batch in chunked(ids):
         with engine.connect() as conn:
             query = select(*RECORD).where(accounts.c.id.in_(batch)).order_by(accounts.c.id)
             rows = conn.execute(query).all()
@@ -80,13 +69,13 @@ def among(conn: Connection, column: Any, values: list[str]) -> Any:
     return column.in_(values)
 
 
-def upsert(conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    if not rows:
+def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: datetime) -> None:
+    row = conn.execute(select(accounts.c.data).where(accounts.c.id == account_id)).first()
+    if row is None:
         return
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table)
-    others = [c for c in rows[0] if c not in keys]
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys,
-                                            set_={c: stmt.excluded[c] for c in others}), rows)
-
-
+    data = dict(row.data)
+    data.update({k: encode(v) for k, v in values.items()})
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, synced_at=now))
+    known = set(F.ACCOUNT_FIELDS) | set(F.DERIVED_FIELDS)
+    insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
+                                       for k, v in values.items() if k not in known])

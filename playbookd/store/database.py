@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,6 +15,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playbookd.errors import DependencyError
 from playbookd.store import migrate
+
+T = TypeVar("T")
+CHUNK = 1000  # rows per statement or batch: large enough to amortise a round trip, small enough for memory
 
 
 def utcnow() -> datetime:
@@ -61,14 +65,34 @@ def connect(url: str, create: bool = True) -> Engine:
     return engine
 
 
+def chunked(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    """Lists of at most `size` items, read lazily: the one way the package batches work."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT clauses (PostgreSQL and SQLite both have them)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows, silently skipping those that collide with a unique key; returns inserted count."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     inserted = 0
     # One multi-row VALUES statement per chunk with preserve_rowcount: otherwise SQLAlchemy reports
     # -1 for INSERTs on psycopg, and callers rely on the count to know whether they won a race.
-    for start in range(0, len(rows), 200):
-        chunk = list(rows[start:start + 200])
-        stmt = insert(table).values(chunk).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    for chunk in chunked(rows, 200):
+        stmt = _insert(conn, table).values(chunk).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
         inserted += max(conn.execute(stmt).rowcount, 0)
     return inserted
+
+
+def upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert rows, or update the non-key columns of those whose `keys` already exist."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    others = [c for c in rows[0] if c not in keys]
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys,
+                                            set_={c: stmt.excluded[c] for c in others}), rows)

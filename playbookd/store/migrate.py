@@ -12,11 +12,12 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
+from playbookd.store import locks
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-LOCK = (0x706C6179, 0)
 
 
 def _config(conn: Connection | None = None) -> AlembicConfig:
@@ -42,7 +43,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
             return before, before
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(*LOCK)))
+            locks.hold_for_transaction(conn, locks.MIGRATION, 0)
         before = current(conn)
         command.upgrade(_config(conn), "head")
     return before, head()

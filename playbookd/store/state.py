@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from playbookd.store.database import insert_ignore, utcnow
+from playbookd.store.database import upsert, utcnow
 from playbookd.store.schema import state
 
 
 def put(engine: Engine, key: str, value: Any) -> None:
     with engine.begin() as conn:
-        now = utcnow()
-        if not insert_ignore(conn, state, [{"key": key, "value": value, "updated_at": now}]):
-            conn.execute(update(state).where(state.c.key == key).values(value=value, updated_at=now))
+        upsert(conn, state, ["key"], [{"key": key, "value": value, "updated_at": utcnow()}])
 
 
 def get(engine: Engine, key: str) -> Any:

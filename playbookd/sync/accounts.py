@@ -9,8 +9,9 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
-from playbookd.sources.files import Row
-from playbookd.store.accounts import CHUNK, RECORD, among, custom_types, upsert
+from playbookd.sources.base import Row
+from playbookd.store.accounts import RECORD, among, custom_types
+from playbookd.store.database import CHUNK, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge

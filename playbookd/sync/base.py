@@ -10,8 +10,10 @@ from sqlalchemy import Connection, Engine, select
 
 from playbookd.config.settings import Config, Source
 from playbookd.errors import Problem
-from playbookd.sources.files import Row, read_rows, source_file
-from playbookd.store.accounts import CHUNK, RECORD
+from playbookd.sources.base import Row, source_file
+from playbookd.sources.registry import read_rows
+from playbookd.store.accounts import RECORD
+from playbookd.store.database import CHUNK
 from playbookd.store.schema import accounts
 
 Item = tuple[int, str, dict[str, Any]]  # line, key, values

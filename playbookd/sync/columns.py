@@ -10,21 +10,6 @@ from playbookd.model import fields as F
 from playbookd.model.account import encode
 
 
-def infer(raw: Any) -> tuple[str | None, Any]:
-    """Type of one inferred value: JSON scalars keep their kind, text is inferred like CSV."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None, None
-    if isinstance(raw, bool):
-        return F.BOOLEAN, raw
-    if isinstance(raw, int):
-        return F.INTEGER, raw
-    if isinstance(raw, float):
-        return F.DECIMAL, raw
-    if isinstance(raw, str):
-        return F.infer(raw)
-    raise ValueError(f"expected a single value, got {type(raw).__name__}")
-
-
 def as_text(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -70,7 +55,7 @@ class Typer:
                 return (F.STRING, raw) if raw and not raw.isspace() else (None, None)
             if raw.isdigit() and (raw[0] != "0" or len(raw) == 1):
                 return F.INTEGER, int(raw)
-        return infer(raw)
+        return F.infer(raw)
 
     def _widen(self, typed: dict[str, Any], kinds: dict[str, str], raw: Mapping[str, Any]) -> None:
         for name, kind in kinds.items():

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
 from playbookd.model.account import encode
-from playbookd.sources.files import Row
+from playbookd.sources.base import Row
 from playbookd.store.accounts import load_account_types
 from playbookd.store.database import insert_ignore
 from playbookd.store.schema import accounts, contacts, events

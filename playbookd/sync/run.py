@@ -13,10 +13,11 @@ from sqlalchemy import Engine
 
 from playbookd.config.settings import Config, Source
 from playbookd.errors import Problem, UserError
-from playbookd.sources.files import SourceError, source_columns
+from playbookd.sources.base import SourceError
+from playbookd.sources.registry import source_columns
 from playbookd.store import audit as A
-from playbookd.store.accounts import load_account_types, upsert
-from playbookd.store.database import utcnow
+from playbookd.store.accounts import load_account_types
+from playbookd.store.database import upsert, utcnow
 from playbookd.store.schema import state
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport

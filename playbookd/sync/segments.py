@@ -13,8 +13,8 @@ from playbookd.errors import ValidationError
 from playbookd.model.account import AccountRecord, decode_account
 from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data
 from playbookd.model.evaluation import evaluate
-from playbookd.store.accounts import batches, iter_accounts, load_account_types, records_by_id
-from playbookd.store.database import utcnow
+from playbookd.store.accounts import iter_accounts, load_account_types, records_by_id
+from playbookd.store.database import chunked, utcnow
 from playbookd.store.schema import accounts
 
 DEFAULT_SEGMENT = "default"
@@ -69,7 +69,7 @@ def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] |
     segmenter = Segmenter(config, types, utcnow())
     records = iter_accounts(engine, types) if account_ids is None else records_by_id(engine, account_ids, types)
     changed = 0
-    for batch in batches(records):
+    for batch in chunked(records):
         moves = [{"b_id": r["id"], "b_segment": s} for r in batch if (s := segmenter(r)) != r["segment"]]
         if moves:
             with engine.begin() as conn:

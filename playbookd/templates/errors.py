@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -14,7 +13,7 @@ from typing import NoReturn
 import jinja2
 from jinja2.exceptions import SecurityError
 
-from playbookd.errors import Problem, UserError
+from playbookd.errors import PlaybookdError, Problem, UserError
 
 
 class TemplateError(UserError):
@@ -29,12 +28,7 @@ def fail(file: str, line: int | None, why: str) -> NoReturn:
     raise TemplateError(Problem(file, line, None, why)) from None
 
 
-def did_you_mean(word: str, options: Sequence[str], otherwise: str = "") -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else otherwise
-
-
-class EmptyValue(Exception):
+class EmptyValue(PlaybookdError):
     """Printing None would put an empty string (or "None") in a customer's inbox."""
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import jinja2
 
 from playbookd.config.yaml_loader import parse_yaml
-from playbookd.errors import Problem
-from playbookd.templates.errors import TemplateError, did_you_mean, fail, located
+from playbookd.errors import Problem, did_you_mean
+from playbookd.templates.errors import TemplateError, fail, located
 
 FRONT_KEYS = ("subject", "preheader")
 

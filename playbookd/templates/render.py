@@ -39,8 +39,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
 from playbookd.config.settings import Company
-from playbookd.errors import Problem
-from playbookd.templates.errors import EmptyValue, TemplateError, did_you_mean, fail, located
+from playbookd.errors import Problem, Where, did_you_mean
+from playbookd.templates.errors import EmptyValue, TemplateError, fail, located
 from playbookd.templates.filters import FILTERS
 from playbookd.templates.front_matter import Head, Part, check_front, front_end, front_matter, one_line
 from playbookd.templates.text_part import html_to_text
@@ -51,7 +51,6 @@ SHARED = ("_layouts", "_partials")
 _NAME = re.compile(r"[A-Za-z0-9][\w-]*(/[A-Za-z0-9][\w-]*)*")
 _LOOKS_LIKE_TEMPLATE = (".j2", ".jinja", ".jinja2", ".html", ".htm", ".txt")
 _SAMPLE_COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
-Where = tuple[str, int | None, int | None]
 _NO_REQUIRED: Mapping[str, Sequence[Where]] = MappingProxyType({})
 
 
@@ -87,7 +86,7 @@ def _blank_front(source: str) -> str:
     return source if end is None else "\n" * (end + 1) + "\n".join(lines[end + 1:])
 
 
-class _Loader(jinja2.FileSystemLoader):
+class _FrontMatterLoader(jinja2.FileSystemLoader):
     def get_source(self, environment: jinja2.Environment,
                    template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
@@ -110,7 +109,7 @@ def _finalize(value: Any) -> Any:
 
 def _environment(root: Path) -> _Environment:
     env = _Environment(
-        loader=_Loader(str(root)), undefined=jinja2.StrictUndefined, finalize=_finalize,
+        loader=_FrontMatterLoader(str(root)), undefined=jinja2.StrictUndefined, finalize=_finalize,
         autoescape=lambda name: name is not None and not name.endswith(TEXT),
         cache_size=-1, auto_reload=False, keep_trailing_newline=True,
     )
@@ -350,5 +349,5 @@ class Templates:
             why = f"template '{name}' not found: no {DEFAULT}/{name}{HTML}"
             if missing:
                 why += f" and no version for segment(s) {', '.join(missing)}"
-            for file, line, col in places:
-                yield Problem(file, line, col, why + self._hint(name))
+            for where in places:
+                yield where.problem(why + self._hint(name))

@@ -10,8 +10,7 @@ import pytest
 from cycle_helpers import ACCOUNTS
 
 from playbookd import runtime
-from playbookd.cadence.advance import pick_variant
-from playbookd.model.playbooks import Variant
+from playbookd.model.steps import Variant, pick_variant
 from playbookd.store.schema import accounts, audit, enrollments, outbox, tasks
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)

@@ -10,15 +10,13 @@ import pytest
 from smtp_server import SmtpServer, free_port
 
 from playbookd.config.settings import Delivery, Smtp
+from playbookd.delivery.message import Outgoing, build_message, make_message_id
 from playbookd.delivery.transports import (
     FileTransport,
-    Outgoing,
     PermanentFailure,
     SmtpTransport,
     TemporaryFailure,
     UncertainDelivery,
-    build_message,
-    make_message_id,
     make_transport,
 )
 

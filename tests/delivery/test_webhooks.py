@@ -111,8 +111,3 @@ def test_unreachable_receiver_gives_up_after_max_age(engine: Engine) -> None:
     assert webhooks.post_due(engine, timedelta(hours=1), clock=lambda: later).failed == 1
     assert row(engine).state == "failed"
     assert audit_events(engine)[-1] == (webhooks.WEBHOOK_FAILED, "expired")
-
-
-def test_backoff_doubles_and_is_capped() -> None:
-    assert [webhooks.backoff(n).total_seconds() for n in (1, 2, 3)] == [60, 120, 240]
-    assert webhooks.backoff(20) == timedelta(hours=1)

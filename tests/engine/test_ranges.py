@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.engine import ranges
 from playbookd.service import cycle
+from playbookd.service.leadership import Leadership
 from playbookd.store.database import connect
 from playbookd.store.schema import accounts, outbox
 from playbookd.store.schema import ranges as range_table
@@ -43,7 +44,7 @@ def test_empty_store_plans_one_range(engine: Engine) -> None:
 
 def test_one_leader_at_a_time_and_takeover_on_release(pg_url: str) -> None:
     first, second = connect(pg_url), connect(pg_url)
-    a, b = ranges.Leadership(first), ranges.Leadership(second)
+    a, b = Leadership(first), Leadership(second)
     try:
         assert a.hold() and not b.hold()
         assert a.hold()  # still held on the next check
@@ -58,7 +59,7 @@ def test_one_leader_at_a_time_and_takeover_on_release(pg_url: str) -> None:
 
 def test_sqlite_is_always_its_own_leader(tmp_path: object) -> None:
     engine = connect(f"sqlite:///{tmp_path}/x.db")
-    assert ranges.Leadership(engine).hold()
+    assert Leadership(engine).hold()
 
 
 def test_due_steps_left_by_a_replica_that_died_after_enrolling_are_advanced(make: Any, pg_url: str) -> None:

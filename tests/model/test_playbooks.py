@@ -2,7 +2,8 @@ from pathlib import Path
 
 from playbookd.model.conditions import FieldTypes
 from playbookd.model.fields import ACCOUNT_FIELDS, DERIVED_FIELDS
-from playbookd.model.playbooks import Context, EmailStep, SetStep, TaskStep, WaitStep, load_playbooks
+from playbookd.model.playbooks import Context, load_playbooks
+from playbookd.model.steps import EmailStep, SetStep, TaskStep, WaitStep
 
 CTX = Context(FieldTypes({**ACCOUNT_FIELDS, **DERIVED_FIELDS}), ("high_touch", "low_touch", "tech_touch"))
 

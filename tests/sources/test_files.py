@@ -9,7 +9,8 @@ import pydantic
 import pytest
 
 from playbookd.config.settings import Source
-from playbookd.sources.files import Row, SourceError, read_rows, source_columns
+from playbookd.sources.base import Row, SourceError
+from playbookd.sources.registry import read_rows, source_columns
 
 
 def source(path: Path, kind: str = "csv", **extra: object) -> Source:

@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import Source, load_config
-from playbookd.sources.files import SourceError, read_rows, source_columns
+from playbookd.sources.base import SourceError
+from playbookd.sources.registry import read_rows, source_columns
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.sync.run import sync
 

@@ -1,0 +1,56 @@
+"""What a step runs with: the enrollment, its account and event, and the context templates see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from playbookd.model.account import CHANGES, AccountRecord
+from playbookd.model.steps import Playbook
+from playbookd.runtime import Runtime
+from playbookd.store import audit
+
+
+@dataclass
+class StepContext:
+    runtime: Runtime
+    conn: Connection
+    enrollment: Row[Any]
+    playbook: Playbook
+    account: AccountRecord
+    now: datetime
+    secret: bytes
+    event: dict[str, Any] | None = None
+
+    def context(self, contact: dict[str, Any] | None, unsubscribe: str) -> dict[str, Any]:
+        return template_context(self.runtime, self.playbook, self.account, contact, unsubscribe, self.event)
+
+    def log(self, event: str, step: int | None, reason: str | None = None, **kw: Any) -> None:
+        audit.record(self.conn, event, account_id=self.account["id"], playbook_id=self.playbook.id,
+                     enrollment_id=self.enrollment.id, step=step, reason=reason, at=self.now, **kw)
+
+
+def csm(account: AccountRecord, company: str) -> dict[str, Any]:
+    email = account.get("csm_email")
+    if not email:
+        return {"name": f"The {company} Success team", "email": None}
+    name = account.get("csm_name") or " ".join(p.capitalize() for p in email.split("@")[0].replace("_", ".").split("."))
+    return {"name": name, "email": email}
+
+
+def template_context(runtime: Runtime, playbook: Playbook, account: AccountRecord,
+                     contact: dict[str, Any] | None, unsubscribe: str,
+                     event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every key a template may use; unknown values are None, never missing. `event` in event playbooks."""
+    fields = {name: None for name in runtime.types}
+    fields.update({k: v for k, v in account.items() if k != CHANGES})
+    company = runtime.config.company
+    return {
+        "account": fields, "contact": contact or {}, "segment": account.get("segment"),
+        "playbook": {"id": playbook.id, "name": playbook.name, "category": playbook.category},
+        "csm": csm(account, company.name), "company": company.model_dump(),
+        "unsubscribe_url": unsubscribe, **({"event": event} if event is not None else {}),
+    }
