@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from playbookd.config.settings import Company
-from playbookd.errors import Problem
+from playbookd.errors import Problem, Where
 from playbookd.templates.render import Rendered, TemplateError, Templates
 
 SEGMENTS = ["high_touch", "low_touch", "tech_touch"]
@@ -310,7 +310,7 @@ def test_validate_clean_tree_has_no_problems(root: Path) -> None:
     write(root, "README.md", "how to write templates")
     write(root, "notes.txt", "ideas for next quarter")
     templates = Templates(root, SEGMENTS, company=COMPANY, fields={"industry": "string", **SEATS})
-    assert templates.validate({"login_nudge": [("playbooks/a.yaml", 9, 7)]}) == []
+    assert templates.validate({"login_nudge": [Where("playbooks/a.yaml", 9, 7)]}) == []
 
 
 def test_validate_reports_every_problem_at_once(root: Path) -> None:
@@ -343,10 +343,10 @@ def test_validate_required_names_missing_for_some_segments(root: Path) -> None:
     for segment in SEGMENTS:
         write(root, f"{segment}/everywhere.html.j2", email("y"))
     required = {
-        "only_tech": [("playbooks/a.yaml", 12, 9), ("playbooks/b.yaml", 4, 5)],
-        "everywhere": [("playbooks/a.yaml", 20, 9)],
-        "login_nudge": [("playbooks/a.yaml", 30, 9)],
-        "login_nudg": [("playbooks/c.yaml", 3, 17)],
+        "only_tech": [Where("playbooks/a.yaml", 12, 9), Where("playbooks/b.yaml", 4, 5)],
+        "everywhere": [Where("playbooks/a.yaml", 20, 9)],
+        "login_nudge": [Where("playbooks/a.yaml", 30, 9)],
+        "login_nudg": [Where("playbooks/c.yaml", 3, 17)],
     }
     problems = Templates(root, SEGMENTS, company=COMPANY).validate(required)
     why = ("template 'only_tech' not found: no default/only_tech.html.j2 and no version for "
