@@ -19,7 +19,7 @@ from playbookd.model import evaluation
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
-from playbookd.store.database import aware
+from playbookd.store.database import aware, transaction
 from playbookd.store.schema import enrollments, events
 
 
@@ -83,7 +83,7 @@ def _claim(conn: Connection, enrollment_id: int, now: datetime) -> Row[Any] | No
 
 def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datetime,
                 types: dict[str, str]) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         row = _claim(conn, enrollment_id, now)
         if row is None:
             return

@@ -25,7 +25,7 @@ from playbookd.errors import DependencyError, UserError
 from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
 from playbookd.store.accounts import get_account, load_account_types
-from playbookd.store.database import connect, insert_ignore, utcnow
+from playbookd.store.database import connect, insert_ignore, transaction, utcnow
 from playbookd.store.schema import outbox, suppressions
 from playbookd.sync import events
 
@@ -81,7 +81,7 @@ def _preview_playbook() -> Playbook:
 
 def render_for(rt: runtime.Runtime, engine: Engine, template: str, account_id: str,
                contact_email: str | None) -> tuple[Any, str]:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         account = get_account(conn, account_id, load_account_types(conn))
         if account is None:
             raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
@@ -145,7 +145,7 @@ def add_event(engine: Engine, account: str, name: str, data: str, event_id: str 
 
 
 def suppress_add(engine: Engine, email: str, category: str, note: str | None) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         insert_ignore(conn, suppressions, [{"email": email.lower(), "category": category, "reason": "manual",
                                             "note": note, "created_at": utcnow()}])
         audit.record(conn, "suppressed", contact=email.lower(), reason="manual", detail={"category": category})
@@ -153,7 +153,7 @@ def suppress_add(engine: Engine, email: str, category: str, note: str | None) ->
 
 
 def suppress_remove(engine: Engine, email: str, category: str) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         gone = conn.execute(delete(suppressions).where(suppressions.c.email == email.lower(),
                                                        suppressions.c.category == category)).rowcount
     if not gone:
@@ -175,7 +175,7 @@ def outbox_decide(engine: Engine, ids: Sequence[int], action: str) -> str:
     """An operator's call on messages playbookd will not decide alone: resend (queue again) or drop."""
     allowed = OPERATOR_STATES[action]
     now = utcnow()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         rows = {r.id: r for r in conn.execute(select(outbox).where(outbox.c.id.in_(list(ids))))}
         problems = [f"message {i}: no such message" for i in ids if i not in rows]
         problems += [f"message {i}: is {rows[i].state}; {action} applies to {' or '.join(allowed)}"

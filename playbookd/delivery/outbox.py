@@ -26,7 +26,7 @@ from playbookd.delivery.recovery import recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.runtime import Runtime
 from playbookd.store import audit
-from playbookd.store.database import aware, utcnow
+from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
 from playbookd.store.schema import contacts, outbox
 
@@ -99,7 +99,7 @@ def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, repo
 def _start(engine: Engine, row: Row[Any], now: datetime) -> bool:
     """Claimed becomes sending in its own commit, just before the attempt: after a crash, `sending`
     means "may have gone out" and `claimed` means "certainly did not"."""
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         started = conn.execute(update(outbox).where(outbox.c.id == row.id, outbox.c.state == "claimed",
                                                     outbox.c.claimed_by == WORKER)
                                .values(state="sending", sent_at=now, attempts=outbox.c.attempts + 1))
@@ -116,7 +116,7 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
 
 def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | None, report: DeliveryReport,
             now: datetime) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         if error is None:
             _mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
             _log(conn, row, audit.SENT, None, now)
@@ -180,7 +180,7 @@ async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Except
 
 def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryReport,
            limit: int) -> tuple[list[Row[Any]], bool]:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         rows = _due(conn, now, limit)
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
@@ -209,7 +209,7 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: 
 
 def _release(engine: Engine, rows: list[Row[Any]]) -> None:
     """Hand back messages claimed but not yet attempted, so a stop loses nothing."""
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "claimed",
                                           outbox.c.claimed_by == WORKER)
                      .values(state="queued", claimed_by=None, sent_at=None))

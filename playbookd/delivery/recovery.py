@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.store import audit
-from playbookd.store.database import aware, utcnow
+from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import alive
 from playbookd.store.schema import outbox
 
@@ -28,7 +28,7 @@ def recover(engine: Engine, now: datetime | None = None) -> int:
     """Settle what dead workers left behind; returns how many messages became `unknown`."""
     now = now or utcnow()
     unknown = 0
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         for row in _abandoned(conn, now):
             if row.state == "claimed":
                 conn.execute(update(outbox).where(outbox.c.id == row.id, outbox.c.state == "claimed")

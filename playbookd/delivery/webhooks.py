@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from playbookd.delivery.backoff import backoff
 from playbookd.errors import PlaybookdError
 from playbookd.store import audit
-from playbookd.store.database import aware, utcnow
+from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.schema import webhooks
 from playbookd.version import __version__
 
@@ -82,7 +82,7 @@ def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetim
             report: WebhookReport) -> None:
     attempts = row.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "last_error": str(error) if error else None}
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         if error is None:
             values["state"] = "sent"
             _log(conn, row, WEBHOOK_SENT, now)

@@ -22,7 +22,7 @@ from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, iter_accounts, load_account_types
-from playbookd.store.database import aware, chunked, insert_ignore
+from playbookd.store.database import aware, chunked, insert_ignore, transaction
 from playbookd.store.schema import enrollments, events
 
 
@@ -154,7 +154,7 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
     """Enroll eligible accounts of `id_range` in state-triggered playbooks; returns enrollments made."""
     total = 0
     for chunk in chunked(candidates(runtime, engine, now, workers, id_range)):
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             total += enroll(conn, chunk, now)
     return total
 
@@ -204,7 +204,7 @@ def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
         if not batches:
             return total
         for event_ids, chunk in batches:
-            with engine.begin() as conn:
+            with transaction(engine) as conn:
                 total += enroll(conn, _first_per_pair(chunk), now)
                 conn.execute(update(events).where(events.c.id.in_(event_ids)).values(processed_at=now))
 

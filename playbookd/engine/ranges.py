@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.engine import enroll
 from playbookd.runtime import Runtime
-from playbookd.store.database import aware, utcnow
+from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER, alive
 from playbookd.store.schema import accounts, ranges
 
@@ -41,7 +41,7 @@ def _bounds(conn: Connection, size: int) -> list[str]:
 
 def plan(engine: Engine, now: datetime, size: int) -> int:
     """Queue one evaluation at `now` as ranges; returns how many."""
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(delete(ranges).where(ranges.c.state == "done", ranges.c.run_at < now - KEEP_DONE))
         cuts: list[str | None] = [None, *_bounds(conn, size), None]
         conn.execute(insert(ranges), [{"run_at": now, "lo": lo, "hi": hi, "state": "queued"}
@@ -50,7 +50,7 @@ def plan(engine: Engine, now: datetime, size: int) -> int:
 
 
 def _claim(engine: Engine) -> Any:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         query = select(ranges).where(ranges.c.state == "queued").order_by(ranges.c.id).limit(1)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -63,7 +63,7 @@ def _claim(engine: Engine) -> Any:
 
 def _requeue_abandoned(engine: Engine) -> None:
     now = utcnow()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         running = conn.execute(select(ranges.c.id, ranges.c.claimed_by, ranges.c.claimed_at)
                                .where(ranges.c.state == "running")).all()
         dead = [r.id for r in running if not alive(r.claimed_by, aware(r.claimed_at), now)]
@@ -83,7 +83,7 @@ def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
         run_at = aware(row.run_at)
         assert run_at is not None
         enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             conn.execute(update(ranges).where(ranges.c.id == row.id).values(state="done", enrolled=enrolled))
         done += 1
     return done

@@ -30,7 +30,7 @@ from playbookd.service import cycle, http, logs
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, Scheduler
-from playbookd.store.database import connect, utcnow
+from playbookd.store.database import connect, transaction, utcnow
 from playbookd.store.leases import WORKER
 
 log = logging.getLogger("playbookd.daemon")
@@ -164,7 +164,7 @@ class Daemon:
 
     def listen(self) -> http.Server:
         config = self.runtime.config
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
         site = http.Site(self.engine, secret, config.company.name, lambda: http.health(self.engine),
                         config.http.events_token, lambda: self.scheduler.nudge("events"))

@@ -26,7 +26,7 @@ from playbookd.delivery.unsubscribe import verify
 from playbookd.errors import UserError
 from playbookd.service import metrics
 from playbookd.store import audit, state
-from playbookd.store.database import insert_ignore, utcnow
+from playbookd.store.database import insert_ignore, transaction, utcnow
 from playbookd.store.schema import suppressions
 from playbookd.sync import events
 
@@ -53,7 +53,7 @@ def category_label(category: str) -> str:
 
 def unsubscribe(engine: Engine, email: str, category: str, how: str) -> None:
     """Idempotent: a second click finds the suppression already there."""
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         added = insert_ignore(conn, suppressions, [{"email": email, "category": category, "reason": "unsubscribed",
                                                     "note": how, "created_at": utcnow()}])
         if added:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -63,6 +64,18 @@ def connect(url: str, create: bool = True) -> Engine:
     except SQLAlchemyError as exc:
         raise DependencyError(f"database error at {engine.url!r}: {exc}") from None
     return engine
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()` for work that writes. On SQLite the write lock is taken at the start: a
+    transaction that read first and writes later fails at once (SQLITE_BUSY, which busy_timeout does
+    not wait out) when another connection committed in between, as the delivery thread does while
+    cadences advance. PostgreSQL needs nothing here."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
 def chunked(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:

@@ -7,12 +7,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from playbookd.store.database import upsert, utcnow
+from playbookd.store.database import transaction, upsert, utcnow
 from playbookd.store.schema import state
 
 
 def put(engine: Engine, key: str, value: Any) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         upsert(conn, state, ["key"], [{"key": key, "value": value, "updated_at": utcnow()}])
 
 

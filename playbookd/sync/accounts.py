@@ -11,7 +11,7 @@ from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
-from playbookd.store.database import CHUNK, upsert
+from playbookd.store.database import CHUNK, transaction, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge
@@ -68,7 +68,7 @@ class AccountRun(Run):
             guess: dict[str, str | None] = dict.fromkeys(self.columns)
             self.segmenter = Segmenter(self.config, {**guess, **self.types()}, self.now)
         types = self.types()
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             ids = [key for _, key, _ in batch]
             query = select(*RECORD).where(among(conn, accounts.c.id, ids))
             existing = {r.id: r for r in conn.execute(query)}
@@ -119,7 +119,7 @@ class AccountRun(Run):
         self.typer.dirty.clear()
 
     def finish(self) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             self._write_types(conn)
         if self.typer.to_text:
             _restate_as_text(self.engine, self.typer.to_text)
@@ -129,7 +129,7 @@ def _restate_as_text(engine: Engine, names: set[str]) -> None:
     """A column that widened to text keeps text values, or `eq: "1"` would miss a stored 1."""
     last = ""
     while True:
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             rows = conn.execute(select(accounts.c.id, accounts.c.data).where(accounts.c.id > last)
                                 .order_by(accounts.c.id).limit(CHUNK)).all()
             fixes = [{"b_id": r.id, "data": {k: as_text(v) if k in names else v for k, v in r.data.items()}}

@@ -17,7 +17,7 @@ from playbookd.model import fields as F
 from playbookd.model.account import encode
 from playbookd.sources.base import Row
 from playbookd.store.accounts import load_account_types
-from playbookd.store.database import insert_ignore
+from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, same
@@ -72,7 +72,7 @@ class ContactRun(Run):
         return errors
 
     def flush(self, batch: list[Item]) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             good = [it for it in batch if self._known(it, known)]
             rows = conn.execute(select(contacts).where(contacts.c.account_id.in_(list(known))))
@@ -176,7 +176,7 @@ class EventRun(Run):
         return f"{self.source.name}:#{digest[:40]}"
 
     def flush(self, batch: list[Item]) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             fresh: dict[str, dict[str, Any]] = {}
             for line, key, values in batch:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from playbookd.errors import UserError
-from playbookd.store.database import insert_ignore, utcnow
+from playbookd.store.database import insert_ignore, transaction, utcnow
 from playbookd.store.schema import accounts, events
 
 FIELDS = {"account", "name", "data", "id", "occurred_at"}
@@ -74,7 +74,7 @@ def record(engine: Engine, items: Sequence[Any]) -> Recorded:
     """All or nothing: every item is checked before any is stored."""
     now = utcnow()
     rows = [row(item, f"event {index}", now) for index, item in enumerate(items, start=1)]
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         _check_accounts(conn, rows)
         added = insert_ignore(conn, events, rows)
     return Recorded(added, len(rows) - added)

@@ -17,7 +17,7 @@ from playbookd.sources.base import SourceError
 from playbookd.sources.registry import source_columns
 from playbookd.store import audit as A
 from playbookd.store.accounts import load_account_types
-from playbookd.store.database import upsert, utcnow
+from playbookd.store.database import transaction, upsert, utcnow
 from playbookd.store.schema import state
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport
@@ -56,7 +56,7 @@ def _check_segments(engine: Engine, config: Config, now: datetime) -> None:
 
 def _record(engine: Engine, report: SourceReport, now: datetime) -> None:
     counts = report.counts()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         upsert(conn, state, ["key"], [{"key": f"sync:{report.source}", "updated_at": now,
                                         "value": {**counts, "at": now.isoformat()}}])
         A.record(conn, A.SYNCED, reason=report.source, at=now,

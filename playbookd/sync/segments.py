@@ -14,7 +14,7 @@ from playbookd.model.account import AccountRecord, decode_account
 from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data
 from playbookd.model.evaluation import evaluate
 from playbookd.store.accounts import iter_accounts, load_account_types, records_by_id
-from playbookd.store.database import chunked, utcnow
+from playbookd.store.database import chunked, transaction, utcnow
 from playbookd.store.schema import accounts
 
 DEFAULT_SEGMENT = "default"
@@ -72,7 +72,7 @@ def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] |
     for batch in chunked(records):
         moves = [{"b_id": r["id"], "b_segment": s} for r in batch if (s := segmenter(r)) != r["segment"]]
         if moves:
-            with engine.begin() as conn:
+            with transaction(engine) as conn:
                 conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
                              .values(segment=bindparam("b_segment")), moves)
         changed += len(moves)
