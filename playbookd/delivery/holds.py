@@ -93,11 +93,11 @@ def hold(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime) -> tu
     return ("frequency_cap", until) if until is not None else None
 
 
-def cap_expired(runtime: Runtime, row: Row[Any], hold: tuple[str, datetime]) -> bool:
+def cap_expired(runtime: Runtime, row: Row[Any], held: tuple[str, datetime]) -> bool:
     """A message the cap would hold past its deadline is no longer timely: skip it instead."""
     cap = runtime.config.delivery.frequency_cap
     created = aware(row.created_at)
-    return hold[0] == "frequency_cap" and cap is not None and created is not None and hold[1] > created + cap.max_wait
+    return held[0] == "frequency_cap" and cap is not None and created is not None and held[1] > created + cap.max_wait
 
 
 def lock_recipients(conn: Connection, rows: list[Row[Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Leadership and range planning on the real PostgreSQL (and the single-node SQLite case)."""
+"""Range planning and work on the real PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from sqlalchemy.engine import Engine
 
 from playbookd.engine import ranges
 from playbookd.service import cycle
-from playbookd.service.leadership import Leadership
-from playbookd.store.database import connect
 from playbookd.store.schema import accounts, outbox
 from playbookd.store.schema import ranges as range_table
 from playbookd.sync.run import sync
@@ -40,26 +38,6 @@ def test_ranges_cover_every_account_once(engine: Engine) -> None:
 
 def test_empty_store_plans_one_range(engine: Engine) -> None:
     assert ranges.plan(engine, NOW, 25) == 1
-
-
-def test_one_leader_at_a_time_and_takeover_on_release(pg_url: str) -> None:
-    first, second = connect(pg_url), connect(pg_url)
-    a, b = Leadership(first), Leadership(second)
-    try:
-        assert a.hold() and not b.hold()
-        assert a.hold()  # still held on the next check
-        a.release()  # as when the leader's process dies and PostgreSQL ends its session
-        assert b.hold() and not a.hold()
-    finally:
-        a.release()
-        b.release()
-        first.dispose()
-        second.dispose()
-
-
-def test_sqlite_is_always_its_own_leader(tmp_path: object) -> None:
-    engine = connect(f"sqlite:///{tmp_path}/x.db")
-    assert Leadership(engine).hold()
 
 
 def test_due_steps_left_by_a_replica_that_died_after_enrolling_are_advanced(make: Any, pg_url: str) -> None:

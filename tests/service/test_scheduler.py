@@ -20,7 +20,7 @@ def test_a_job_that_nudges_while_the_scheduler_stops_does_not_hang_the_stop() ->
 
     scheduler.start()
     scheduler.every("other", timedelta(hours=1), lambda: None, first_in=timedelta(hours=1))
-    scheduler.once("nudger", job)
+    scheduler.every("nudger", timedelta(hours=1), job)  # an interval job, like the ranges job
     assert started.wait(10)
     stopper = threading.Thread(target=scheduler.shutdown, args=(True,))
     stopper.start()
