@@ -24,10 +24,27 @@ For use from Python: `load` a project's Runtime (raises ValidationError listing 
 then `simulate` who would enter which playbook or `explain` one account.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from playbookd.engine.explain import explain
-from playbookd.engine.simulate import simulate
-from playbookd.runtime import Runtime, load
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from playbookd.version import __version__
+
+if TYPE_CHECKING:
+    from playbookd.engine.explain import explain
+    from playbookd.engine.simulate import simulate
+    from playbookd.runtime import Runtime, load
+
+# Imported on first use: the rules engine's worker processes import this package too, and need
+# none of it.
+_EXPORTS = {"Runtime": "playbookd.runtime", "load": "playbookd.runtime",
+            "simulate": "playbookd.engine.simulate", "explain": "playbookd.engine.explain"}
 
 __all__ = ["Runtime", "__version__", "explain", "load", "simulate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'playbookd' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -22,7 +22,8 @@ from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, iter_accounts, load_account_types
-from playbookd.store.database import aware, chunked, insert_ignore, transaction
+from playbookd.store.chunks import chunked
+from playbookd.store.database import aware, insert_ignore, transaction
 from playbookd.store.schema import enrollments, events
 
 

@@ -29,7 +29,7 @@ import durable_rules_engine as engine
 from playbookd.engine.facts import MARKER, FactBuilder, encode_literal, fact_builder
 from playbookd.model.account import AccountRecord
 from playbookd.model.conditions import FUTURE, PAST, All, Condition, Leaf, Not
-from playbookd.store.database import chunked
+from playbookd.store.chunks import chunked
 
 Expr = dict[str, Any]
 Node = Expr | bool

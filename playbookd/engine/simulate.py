@@ -17,7 +17,7 @@ from playbookd.engine.enroll import Candidate, candidates
 from playbookd.errors import UserError
 from playbookd.model.steps import EmailStep, SetStep, Step, TaskStep, WaitStep, WebhookStep, pick_variant, step_kind
 from playbookd.runtime import Runtime
-from playbookd.store.database import chunked
+from playbookd.store.chunks import chunked
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, selec
 
 from playbookd.model import fields as F
 from playbookd.model.account import AccountRecord, account_types, decode_account, encode
-from playbookd.store.database import chunked, insert_ignore
+from playbookd.store.chunks import chunked
+from playbookd.store.database import insert_ignore
 from playbookd.store.schema import accounts, fields
 
 # what a record is made of; timestamps stay unread (parsing them costs on SQLite)

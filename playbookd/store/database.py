@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Table, create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,9 +15,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playbookd.errors import DependencyError
 from playbookd.store import migrate
-
-T = TypeVar("T")
-CHUNK = 1000  # rows per statement or batch: large enough to amortise a round trip, small enough for memory
+from playbookd.store.chunks import chunked
 
 
 def utcnow() -> datetime:
@@ -76,13 +73,6 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
-
-
-def chunked(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
-    """Lists of at most `size` items, read lazily: the one way the package batches work."""
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _insert(conn: Connection, table: Table) -> Any:

@@ -11,7 +11,8 @@ from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
-from playbookd.store.database import CHUNK, transaction, upsert
+from playbookd.store.chunks import CHUNK
+from playbookd.store.database import transaction, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge

@@ -13,7 +13,7 @@ from playbookd.errors import Problem
 from playbookd.sources.base import Row, source_file
 from playbookd.sources.registry import read_rows
 from playbookd.store.accounts import RECORD
-from playbookd.store.database import CHUNK
+from playbookd.store.chunks import CHUNK
 from playbookd.store.schema import accounts
 
 Item = tuple[int, str, dict[str, Any]]  # line, key, values

@@ -14,7 +14,8 @@ from playbookd.model.account import AccountRecord, decode_account
 from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data
 from playbookd.model.evaluation import evaluate
 from playbookd.store.accounts import iter_accounts, load_account_types, records_by_id
-from playbookd.store.database import chunked, transaction, utcnow
+from playbookd.store.chunks import chunked
+from playbookd.store.database import transaction, utcnow
 from playbookd.store.schema import accounts
 
 DEFAULT_SEGMENT = "default"

@@ -9,7 +9,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from playbookd.store import state as kv
-from playbookd.store.database import chunked, connect, transaction, upsert, utcnow
+from playbookd.store.chunks import chunked
+from playbookd.store.database import connect, transaction, upsert, utcnow
 from playbookd.store.schema import state
 
 
