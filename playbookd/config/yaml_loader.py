@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,38 @@ class Located:
 
 
 class _SafeLoader(yaml.SafeLoader):
-    pass
+    """YAML 1.2 core-schema scalars: only true/false are booleans (`no`, `yes`, `on`, `off` stay text,
+    so `usage_fit: {in: [no, investigate]}` means what it says), integers are decimal, 0o octal or 0x
+    hex (YAML 1.1 read `010` as 8 and `1:30` as 90), and floats need a digit."""
+
+
+_CORE = {
+    "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    "tag:yaml.org,2002:int": (r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    "tag:yaml.org,2002:float": (r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", list("-+.0123456789")),
+}
+_SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _CORE]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, (_pattern, _first) in _CORE.items():
+    _SafeLoader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+def _core_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    return str(loader.construct_scalar(node)).lower() == "true"
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
+_SafeLoader.add_constructor("tag:yaml.org,2002:bool", _core_bool)
 
 
 def _walk(node: yaml.Node, path: Key, out: dict[Key, Pos]) -> None:
