@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -52,6 +53,19 @@ _DEC = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _TRUE, _FALSE = frozenset({"true", "yes"}), frozenset({"false", "no"})
+
+
+MAX_ID = 200
+_CONTROL = ("Cc", "Cf", "Zl", "Zp")  # C0/C1 controls, format characters, line and paragraph separators
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot identify an account, else None: ids reach email headers, file names and logs,
+    where a line break or an invisible character corrupts what is around it."""
+    if len(value) > MAX_ID:
+        return f"longer than {MAX_ID} characters"
+    bad = next((c for c in value if unicodedata.category(c) in _CONTROL), None)
+    return None if bad is None else f"contains the control character U+{ord(bad):04X}"
 
 
 def infer(raw: Any) -> tuple[str | None, Any]:

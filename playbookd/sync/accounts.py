@@ -45,6 +45,9 @@ class AccountRun(Run):
             self.problem(row.line, "account without an id")
             return None
         account_id = account_id.strip()
+        if why := F.id_problem(account_id):
+            self.problem(row.line, f"account {account_id!r}: id {why}")
+            return None
         if not self.first(account_id, row.line, f"account {account_id}: id"):
             return None
         self._note_derived(values)

@@ -66,6 +66,8 @@ class ContactRun(Run):
         for name in ("role", "status"):
             typed[name] = typed[name].lower() if typed.get(name) else typed.get(name)
         errors = [] if typed.get("account_id") else ["account_id is missing"]
+        if typed.get("account_id") and (why := F.id_problem(typed["account_id"])):
+            errors.append(f"account_id {why}")
         given = typed.get("timezone")
         if given and zone(given) is None:
             errors.append(f"timezone: unknown time zone {given!r}")
@@ -160,6 +162,8 @@ class EventRun(Run):
         label = f"event {name or '?'} of account {account_id or '?'}"
         if not (account_id and name):
             errors.insert(0, "needs account_id and name")
+        elif why := F.id_problem(account_id):
+            errors.insert(0, f"account_id {why}")
         if errors:
             self.problem(row.line, f"{label}: " + "; ".join(errors))
             return None

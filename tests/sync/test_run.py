@@ -356,3 +356,24 @@ def test_iter_accounts_streams_in_id_order_across_batches(engine: Engine, tmp_pa
     assert window == ids[10:30]
     assert [r["id"] for r in iter_accounts(engine, types, 1000, ("A2490", None))] == ids[2490:]
     assert len(list(iter_accounts(engine, types, 1000, (None, "A1000")))) == 1000
+
+
+def test_ids_with_control_characters_are_refused_with_their_line(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path / "a.jsonl", "\n".join(json.dumps(row) for row in [
+        {"id": "A1", "name": "Good"}, {"id": "A\n2"}, {"id": "A\u20283"}, {"id": "A\u00854"}, {"id": "A" * 201},
+        {"id": "A6", "name": "Also good"},
+    ]) + "\n")
+    people = write(tmp_path / "c.jsonl", "\n".join(json.dumps(row) for row in [
+        {"account_id": "A1", "email": "ana@a1.example"}, {"account_id": "A\u200b1", "email": "bo@a1.example"},
+    ]) + "\n")
+    report = sync(engine, config(tmp_path, src("crm", path), src("people", people, "contacts")), now=NOW)
+    assert problems(report) == [
+        f"{path}:2: account 'A\\n2': id contains the control character U+000A",
+        f"{path}:3: account 'A\\u20283': id contains the control character U+2028",
+        f"{path}:4: account 'A\\x854': id contains the control character U+0085",
+        f"{path}:5: account {'A' * 201!r}: id longer than 200 characters",
+        f"{people}:2: contact bo@a1.example: account_id contains the control character U+200B",
+    ]
+    assert account(engine, "A1") is not None and account(engine, "A6") is not None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(contacts)).scalar() == 1
