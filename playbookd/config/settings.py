@@ -110,8 +110,9 @@ class Delivery(_Model):
 
 class SchedulerSettings(_Model):
     evaluate_every: timedelta = Field(timedelta(minutes=15), description="Evaluation interval")
-    deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox poll interval")
-    _d = field_validator("evaluate_every", "deliver_every", mode="before")(_duration)
+    deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox and webhook poll interval")
+    sync_every: timedelta = Field(timedelta(hours=1), description="Sync interval of sources without their own `every`")
+    _d = field_validator("evaluate_every", "deliver_every", "sync_every", mode="before")(_duration)
 
 
 class Evaluation(_Model):

@@ -29,7 +29,7 @@ from playbookd.errors import DependencyError, PlaybookdError, ValidationError
 from playbookd.service import cycle, http, logs
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
-from playbookd.service.scheduler import CONTROL, DELIVERY, Scheduler
+from playbookd.service.scheduler import CONTROL, DELIVERY, WEBHOOKS, Scheduler
 from playbookd.store.database import connect, transaction, utcnow
 from playbookd.store.leases import WORKER
 
@@ -97,6 +97,9 @@ class Daemon:
 
     def deliver(self) -> None:
         self._guard("deliver", lambda: cycle.deliver_due(self.runtime, self.engine, self.stop))
+
+    def post_webhooks(self) -> None:
+        """Beside delivery, not after it: a slow receiver never holds up email."""
         self._guard("webhooks", lambda: cycle.post_webhooks(self.runtime, self.engine, self.stop))
 
     def _guard(self, what: str, job: object) -> None:
@@ -115,10 +118,11 @@ class Daemon:
         self.scheduler.every("cycle", config.scheduler.evaluate_every, self.evaluate,
                              first_in=config.scheduler.evaluate_every)
         for source in config.sources:
-            if source.every is not None:
-                self.scheduler.every(f"sync:{source.name}", source.every,
-                                     functools.partial(self.sync_source, source.name), first_in=source.every)
+            every = source.every or config.scheduler.sync_every
+            self.scheduler.every(f"sync:{source.name}", every, functools.partial(self.sync_source, source.name),
+                                 first_in=every)
         self.scheduler.every("deliver", config.scheduler.deliver_every, self.deliver, executor=DELIVERY)
+        self.scheduler.every("webhooks", config.scheduler.deliver_every, self.post_webhooks, executor=WEBHOOKS)
         every = config.scheduler.deliver_every
         self.scheduler.every("events", every, self.react, first_in=every)
         self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
@@ -144,10 +148,11 @@ class Daemon:
             log.error("reload refused: %s; still running the previous set", exc)
             return
         self.runtime = fresh
+        names = {f"sync:{source.name}" for source in config.sources}
         for job in self.scheduler.jobs():
-            if job.startswith("sync:"):
+            if job.startswith("sync:") and job not in names:
                 self.scheduler.remove(job)
-        self.schedule()
+        self.schedule()  # jobs whose interval did not change keep their next run
         log.info("reloaded", extra={"playbooks": len(fresh.playbooks)})
 
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:

@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-WORK, DELIVERY, CONTROL = "work", "delivery", "control"
+WORK, DELIVERY, WEBHOOKS, CONTROL = "work", "delivery", "webhooks", "control"
 
 
 class Scheduler:
-    """Sync and evaluation run one at a time on `work`; delivery beside them; `control` (leadership) is never
-    stuck behind either."""
+    """Sync and evaluation run one at a time on `work`; email delivery and webhooks each beside them;
+    `control` (leadership) is never stuck behind any of them."""
 
     def __init__(self) -> None:
         self._scheduler = BackgroundScheduler(
-            executors={WORK: ThreadPoolExecutor(1), DELIVERY: ThreadPoolExecutor(1), CONTROL: ThreadPoolExecutor(1)},
+            executors={name: ThreadPoolExecutor(1) for name in (WORK, DELIVERY, WEBHOOKS, CONTROL)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -29,9 +29,15 @@ class Scheduler:
 
     def every(self, name: str, interval: timedelta, func: Callable[[], None], executor: str = WORK,
               first_in: timedelta = timedelta(0)) -> None:
-        self._scheduler.add_job(func, "interval", seconds=max(interval.total_seconds(), 1), id=name,
-                                name=name, executor=executor, replace_existing=True,
-                                next_run_time=datetime.now(UTC) + first_in)
+        """Run `func` every `interval`, first after `first_in`. Scheduling a job again with the same
+        interval (a reload) keeps its next run: a SIGHUP must not push the next evaluation away."""
+        seconds = max(interval.total_seconds(), 1)
+        job = self._scheduler.get_job(name)
+        if job is not None and job.trigger.interval.total_seconds() == seconds:
+            job.modify(func=func)
+            return
+        self._scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name, executor=executor,
+                                replace_existing=True, next_run_time=datetime.now(UTC) + first_in)
 
     def once(self, name: str, func: Callable[[], None], executor: str = WORK) -> None:
         self._scheduler.add_job(func, "date", id=name, name=name, executor=executor, replace_existing=True,
@@ -52,6 +58,14 @@ class Scheduler:
 
     def jobs(self) -> list[str]:
         return [job.id for job in self._scheduler.get_jobs()]
+
+    def next_run(self, name: str) -> datetime | None:
+        job = self._scheduler.get_job(name)
+        return None if job is None else job.next_run_time
+
+    def interval(self, name: str) -> timedelta | None:
+        job = self._scheduler.get_job(name)
+        return None if job is None else job.trigger.interval
 
     def start(self) -> None:
         self._scheduler.start()

@@ -1,0 +1,55 @@
+"""The daemon's timetable, in process: which jobs run how often, and what a reload keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cli_helpers import edit_config
+
+from playbookd.service.daemon import Daemon
+
+HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
+
+
+@pytest.fixture
+def daemon(make: Any) -> Iterator[Daemon]:
+    project = make({"hello": HELLO}, scheduler={"sync_every": "2h"})
+    daemon = Daemon(project.path / "config.yaml", project.runtime, project.engine)
+    daemon.scheduler.start()
+    daemon.schedule()
+    yield daemon
+    daemon.scheduler.shutdown(wait=True)
+
+
+def test_every_source_is_synced_on_a_timer(daemon: Daemon) -> None:
+    sources = daemon.runtime.config.sources
+    assert [s.every for s in sources] == [None, None]  # neither names its own interval
+    assert {daemon.scheduler.interval(f"sync:{s.name}") for s in sources} == {timedelta(hours=2)}
+
+
+def test_webhooks_have_their_own_job_beside_delivery(daemon: Daemon) -> None:
+    every = daemon.runtime.config.scheduler.deliver_every
+    assert daemon.scheduler.interval("webhooks") == every == daemon.scheduler.interval("deliver")
+
+
+def test_a_reload_keeps_every_timer_whose_interval_did_not_change(daemon: Daemon) -> None:
+    # the evaluation and the syncs: jobs that cannot run (and move their own timer) during the test
+    slow = [name for name in daemon.scheduler.jobs() if daemon.scheduler.interval(name) >= timedelta(minutes=15)]
+    assert "cycle" in slow and len(slow) == 3
+    before = {name: daemon.scheduler.next_run(name) for name in slow}
+    daemon.reload()
+    assert {name: daemon.scheduler.next_run(name) for name in slow} == before
+
+
+def test_a_reload_reschedules_a_changed_interval_and_drops_a_removed_source(daemon: Daemon) -> None:
+    project = daemon.config_path.parent  # type: ignore[union-attr]
+    name = daemon.runtime.config.sources[1].name
+    edit_config(project, scheduler={"sync_every": "2h", "evaluate_every": "5m"},
+                sources=[{**daemon.runtime.config.sources[0].model_dump(mode="json", exclude_none=True,
+                                                                         by_alias=True)}])
+    daemon.reload()
+    assert daemon.scheduler.interval("cycle") == timedelta(minutes=5)
+    assert f"sync:{name}" not in daemon.scheduler.jobs()
