@@ -171,10 +171,17 @@ class Pacer:
 
 
 async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Exception | None:
+    """The outcome of one attempt, recorded on its row: one bad message never blocks those behind it."""
     try:
-        await transport.send(build_message(outgoing(runtime, row)))
+        message = build_message(outgoing(runtime, row))
+    except Exception as exc:  # nothing went out: this message can never be built, so it fails
+        return PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}")
+    try:
+        await transport.send(message)
     except (TemporaryFailure, PermanentFailure, UncertainDelivery) as exc:
         return exc
+    except Exception as exc:  # the transport broke in a way it does not classify: it may have gone out
+        return UncertainDelivery(f"{type(exc).__name__}: {exc}")
     return None
 
 

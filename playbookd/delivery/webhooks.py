@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class Refused(WebhookError):
 
 
 def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
         "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": f"playbookd/{__version__}"})
     try:
@@ -104,6 +108,8 @@ def _attempt(row: Row[Any]) -> Exception | None:
         post(row.url, row.body, row.key)
     except (Retry, Refused) as exc:
         return exc
+    except Exception as exc:  # recorded on this row, so one bad webhook never blocks those behind it
+        return Refused(f"{type(exc).__name__}: {exc}")
     return None
 
 

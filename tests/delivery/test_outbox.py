@@ -112,3 +112,16 @@ def test_no_two_playbooks_send_to_one_contact_in_one_batch_past_the_cap(make: An
                    delivery={"frequency_cap": {"max": 1, "per": "1d"}})
     project.run(T0)
     assert sorted(r.state for r in project.rows(outbox)) == ["queued", "sent"]
+
+
+def test_a_message_that_cannot_be_built_fails_alone(make: Any, db_url: str) -> None:
+    accounts = (ACCOUNTS + "ACC-2,Bay\u2028Line,5000,active,basic,adopted,maria@acme.example\n"
+                "ACC-3,Cove Co,5000,active,basic,adopted,maria@acme.example\n")
+    contacts = ("account_id,email,first_name,role,status,is_primary\nACC-1,ana@harbor.example,Ana,admin,active,true\n"
+                "ACC-2,bo@bay.example,Bo,admin,active,true\nACC-3,cy@cove.example,Cy,admin,active,true\n")
+    project = make({"hello": playbook("hello", 0)}, accounts_csv=accounts, contacts_csv=contacts, database=db_url)
+    project.run(T0)
+    rows = {r.account_id: r for r in project.rows(outbox)}
+    assert {a: r.state for a, r in rows.items()} == {"ACC-1": "sent", "ACC-2": "failed", "ACC-3": "sent"}
+    assert rows["ACC-2"].last_error.startswith("message cannot be built: ")
+    assert ("hello", "rejected") in reasons(project, "failed")

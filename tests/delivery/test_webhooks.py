@@ -111,3 +111,16 @@ def test_unreachable_receiver_gives_up_after_max_age(engine: Engine) -> None:
     assert webhooks.post_due(engine, timedelta(hours=1), clock=lambda: later).failed == 1
     assert row(engine).state == "failed"
     assert audit_events(engine)[-1] == (webhooks.WEBHOOK_FAILED, "expired")
+
+
+@pytest.mark.parametrize("url", ["/notify", "ftp://example.test/hook", "http:///hook", "not a url"])
+def test_a_bad_url_fails_its_own_webhook_and_the_next_one_is_posted(engine: Engine, receiver: Receiver,
+                                                                    url: str) -> None:
+    queue(engine, url, key="1:0")  # e.g. "${NOTIFY_BASE}/notify" with the variable unset
+    queue(engine, receiver.url, key="2:0")
+    report = webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW)
+    assert (report.failed, report.sent) == (1, 1)
+    with engine.connect() as conn:
+        rows = {r.key: r for r in conn.execute(select(table))}
+    assert rows["1:0"].state == "failed" and url in rows["1:0"].last_error
+    assert rows["2:0"].state == "sent" and len(receiver.requests) == 1
