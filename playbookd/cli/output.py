@@ -20,6 +20,7 @@ from playbookd.service.cycle import CycleReport
 from playbookd.store import audit, state
 from playbookd.store.database import aware
 from playbookd.store.schema import accounts, contacts, enrollments, outbox, suppressions, tasks
+from playbookd.store.schema import audit as audit_table
 from playbookd.sync.run import SyncReport
 
 
@@ -70,6 +71,10 @@ def echo_cycle(report: CycleReport) -> None:
     hooks = report.webhooks
     if hooks.sent or hooks.retried or hooks.failed:
         click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}")
+    if report.failed_accounts:
+        click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
+    if report.errors:
+        raise UserError("the cycle ran, but " + "; ".join(report.errors))
     if not report.ok:
         raise UserError("the cycle ran, but sync rejected some rows (see above)")
 
@@ -99,7 +104,18 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "open_tasks": _scalar(engine, select(func.count()).select_from(tasks).where(tasks.c.state == "open")),
         "suppressed": _scalar(engine, select(func.count()).select_from(suppressions)),
         "last_cycle": state.get(engine, "last_cycle"), "last_evaluation": state.get(engine, "last_evaluation"),
+        "evaluation_failures": _evaluation_failures(engine),
     }
+
+
+def _evaluation_failures(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
+    """The accounts the rules engine could not evaluate in the latest evaluation that failed on any."""
+    failed = audit_table.c.event == audit.EVALUATION_FAILED
+    with engine.connect() as conn:
+        latest = select(func.max(audit_table.c.at)).where(failed).scalar_subquery()
+        rows = conn.execute(select(audit_table.c.at, audit_table.c.account_id, audit_table.c.detail)
+                            .where(failed, audit_table.c.at == latest).order_by(audit_table.c.id).limit(limit))
+        return [{"at": aware(r.at), "account": r.account_id, "error": (r.detail or {}).get("error")} for r in rows]
 
 
 def echo_status(engine: Engine, fmt: str) -> None:
@@ -113,6 +129,9 @@ def echo_status(engine: Engine, fmt: str) -> None:
     click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
     last = data["last_cycle"] or {}
     click.echo(f"last cycle: {last.get('at', 'never')}")
+    if data["evaluation_failures"]:
+        click.echo("\nAccounts the rules engine could not evaluate, in its latest evaluation that failed on any:")
+        table(("AT", "ACCOUNT", "ERROR"), [tuple(map(str, f.values())) for f in data["evaluation_failures"]])
     if data["unknown_messages"]:
         click.echo("\nNeeds a decision (delivery was cut off; may or may not have been sent):")
         table(("ID", "TO", "PLAYBOOK", "ACCOUNT", "ERROR"), [tuple(m.values()) for m in data["unknown_messages"]])

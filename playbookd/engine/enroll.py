@@ -6,13 +6,14 @@ enrollments), so both always agree on who would enter what.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.engine.rules import RuleEngine
@@ -24,7 +25,10 @@ from playbookd.store import audit
 from playbookd.store.accounts import get_account, iter_accounts, load_account_types
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
+from playbookd.store.schema import audit as audit_table
 from playbookd.store.schema import enrollments, events
+
+log = logging.getLogger("playbookd.engine")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def _eligible(conn: Connection, chunk: list[Candidate], now: datetime) -> list[C
 
 
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
-             id_range: tuple[str | None, str | None] | None) -> Iterator[Candidate]:
+             id_range: tuple[str | None, str | None] | None, audited: bool) -> Iterator[Candidate]:
     playbooks = [p for p in runtime.active if p.event is None]
     if not playbooks:
         return
@@ -120,6 +124,27 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
             for pid in sorted(matched):
                 yield Candidate(by_id[pid], account_id, segment)
             _trim(segments)
+        if audited:
+            record_failures(engine, rules.failures, now)
+
+
+def record_failures(engine: Engine, failures: Sequence[tuple[str, str]], now: datetime) -> None:
+    """Accounts the rules engine could not evaluate: logged and audited one by one, never dropped."""
+    for account_id, why in failures:
+        log.error("the rules engine could not evaluate account %s: %s", account_id, why,
+                  extra={"account": account_id})
+    if failures:
+        with transaction(engine) as conn:
+            audit.record_many(conn, [{"event": audit.EVALUATION_FAILED, "account_id": account_id,
+                                      "reason": "rules_engine", "detail": {"error": why}, "at": now}
+                                     for account_id, why in failures])
+
+
+def failed_accounts(engine: Engine, at: datetime) -> int:
+    """How many accounts the evaluation at `at` could not evaluate."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_table).where(
+            audit_table.c.event == audit.EVALUATION_FAILED, audit_table.c.at == at)).scalar_one())
 
 
 def _trim(segments: dict[str, str], keep: int = 100_000) -> None:
@@ -129,9 +154,10 @@ def _trim(segments: dict[str, str], keep: int = 100_000) -> None:
 
 
 def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
-               id_range: tuple[str | None, str | None] | None = None) -> Iterator[Candidate]:
-    """Accounts that would enter a state-triggered playbook at `now`, eligibility applied."""
-    for chunk in chunked(_matches(runtime, engine, now, workers, id_range)):
+               id_range: tuple[str | None, str | None] | None = None, audited: bool = False) -> Iterator[Candidate]:
+    """Accounts that would enter a state-triggered playbook at `now`, eligibility applied; `audited`
+    records the accounts the rules engine failed on (evaluation does, simulate changes nothing)."""
+    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited)):
         with engine.connect() as conn:
             yield from _eligible(conn, chunk, now)
 
@@ -154,7 +180,7 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
                    id_range: tuple[str | None, str | None] | None = None, workers: int | None = None) -> int:
     """Enroll eligible accounts of `id_range` in state-triggered playbooks; returns enrollments made."""
     total = 0
-    for chunk in chunked(candidates(runtime, engine, now, workers, id_range)):
+    for chunk in chunked(candidates(runtime, engine, now, workers, id_range, audited=True)):
         with transaction(engine) as conn:
             total += enroll(conn, chunk, now)
     return total
@@ -194,6 +220,8 @@ def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
             for key, matched in rules.match(keyed, now):
                 eid, record = records[key]
                 found += [Candidate(by_id[p], record["id"], record["segment"], eid) for p in sorted(matched)]
+            record_failures(engine, [(records[key][1]["id"], f"event {records[key][0]}: {why}")
+                                     for key, why in rules.failures], now)
     with engine.connect() as conn:
         yield [eid for eid, _ in pending], _eligible(conn, found, now)
 

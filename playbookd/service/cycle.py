@@ -33,10 +33,12 @@ class CycleReport:
     delivery: outbox.DeliveryReport = field(default_factory=outbox.DeliveryReport)
     webhooks: webhooks.WebhookReport = field(default_factory=webhooks.WebhookReport)
     seconds: float = 0.0
+    failed_accounts: int = 0  # accounts the rules engine could not evaluate
+    errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
 
     @property
     def ok(self) -> bool:
-        return self.sync is None or self.sync.ok
+        return not self.errors and (self.sync is None or self.sync.ok)
 
 
 def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None,
@@ -54,6 +56,11 @@ def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
         report.enrolled = enroll.evaluate(runtime, engine, now)
         report.advanced = advance(runtime, engine, now)
+    report.failed_accounts = enroll.failed_accounts(engine, now)
+    allowed = runtime.config.evaluation.max_failed_accounts
+    if report.failed_accounts > allowed:
+        report.errors.append(f"the rules engine could not evaluate {report.failed_accounts} account(s), more than "
+                             f"evaluation.max_failed_accounts ({allowed}); `playbookd history` has each one's error")
     metrics.EVALUATIONS.inc()
     metrics.ENROLLED.inc(report.enrolled)
     log.info("evaluated", extra={"enrolled": report.enrolled, "advanced": report.advanced})

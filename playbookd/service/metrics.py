@@ -13,13 +13,14 @@ from email.message import EmailMessage
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.delivery.transports import Transport
-from playbookd.store.schema import accounts, enrollments, outbox, suppressions, tasks
+from playbookd.store.audit import EVALUATION_FAILED
+from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 SEND_SECONDS = Histogram("playbookd_send_seconds", "Time to hand one email to the transport",
@@ -42,6 +43,12 @@ def _count(engine: Engine, table: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
+def _failed_evaluations(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit)
+                                .where(audit.c.event == EVALUATION_FAILED)).scalar_one())
+
+
 class StoreCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -49,7 +56,7 @@ class StoreCollector(Collector):
     def describe(self) -> list[Any]:
         return []  # values come from the database at scrape time only
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield self._labelled("playbookd_accounts", "Accounts in the store by segment", "segment", accounts.c.segment)
         yield self._labelled("playbookd_enrollments", "Enrollments by state", "state", enrollments.c.state)
         yield self._labelled("playbookd_emails", "Outbox messages by state", "state", outbox.c.state)
@@ -59,6 +66,8 @@ class StoreCollector(Collector):
         yield open_tasks
         yield GaugeMetricFamily("playbookd_suppressed", "Suppressed (address, category) pairs",
                                 value=_count(self.engine, suppressions))
+        yield CounterMetricFamily("playbookd_evaluation_failures", "Accounts the rules engine could not "
+                                  "evaluate, every replica together", value=_failed_evaluations(self.engine))
 
     def _labelled(self, name: str, doc: str, label: str, column: Any) -> GaugeMetricFamily:
         family = GaugeMetricFamily(name, doc, labels=[label])

@@ -18,6 +18,7 @@ ENTERED, STEP_DONE, STEP_SKIPPED, EXITED, COMPLETED = (
 )
 QUEUED, SENT, FAILED, DEFERRED, UNKNOWN = "queued", "sent", "failed", "deferred", "unknown"
 GOAL_MET, SYNCED = "goal_met", "synced"
+EVALUATION_FAILED = "evaluation_failed"  # the rules engine could not evaluate the account
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Entry:
                                           ("step", self.step), ("contact", self.contact)) if v is not None]
         if self.reason:
             parts.append(f"reason={self.reason}")
+        if isinstance(self.detail, dict) and self.detail.get("error"):
+            parts.append(f"error={self.detail['error']!r}")  # the full text: a reason code alone says too little
         return "  ".join(parts)
 
 
