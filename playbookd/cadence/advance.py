@@ -6,21 +6,27 @@ Every decision is audited with its reason.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
-from playbookd.cadence.steps import run_step
+from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.delivery.unsubscribe import resolve_secret
+from playbookd.errors import UserError
 from playbookd.model import evaluation
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction
+from playbookd.store.schema import audit as audit_table
 from playbookd.store.schema import enrollments, events
+
+log = logging.getLogger("playbookd.cadence")
 
 
 def _exit_reason(ctx: StepContext) -> str | None:
@@ -39,6 +45,16 @@ def _end(conn: Connection, enrollment: Row[Any], state: str, step: int, reason: 
 
 def _finish(ctx: StepContext, state: str, step: int, reason: str | None) -> None:
     _end(ctx.conn, ctx.enrollment, state, step, reason, ctx.now)
+
+
+def _fail(ctx: StepContext, step: int, error: str) -> None:
+    """Stop at the step that could not run, keeping the enrollment's place (and its hold on the
+    account) until `playbookd enrollments retry` runs the step again."""
+    ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id).values(
+        state="failed", step=step, next_due_at=None, reason=error))
+    ctx.log(audit.STEP_FAILED, step, "step_failed", detail={"error": error})
+    log.error("enrollment %s (%s, %s) failed: %s", ctx.enrollment.id, ctx.playbook.id, ctx.account["id"], error,
+              extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
 
 
 def _check_goal(ctx: StepContext) -> None:
@@ -63,7 +79,10 @@ def advance_one(ctx: StepContext) -> None:
         reason = _exit_reason(ctx)
         if reason:
             return _finish(ctx, "exited", index, reason)
-        due = run_step(ctx, index, ctx.playbook.steps[index])
+        try:
+            due = run_step(ctx, index, ctx.playbook.steps[index])
+        except StepFailed as exc:
+            return _fail(ctx, index, str(exc))
         index += 1
         if due is not None:
             ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)
@@ -123,3 +142,30 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
             _advance_id(runtime, engine, enrollment_id, now, types)
         done += len(ids)
         last = ids[-1]
+
+
+def retry(engine: Engine, ids: Sequence[int], playbook_id: str | None, now: datetime) -> int:
+    """Run failed enrollments again from the step that failed (after the template or URL is fixed)."""
+    with transaction(engine) as conn:
+        query = select(enrollments.c.id, enrollments.c.state, enrollments.c.account_id,
+                       enrollments.c.playbook_id, enrollments.c.step)
+        query = query.where(enrollments.c.id.in_(list(ids))) if ids else query.where(
+            enrollments.c.playbook_id == playbook_id, enrollments.c.state == "failed")
+        rows = {r.id: r for r in conn.execute(query)}
+        problems = [f"enrollment {i}: no such enrollment" for i in ids if i not in rows]
+        problems += [f"enrollment {r.id}: is {r.state}, not failed" for r in rows.values() if r.state != "failed"]
+        if problems:
+            raise UserError("; ".join(problems))
+        if rows:
+            conn.execute(update(enrollments).where(enrollments.c.id.in_(list(rows))).values(
+                state="active", next_due_at=now, reason=None))
+        audit.record_many(conn, [{"event": audit.RETRIED, "account_id": r.account_id, "playbook_id": r.playbook_id,
+                                  "enrollment_id": r.id, "step": r.step, "at": now} for r in rows.values()])
+    return len(rows)
+
+
+def failed_steps(engine: Engine, at: datetime) -> int:
+    """How many enrollments stopped at a step that could not run at `at`."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_table).where(
+            audit_table.c.event == audit.STEP_FAILED, audit_table.c.at == at)).scalar_one())

@@ -9,14 +9,27 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from playbookd.cadence.context import StepContext
 from playbookd.config.settings import expand_env
 from playbookd.delivery.message import make_message_id
 from playbookd.delivery.recipients import Contact, eligible, load_contacts
 from playbookd.delivery.unsubscribe import sign, unsubscribe_url
-from playbookd.errors import UserError
-from playbookd.model.steps import EmailStep, SetStep, Step, TaskStep, Variant, WaitStep, WebhookStep, pick_variant
+from playbookd.errors import PlaybookdError, UserError
+from playbookd.model.steps import (
+    EmailStep,
+    SetStep,
+    Step,
+    TaskStep,
+    Variant,
+    WaitStep,
+    WebhookStep,
+    pick_variant,
+    step_kind,
+)
 from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
@@ -58,10 +71,7 @@ def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
         return
     variant = pick_variant(step.variants, ctx.playbook.id, ctx.account["id"])
     for contact in ok:
-        try:
-            _queue_email(ctx, index, step, contact, variant)
-        except UserError as exc:
-            ctx.log(audit.STEP_SKIPPED, index, "template_error", contact=contact.email, detail={"error": str(exc)})
+        _queue_email(ctx, index, step, contact, variant)
     ctx.log(audit.STEP_DONE, index, detail={"action": "email", "recipients": len(ok)})
 
 
@@ -89,9 +99,9 @@ def _render_body(ctx: StepContext, body: Any, context: dict[str, Any]) -> Any:
 
 def run_webhook(ctx: StepContext, index: int, step: WebhookStep) -> None:
     url = expand_env(step.url)
-    if not url:
-        ctx.log(audit.STEP_SKIPPED, index, "webhook_url_unset", detail={"url": step.url})
-        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"webhook URL {step.url!r} expands to {url!r}, not an http(s) URL (is a variable unset?)")
     context = ctx.context(None, "")
     insert_ignore(ctx.conn, webhooks, [{
         "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
@@ -106,16 +116,23 @@ def run_set(ctx: StepContext, index: int, step: SetStep) -> None:
     ctx.log(audit.STEP_DONE, index, detail={"action": "set", "values": dict(step.values)})
 
 
+class StepFailed(PlaybookdError):
+    """A step could not run on this account (a template error, a webhook URL that is not one):
+    its enrollment stops in `failed` with this text until an operator retries it."""
+
+
 def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
     """Run one step; returns when the enrollment is next due if the step is a wait."""
     if isinstance(step, WaitStep):
         return ctx.now + timedelta(seconds=step.seconds)
     runner: Any = {EmailStep: run_email, TaskStep: run_task, WebhookStep: run_webhook, SetStep: run_set}[type(step)]
     try:
-        # A savepoint: a step that fails on this account's data leaves nothing half-written, is
-        # recorded, and does not hold up the rest of the cadence or other accounts.
+        # A savepoint: a step that fails on this account's data leaves nothing half-written and
+        # does not hold up other accounts.
         with ctx.conn.begin_nested():
             runner(ctx, index, step)
-    except UserError as exc:
-        ctx.log(audit.STEP_SKIPPED, index, "step_error", detail={"error": str(exc)})
+    except SQLAlchemyError:
+        raise  # the store's problem, not this account's: the whole transaction is retried later
+    except Exception as exc:
+        raise StepFailed(f"{step_kind(step)} step {index + 1}: {exc}") from exc
     return None

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from playbookd import runtime
+from playbookd.cadence.advance import retry
 from playbookd.cli import actions, output
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.errors import PlaybookdError
@@ -241,6 +242,23 @@ def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
 def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
     """Give up on messages for good."""
     click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+
+
+@cli.group("enrollments")
+def enrollments_group() -> None:
+    """Enrollments: run failed ones again once the cause is fixed."""
+
+
+@enrollments_group.command("retry")
+@config_option
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--playbook", help="Every failed enrollment of this playbook.")
+def enrollments_retry(config_path: Path, ids: tuple[int, ...], playbook: str | None) -> None:
+    """Run failed enrollments again from the step that failed, at the next cycle."""
+    if bool(ids) == bool(playbook):
+        raise click.UsageError("give enrollment IDs or --playbook, not both")
+    count = retry(connect(_config(config_path).database), ids, playbook, utcnow())
+    click.echo(f"retrying {count} enrollment(s)")
 
 
 @cli.group()

@@ -73,6 +73,8 @@ def echo_cycle(report: CycleReport) -> None:
         click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}")
     if report.failed_accounts:
         click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
+    if report.failed_steps:
+        click.echo(f"cadences: {report.failed_steps} enrollment(s) failed at a step")
     if report.errors:
         raise UserError("the cycle ran, but " + "; ".join(report.errors))
     if not report.ok:
@@ -105,7 +107,17 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "suppressed": _scalar(engine, select(func.count()).select_from(suppressions)),
         "last_cycle": state.get(engine, "last_cycle"), "last_evaluation": state.get(engine, "last_evaluation"),
         "evaluation_failures": _evaluation_failures(engine),
+        "failed_enrollments": _failed_enrollments(engine),
     }
+
+
+def _failed_enrollments(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id,
+                                   enrollments.c.step, enrollments.c.reason)
+                            .where(enrollments.c.state == "failed").order_by(enrollments.c.id).limit(limit))
+        return [{"id": r.id, "playbook": r.playbook_id, "account": r.account_id, "step": r.step + 1,
+                 "error": r.reason} for r in rows]
 
 
 def _evaluation_failures(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
@@ -129,6 +141,10 @@ def echo_status(engine: Engine, fmt: str) -> None:
     click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
     last = data["last_cycle"] or {}
     click.echo(f"last cycle: {last.get('at', 'never')}")
+    if data["failed_enrollments"]:
+        click.echo("\nEnrollments stopped at a step that could not run (fix, then `playbookd enrollments retry`):")
+        table(("ID", "PLAYBOOK", "ACCOUNT", "STEP", "ERROR"), [tuple(map(str, f.values()))
+                                                               for f in data["failed_enrollments"]])
     if data["evaluation_failures"]:
         click.echo("\nAccounts the rules engine could not evaluate, in its latest evaluation that failed on any:")
         table(("AT", "ACCOUNT", "ERROR"), [tuple(map(str, f.values())) for f in data["evaluation_failures"]])

@@ -81,7 +81,8 @@ def _history(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, s
             active, last = found.get(key, (False, aware(row.entered_at)))
             entered = aware(row.entered_at)
             assert entered is not None and last is not None
-            found[key] = (active or row.state == "active", max(last, entered))
+            # a failed enrollment keeps its place until retried: no second one alongside it
+            found[key] = (active or row.state in ("active", "failed"), max(last, entered))
     return found
 
 

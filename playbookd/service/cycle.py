@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from playbookd.cadence.advance import advance
+from playbookd.cadence.advance import advance, failed_steps
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.transports import make_transport
 from playbookd.engine import enroll, ranges
@@ -34,6 +34,7 @@ class CycleReport:
     webhooks: webhooks.WebhookReport = field(default_factory=webhooks.WebhookReport)
     seconds: float = 0.0
     failed_accounts: int = 0  # accounts the rules engine could not evaluate
+    failed_steps: int = 0  # enrollments stopped at a step that could not run
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
 
     @property
@@ -57,6 +58,10 @@ def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report
         report.enrolled = enroll.evaluate(runtime, engine, now)
         report.advanced = advance(runtime, engine, now)
     report.failed_accounts = enroll.failed_accounts(engine, now)
+    report.failed_steps = failed_steps(engine, now)
+    if report.failed_steps:
+        report.errors.append(f"{report.failed_steps} enrollment(s) stopped at a step that could not run; "
+                             "`playbookd status` shows each error, `playbookd enrollments retry` runs them again")
     allowed = runtime.config.evaluation.max_failed_accounts
     if report.failed_accounts > allowed:
         report.errors.append(f"the rules engine could not evaluate {report.failed_accounts} account(s), more than "

@@ -19,6 +19,8 @@ ENTERED, STEP_DONE, STEP_SKIPPED, EXITED, COMPLETED = (
 QUEUED, SENT, FAILED, DEFERRED, UNKNOWN = "queued", "sent", "failed", "deferred", "unknown"
 GOAL_MET, SYNCED = "goal_met", "synced"
 EVALUATION_FAILED = "evaluation_failed"  # the rules engine could not evaluate the account
+STEP_FAILED = "step_failed"  # a step could not run; its enrollment waits in `failed` for a retry
+RETRIED = "retried"  # an operator ran a failed enrollment again
 
 
 @dataclass(frozen=True)
