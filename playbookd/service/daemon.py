@@ -35,6 +35,7 @@ from playbookd.store.leases import WORKER
 
 log = logging.getLogger("playbookd.daemon")
 LEAD_EVERY = timedelta(seconds=5)  # a replica takes over within this of the leader's death
+FAILING_RUNS = 3  # consecutive failed runs of a job before /healthz answers 503
 CANCELLED = 130  # like an interrupted shell command; 1 means a configuration error
 
 
@@ -49,6 +50,7 @@ class Daemon:
     signals: int = 0
     notifier: Notifier = field(default_factory=Notifier)
     leader: bool = False
+    failures: dict[str, list[str]] = field(default_factory=dict)  # job -> errors of its consecutive failed runs
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.engine)
@@ -110,8 +112,21 @@ class Daemon:
             job()  # type: ignore[operator]
         except PlaybookdError as exc:
             log.error("%s failed: %s", what, exc)
-        except Exception:
+            self._failed(what, str(exc))
+        except Exception as exc:
             log.exception("%s failed unexpectedly", what)
+            self._failed(what, f"{type(exc).__name__}: {exc}")
+        else:
+            self.failures.pop(what, None)
+
+    def _failed(self, what: str, error: str) -> None:
+        errors = self.failures.setdefault(what, [])
+        errors.append(error)
+        del errors[:-FAILING_RUNS]  # only the latest runs matter
+
+    def failing(self) -> dict[str, str]:
+        """Jobs that failed their last FAILING_RUNS runs, with the last error: what /healthz reports."""
+        return {job: errors[-1] for job, errors in list(self.failures.items()) if len(errors) >= FAILING_RUNS}
 
     def schedule(self) -> None:
         config = self.runtime.config
@@ -171,7 +186,7 @@ class Daemon:
         config = self.runtime.config
         with transaction(self.engine) as conn:
             secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
-        site = http.Site(self.engine, secret, config.company.name, lambda: http.health(self.engine),
+        site = http.Site(self.engine, secret, config.company.name, lambda: http.health(self.engine, self.failing()),
                         config.http.events_token, lambda: self.scheduler.nudge("events"))
         try:
             server = http.Server(config.http.listen, site)

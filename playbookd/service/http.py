@@ -13,9 +13,10 @@ import html
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -145,7 +146,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         try:
-            report, status = self.server.site.healthy(), 200
+            report = self.server.site.healthy()
+            status = 200 if report["status"] == "ok" else 503
         except SQLAlchemyError as exc:
             report, status = {"status": "unavailable", "error": type(exc).__name__}, 503
         self._send(status, "application/json", json.dumps(report, default=str).encode())
@@ -179,10 +181,11 @@ class Server(ThreadingHTTPServer):
         return thread
 
 
-def health(engine: Engine) -> dict[str, Any]:
-    """Raises SQLAlchemyError when the store is unreachable (the check then answers 503)."""
+def health(engine: Engine, failing: Mapping[str, str] = MappingProxyType({})) -> dict[str, Any]:
+    """`failing`: jobs that failed their last runs, with the last error. Raises SQLAlchemyError when
+    the store is unreachable; either way the check answers 503."""
     last = state.get(engine, "last_cycle") or {}
     at = last.get("at")
     age = (utcnow() - datetime.fromisoformat(at)).total_seconds() if at else None
-    return {"status": "ok", "database": "reachable", "last_cycle_at": at,
-            "last_cycle_age_seconds": None if age is None else round(age, 1)}
+    return {"status": "failing" if failing else "ok", "database": "reachable", "failing_jobs": dict(failing),
+            "last_cycle_at": at, "last_cycle_age_seconds": None if age is None else round(age, 1)}

@@ -64,5 +64,6 @@ def test_retry_refuses_what_is_not_a_failed_enrollment(project: Path) -> None:
         (done,) = conn.execute("SELECT id FROM enrollments WHERE state = 'completed' LIMIT 1").fetchone()
     result = playbookd("enrollments", "retry", str(done), "999999", cwd=project)
     assert result.returncode == 1
-    assert "enrollment 999999: no such enrollment" in result.stderr and f"enrollment {done}: is completed" in result.stderr
+    assert "enrollment 999999: no such enrollment" in result.stderr
+    assert f"enrollment {done}: is completed" in result.stderr
     assert playbookd("enrollments", "retry", cwd=project).returncode == 2

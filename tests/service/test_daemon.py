@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from cli_helpers import edit_config
+from smtp_server import free_port
 
+from playbookd.errors import PlaybookdError
 from playbookd.service.daemon import Daemon
 
 HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
@@ -16,7 +21,7 @@ HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {templ
 
 @pytest.fixture
 def daemon(make: Any) -> Iterator[Daemon]:
-    project = make({"hello": HELLO}, scheduler={"sync_every": "2h"})
+    project = make({"hello": HELLO}, scheduler={"sync_every": "2h"}, http={"listen": f"127.0.0.1:{free_port()}"})
     daemon = Daemon(project.path / "config.yaml", project.runtime, project.engine)
     daemon.scheduler.start()
     daemon.schedule()
@@ -53,3 +58,28 @@ def test_a_reload_reschedules_a_changed_interval_and_drops_a_removed_source(daem
     daemon.reload()
     assert daemon.scheduler.interval("cycle") == timedelta(minutes=5)
     assert f"sync:{name}" not in daemon.scheduler.jobs()
+
+
+def test_health_turns_503_when_a_job_failed_its_last_three_runs(daemon: Daemon) -> None:
+    def broken() -> None:
+        raise PlaybookdError("SMTP server 127.0.0.1:25 refused the connection")
+
+    for _ in range(2):
+        daemon._guard("deliver", broken)
+    assert daemon.failing() == {}
+    daemon._guard("deliver", broken)
+    site = daemon.listen()
+    try:
+        url = f"http://{daemon.runtime.config.http.listen}/healthz"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 503
+        report = json.loads(refused.value.read())
+        assert report["status"] == "failing"
+        assert report["failing_jobs"] == {"deliver": "SMTP server 127.0.0.1:25 refused the connection"}
+        daemon._guard("deliver", lambda: None)  # one good run clears it
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200 and json.loads(answer.read())["failing_jobs"] == {}
+    finally:
+        site.shutdown()
+        site.server_close()
