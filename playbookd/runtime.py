@@ -37,6 +37,7 @@ class Runtime:
     templates: Templates
     segments: tuple[tuple[str, Condition | None], ...]
     types: dict[str, str | None] = field(default_factory=dict)
+    exit_when: Condition | None = None  # config.yaml's project-wide exit
 
     def playbook(self, playbook_id: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.id == playbook_id), None)
@@ -87,12 +88,17 @@ def field_types(config: Config, engine: Engine | None) -> tuple[dict[str, str | 
     return types, problems
 
 
-def _segments(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[str, Condition | None]],
-                                                                     list[Problem]]:
+def _conditions(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[str, Condition | None]],
+                                                                       Condition | None, list[Problem]]:
+    """The segments' conditions and the project-wide exit_when, checked against the known fields."""
     doc, problems = load_yaml_file(config.path)
     result: list[tuple[str, Condition | None]] = []
     if doc is None:
-        return result, problems
+        return result, None, problems
+    exit_when = None
+    if config.exit_when is not None:
+        exit_when, errors = parse_condition(doc, ("exit_when",), FieldTypes(types))
+        problems += errors
     for index, segment in enumerate(config.segments):
         if segment.when is None:
             result.append((segment.name, None))
@@ -100,13 +106,13 @@ def _segments(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[
         cond, errors = parse_condition(doc, ("segments", index, "when"), FieldTypes(types))
         problems += errors
         result.append((segment.name, cond))
-    return result, problems
+    return result, exit_when, problems
 
 
 def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]]:
     """Load playbooks and templates for `config`; every problem is returned, none raised."""
     types, problems = field_types(config, engine)
-    segments, errors = _segments(config, types)
+    segments, exit_when, errors = _conditions(config, types)
     problems += errors
     _, store_roles = store_catalog(engine)
     ctx = Context(FieldTypes(types), tuple(config.segment_names), KNOWN_ROLES | store_roles)
@@ -119,7 +125,7 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
             required.setdefault(name, []).append(where)
     problems += templates.validate(required)
     problems += inline_problems(playbooks, templates, config, types)
-    runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types)
+    runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types, exit_when)
     return runtime, problems
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.delivery.unsubscribe import resolve_secret
+from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
 from playbookd.model import evaluation
 from playbookd.runtime import Runtime
@@ -30,10 +31,7 @@ log = logging.getLogger("playbookd.cadence")
 
 
 def _exit_reason(ctx: StepContext) -> str | None:
-    cond = ctx.playbook.exit_when
-    if cond is None or not evaluation.evaluate(cond, ctx.account, ctx.now, ctx.runtime.config.tz):
-        return None
-    return "exit_when matched"
+    return exit_reason(ctx.runtime, ctx.playbook, ctx.account, ctx.now)
 
 
 def _end(conn: Connection, enrollment: Row[Any], state: str, step: int, reason: str | None, now: datetime) -> None:
@@ -108,10 +106,10 @@ def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datet
             return
         playbook = runtime.playbook(row.playbook_id)
         if playbook is None or not playbook.enabled:
-            return _end(conn, row, "exited", row.step, "playbook removed or disabled", now)
+            return _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
         account = get_account(conn, row.account_id, types)
         if account is None:
-            return _end(conn, row, "exited", row.step, "account no longer in the store", now)
+            return _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
         advance_one(StepContext(runtime, conn, row, playbook, account, now, secret, _event(conn, row.event_id)))
     return None

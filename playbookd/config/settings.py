@@ -143,6 +143,8 @@ class Config(_Model):
     segments: list[Segment] = Field(default_factory=lambda: [Segment(name="default", when=None)],
                                     description="In order, first match wins; the last one without `when`")
     sources: list[Source] = Field(default_factory=list, description="Where accounts, contacts and events come from")
+    exit_when: dict[str, Any] | None = Field(None, description="Condition: an account that matches it leaves every "
+                                             "playbook and gets nothing more (e.g. churned)")
     delivery: Delivery = Field(default_factory=Delivery)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)

@@ -24,11 +24,13 @@ from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
+from playbookd.model import evaluation
 from playbookd.runtime import Runtime
 from playbookd.store import audit
+from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
-from playbookd.store.schema import contacts, outbox
+from playbookd.store.schema import contacts, enrollments, outbox
 
 MAX_RETRY_DELAY = timedelta(hours=6)
 
@@ -49,8 +51,10 @@ class DeliveryReport:
 
 
 def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
-    query = (select(outbox, contacts.c.timezone, contacts.c.status.label("contact_status"))
+    query = (select(outbox, contacts.c.timezone, contacts.c.status.label("contact_status"),
+                    enrollments.c.state.label("enrollment_state"))
              .join(contacts, contacts.c.id == outbox.c.contact_id, isouter=True)
+             .join(enrollments, enrollments.c.id == outbox.c.enrollment_id, isouter=True)
              .where(outbox.c.state == "queued", outbox.c.not_before <= now)
              .order_by(outbox.c.priority.desc(), outbox.c.not_before, outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
@@ -58,7 +62,25 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
     return list(conn.execute(query))
 
 
-def _skip_reason(conn: Connection, row: Row[Any]) -> str | None:
+def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: datetime) -> set[str]:
+    """Accounts of `rows` that match config.yaml's exit_when now: a churned account gets nothing
+    more from the moment a sync says so, even before the next evaluation ends its enrollments."""
+    if runtime.exit_when is None or not rows:
+        return set()
+    types = load_account_types(conn)
+    found = set()
+    for account_id in {row.account_id for row in rows}:
+        record = get_account(conn, account_id, types)
+        if record is not None and evaluation.evaluate(runtime.exit_when, record, now, runtime.config.tz):
+            found.add(account_id)
+    return found
+
+
+def _skip_reason(conn: Connection, row: Row[Any], exiting: set[str]) -> str | None:
+    if row.enrollment_state == "exited":
+        return "enrollment_exited"
+    if row.account_id in exiting:
+        return "account_exited"
     suppressed = suppressed_for(conn, [row.to_addr], row.category)
     if row.contact_status is not None and row.contact_status != "active":
         return "departed" if row.contact_status == "left" else f"contact_{row.contact_status}"
@@ -75,10 +97,11 @@ def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: d
                  detail={"outbox_id": row.id, "message_id": row.message_id, **detail})
 
 
-def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport) -> bool:
+def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport,
+          exiting: set[str]) -> bool:
     """Decide, inside the claiming transaction, whether `row` goes out now."""
     hold = None
-    reason = _skip_reason(conn, row)
+    reason = _skip_reason(conn, row, exiting)
     if reason is None:
         hold = holds.hold(runtime, conn, row, now)
         reason = "frequency_cap_deadline" if hold is not None and holds.cap_expired(runtime, row, hold) else None
@@ -191,7 +214,8 @@ def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryRepo
         rows = _due(conn, now, limit)
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
-        return [row for row in rows if _gate(runtime, conn, row, now, report)], bool(rows)
+        exiting = _exiting(runtime, conn, rows, now)
+        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting)], bool(rows)
 
 
 async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: threading.Event | None = None,

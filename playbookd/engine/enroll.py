@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.engine.exits import exit_matching
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import AccountRecord
-from playbookd.model.conditions import All, Condition, Leaf
+from playbookd.model.conditions import All, Condition, Leaf, Not
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
@@ -39,9 +40,9 @@ class Candidate:
     event_id: int | None = None
 
 
-def entry_condition(playbook: Playbook) -> Condition:
-    """Audience and trigger together: what the rules engine checks for a playbook."""
-    parts: list[Condition] = []
+def entry_condition(playbook: Playbook, project_exit: Condition | None = None) -> Condition:
+    """Audience and trigger together, and not the project-wide exit: what the rules engine checks."""
+    parts: list[Condition] = [] if project_exit is None else [Not(project_exit)]
     if playbook.segments is not None:
         parts.append(Leaf("segment", "in", tuple(playbook.segments)))
     if playbook.event is not None:
@@ -56,7 +57,7 @@ def worker_count(runtime: Runtime) -> int:
 
 
 def rule_engine(runtime: Runtime, playbooks: Sequence[Playbook], workers: int | None = None) -> RuleEngine:
-    rules = [(p.id, entry_condition(p)) for p in playbooks]
+    rules = [(p.id, entry_condition(p, runtime.exit_when)) for p in playbooks]
     count = worker_count(runtime) if workers is None else workers
     return RuleEngine(rules, runtime.config.tz, workers=count,
                       batch_size=runtime.config.evaluation.batch_size)
@@ -188,7 +189,8 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
 
 
 def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None) -> int:
-    """Every account, then pending events; returns enrollments made."""
+    """Exits first, then every account, then pending events; returns enrollments made."""
+    exit_matching(runtime, engine, now)
     return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
 
 

@@ -28,8 +28,10 @@ def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, 
     if row is None:
         return None
     due = aware(row.next_due_at)
+    finished = aware(row.finished_at)
     return {"state": row.state, "step": row.step, "next_due_at": due.isoformat() if due else None,
-            "entered_at": encode(aware(row.entered_at)), "reason": row.reason}
+            "entered_at": encode(aware(row.entered_at)), "finished_at": finished.isoformat() if finished else None,
+            "reason": row.reason}
 
 
 def _verdict(playbook: Playbook, record: AccountRecord, audience_ok: bool, trigger_ok: bool,

@@ -1,0 +1,94 @@
+"""Continuous exits: at every evaluation, an active enrollment whose account now matches its
+playbook's `exit_when` or config.yaml's project-wide `exit_when`, or has left the playbook's
+audience, exits at once, before any further step comes due.
+
+The reasons, as `history`, `explain` and `status` show them, are EXIT_REASONS.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from playbookd.model import evaluation
+from playbookd.model.account import AccountRecord
+from playbookd.model.steps import Playbook
+from playbookd.runtime import Runtime
+from playbookd.store import audit
+from playbookd.store.accounts import load_account_types, records_by_id
+from playbookd.store.chunks import CHUNK
+from playbookd.store.database import transaction
+from playbookd.store.schema import enrollments
+
+PROJECT_EXIT = "account matches config exit_when"
+PLAYBOOK_EXIT = "exit_when matched"
+LEFT_AUDIENCE = "left the audience"
+PLAYBOOK_GONE = "playbook removed or disabled"
+ACCOUNT_GONE = "account no longer in the store"
+EXIT_REASONS = (PROJECT_EXIT, PLAYBOOK_EXIT, LEFT_AUDIENCE, PLAYBOOK_GONE, ACCOUNT_GONE)
+
+
+def exit_reason(runtime: Runtime, playbook: Playbook, record: AccountRecord, now: datetime) -> str | None:
+    """Why an enrollment of `playbook` for this account must end now, else None."""
+    tz = runtime.config.tz
+    if runtime.exit_when is not None and evaluation.evaluate(runtime.exit_when, record, now, tz):
+        return PROJECT_EXIT
+    if playbook.segments is not None and record.get("segment") not in playbook.segments:
+        return f"{LEFT_AUDIENCE} (segment {record.get('segment')})"
+    if playbook.exit_when is not None and evaluation.evaluate(playbook.exit_when, record, now, tz):
+        return PLAYBOOK_EXIT
+    return None
+
+
+def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] | None) -> list[Any]:
+    query = (select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id)
+             .where(enrollments.c.state == "active", enrollments.c.id > after).order_by(enrollments.c.id).limit(CHUNK))
+    low, high = id_range or (None, None)
+    if low is not None:
+        query = query.where(enrollments.c.account_id >= low)
+    if high is not None:
+        query = query.where(enrollments.c.account_id < high)
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def _exits(runtime: Runtime, engine: Engine, rows: list[Any], types: dict[str, str],
+           now: datetime) -> list[tuple[Any, str]]:
+    records = {r["id"]: r for r in records_by_id(engine, {row.account_id for row in rows}, types)}
+    found = []
+    for row in rows:
+        playbook, record = runtime.playbook(row.playbook_id), records.get(row.account_id)
+        if playbook is not None and playbook.enabled and record is not None:
+            reason = exit_reason(runtime, playbook, record, now)
+            if reason is not None:
+                found.append((row, reason))
+    return found
+
+
+def _end(engine: Engine, found: list[tuple[Any, str]], now: datetime) -> int:
+    ended = 0
+    with transaction(engine) as conn:
+        for row, reason in found:
+            done = conn.execute(update(enrollments).where(enrollments.c.id == row.id, enrollments.c.state == "active")
+                                .values(state="exited", next_due_at=None, finished_at=now, reason=reason,
+                                        active_key=None))
+            if done.rowcount:
+                audit.record(conn, audit.EXITED, account_id=row.account_id, playbook_id=row.playbook_id,
+                             enrollment_id=row.id, reason=reason, at=now)
+                ended += 1
+    return ended
+
+
+def exit_matching(runtime: Runtime, engine: Engine, now: datetime,
+                  id_range: tuple[str | None, str | None] | None = None) -> int:
+    """End every active enrollment (of accounts in `id_range`) that must exit now; returns how many."""
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    ended, last = 0, 0
+    while rows := _active(engine, last, id_range):
+        ended += _end(engine, _exits(runtime, engine, rows, types, now), now)
+        last = rows[-1].id
+    return ended
