@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
+from playbookd.config.durations import shift
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
@@ -61,7 +62,7 @@ def _check_goal(ctx: StepContext) -> None:
         return
     entered = aware(ctx.enrollment.entered_at)
     assert entered is not None
-    if goal.within is not None and ctx.now > entered + timedelta(seconds=goal.within):
+    if goal.within is not None and ctx.now > shift(entered, goal.within, ctx.runtime.config.tz):
         return
     if evaluation.evaluate(goal.when, ctx.account, ctx.now, ctx.runtime.config.tz):
         ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)

@@ -6,7 +6,7 @@ never queues twice); tasks, webhooks and field updates are stored.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from playbookd.cadence.context import StepContext
+from playbookd.config.durations import shift
 from playbookd.config.settings import expand_env
 from playbookd.delivery.message import make_message_id
 from playbookd.delivery.recipients import Contact, eligible, load_contacts
@@ -79,7 +80,7 @@ def run_task(ctx: StepContext, index: int, step: TaskStep) -> None:
     context = ctx.context(None, "")
     title = ctx.runtime.templates.render_string(step.title, context)
     assignee = ctx.account.get("csm_email") if step.assign == "csm" else step.assign
-    due = ctx.now + timedelta(seconds=step.due_in) if step.due_in else None
+    due = shift(ctx.now, step.due_in, ctx.runtime.config.tz) if step.due_in else None
     insert_ignore(ctx.conn, tasks, [{
         "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
         "enrollment_id": ctx.enrollment.id, "title": title, "assignee": assignee, "due_at": due,
@@ -124,7 +125,7 @@ class StepFailed(PlaybookdError):
 def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
     """Run one step; returns when the enrollment is next due if the step is a wait."""
     if isinstance(step, WaitStep):
-        return ctx.now + timedelta(seconds=step.seconds)
+        return shift(ctx.now, step.span, ctx.runtime.config.tz)
     runner: Any = {EmailStep: run_email, TaskStep: run_task, WebhookStep: run_webhook, SetStep: run_set}[type(step)]
     try:
         # A savepoint: a step that fails on this account's data leaves nothing half-written and

@@ -10,12 +10,14 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.config.durations import shift
 from playbookd.engine.exits import exit_matching
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import AccountRecord
@@ -87,7 +89,7 @@ def _history(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, s
     return found
 
 
-def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: datetime) -> str | None:
+def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: datetime, tz: ZoneInfo) -> str | None:
     """Why the account may not enter now, or None if it may."""
     if seen is None:
         return None
@@ -96,13 +98,13 @@ def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: dat
         return "already enrolled"
     if playbook.reenter_after is None:
         return "entered before; the playbook has no reenter_after"
-    allowed = last + timedelta(seconds=playbook.reenter_after)
+    allowed = shift(last, playbook.reenter_after, tz)
     return None if allowed <= now else f"may re-enter from {allowed.isoformat()}"
 
 
-def _eligible(conn: Connection, chunk: list[Candidate], now: datetime) -> list[Candidate]:
+def _eligible(conn: Connection, chunk: list[Candidate], now: datetime, tz: ZoneInfo) -> list[Candidate]:
     seen = _history(conn, {(c.playbook.id, c.account_id) for c in chunk})
-    return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now) is None]
+    return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now, tz) is None]
 
 
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
@@ -161,7 +163,7 @@ def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | N
     records the accounts the rules engine failed on (evaluation does, simulate changes nothing)."""
     for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited)):
         with engine.connect() as conn:
-            yield from _eligible(conn, chunk, now)
+            yield from _eligible(conn, chunk, now, runtime.config.tz)
 
 
 def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime) -> int:
@@ -226,7 +228,7 @@ def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
             record_failures(engine, [(records[key][1]["id"], f"event {records[key][0]}: {why}")
                                      for key, why in rules.failures], now)
     with engine.connect() as conn:
-        yield [eid for eid, _ in pending], _eligible(conn, found, now)
+        yield [eid for eid, _ in pending], _eligible(conn, found, now, runtime.config.tz)
 
 
 def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:

@@ -56,7 +56,7 @@ def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, recor
     tree = evaluation.explain(playbook.trigger, record, at, tz)
     with engine.connect() as conn:
         seen = _history(conn, {(playbook.id, record["id"])}).get((playbook.id, record["id"]))
-    block = entry_block(playbook, seen, at)
+    block = entry_block(playbook, seen, at, runtime.config.tz)
     out: dict[str, Any] = {
         "playbook": playbook.id, "name": playbook.name,
         "verdict": _verdict(playbook, record, audience_ok, tree.result, block),

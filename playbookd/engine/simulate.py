@@ -51,7 +51,7 @@ def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[st
         return _email(runtime, conn, c, step, people)
     extra: dict[str, Any] = {}
     if isinstance(step, WaitStep):
-        extra = {"wait": format_duration(step.seconds)}
+        extra = {"wait": format_duration(step.span)}
     elif isinstance(step, TaskStep):
         extra = {"title": step.title, "assign": step.assign}
     elif isinstance(step, WebhookStep):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from playbookd.config.durations import parse_duration
+from playbookd.config.durations import as_span, parse_span
 from playbookd.config.yaml_loader import Key, Located
 from playbookd.errors import Problem, did_you_mean
 from playbookd.model import fields as F
@@ -139,7 +139,7 @@ def _unknown_field(name: str, known: FieldTypes) -> str:
 def _typed_value(op: str, value: Any, kind: str | None) -> Any:
     if op in PAST or op in FUTURE:
         _require(kind is None or kind in F.TEMPORAL, op, kind, "a date or datetime field")
-        return int(parse_duration(value).total_seconds())
+        return as_span(parse_span(value))  # seconds, or Months (calendar months in the project's zone)
     if op in ("exists", "changed"):
         if not isinstance(value, bool):
             raise ValueError("takes true or false")

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from playbookd.config.durations import format_duration
+from playbookd.config.durations import Months, format_duration
 from playbookd.model.account import CHANGES, encode, lookup
 from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Condition, Leaf, Not
 
@@ -79,10 +79,23 @@ def relative(op: str, age_us: int, seconds: float) -> bool:
     return age_us < -span
 
 
-def _relative(op: str, value: Any, seconds: Any, now: datetime, tz: ZoneInfo) -> bool:
-    if value_class(value) != "t" or value_class(seconds) != "n":
+def _relative(op: str, value: Any, span: Any, now: datetime, tz: ZoneInfo) -> bool:
+    if value_class(value) != "t":
         return False
-    return relative(op, epoch_us(now, tz) - epoch_us(value, tz), seconds)
+    if isinstance(span, Months):
+        return _calendar(op, epoch_us(value, tz), now, span, tz)
+    if value_class(span) != "n":
+        return False
+    return relative(op, epoch_us(now, tz) - epoch_us(value, tz), span)
+
+
+def _calendar(op: str, value_us: int, now: datetime, span: Months, tz: ZoneInfo) -> bool:
+    """The same four comparisons with a threshold on the calendar: now minus (or plus) the months."""
+    if op in ("older_than", "within_last"):
+        edge = epoch_us(span.before(now, tz), tz)
+        return value_us < edge if op == "older_than" else value_us >= edge
+    now_us, edge = epoch_us(now, tz), epoch_us(span.after(now, tz), tz)
+    return now_us <= value_us <= edge if op == "within_next" else value_us > edge
 
 
 def _contains(value: Any, item: Any, tz: ZoneInfo) -> bool:
@@ -206,7 +219,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _expected(leaf: Leaf) -> Any:
-    if (leaf.op in PAST or leaf.op in FUTURE) and value_class(leaf.value) == "n":
+    if (leaf.op in PAST or leaf.op in FUTURE) and (value_class(leaf.value) == "n" or isinstance(leaf.value, Months)):
         return format_duration(leaf.value, largest="d")
     return leaf.value
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playbookd.config.durations import parse_duration
+from playbookd.config.durations import Span, as_span, parse_span
 from playbookd.config.yaml_loader import Key, Located, load_yaml_file
 from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
@@ -58,9 +58,9 @@ class _Reader:
         self.problems += problems
         return cond
 
-    def duration(self, value: Any, path: Key) -> int | None:
+    def duration(self, value: Any, path: Key) -> Span | None:
         try:
-            return int(parse_duration(value).total_seconds())
+            return as_span(parse_span(value))
         except ValueError as exc:
             self.fail(path, str(exc))
             return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from playbookd.config.durations import Span
 from playbookd.errors import Where
 from playbookd.model.conditions import Condition
 
@@ -27,7 +28,7 @@ class EmailStep:
 
 @dataclass(frozen=True)
 class WaitStep:
-    seconds: int
+    span: Span
     where: Where
 
 
@@ -35,7 +36,7 @@ class WaitStep:
 class TaskStep:
     title: str
     assign: str  # "csm" or an email address
-    due_in: int | None
+    due_in: Span | None
     where: Where
 
 
@@ -60,7 +61,7 @@ STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook":
 @dataclass(frozen=True)
 class Goal:
     when: Condition
-    within: int | None
+    within: Span | None
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Playbook:
     segments: tuple[str, ...] | None
     event: str | None
     trigger: Condition
-    reenter_after: int | None
+    reenter_after: Span | None
     exit_when: Condition | None
     steps: tuple[Step, ...]
     goal: Goal | None

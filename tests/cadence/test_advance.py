@@ -149,3 +149,15 @@ def test_enrollments_of_a_removed_playbook_exit_with_the_reason(make: Any) -> No
     (two,) = project.rows(enrollments, enrollments.c.playbook_id == "two")
     assert (two.state, two.reason) == ("exited", "playbook removed or disabled")
     assert [e.reason for e in project.rows(audit, audit.c.event == "exited")] == ["playbook removed or disabled"]
+
+
+def test_a_wait_of_a_month_follows_the_calendar(make: Any) -> None:
+    project = make({"two": TWO_EMAILS.replace("wait: 3d", "wait: 1mo")})
+    end_of_january = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)
+    project.run(end_of_january)
+    (enrollment,) = project.rows(enrollments)
+    assert enrollment.next_due_at.replace(tzinfo=UTC) == datetime(2026, 2, 28, 15, 0, tzinfo=UTC)
+    project.run(datetime(2026, 2, 28, 14, 59, tzinfo=UTC))
+    assert len(project.emails()) == 1
+    project.run(datetime(2026, 2, 28, 15, 0, tzinfo=UTC))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_short.html.j2"]

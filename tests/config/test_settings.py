@@ -67,5 +67,5 @@ def test_settings_inside_optional_and_list_settings_are_described() -> None:
     assert rows["delivery.frequency_cap.max_wait"][0] == "3d"
     assert rows["sources[].path"][1] == "File for csv and jsonl sources"
     assert rows["sources[].name"][0] == "(required)"
-    assert rows["scheduler.evaluate_every"][0] == "15m"
+    assert rows["scheduler.evaluate_every"][0] == "15min"
     assert "path" not in rows, "where the config was loaded from is not a setting"

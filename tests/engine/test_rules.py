@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from playbookd.config.durations import Months
 from playbookd.engine.facts import fact_builder
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.conditions import TRUE, All, Any_, Condition, Leaf, Not
@@ -271,3 +272,19 @@ def test_an_account_that_keeps_crashing_workers_is_isolated() -> None:
         got = run(engine, recs, NOW)
         assert [account for account, _ in engine.failures] == ["poison"]
     assert got == expected(REALISTIC, recs[:37] + recs[38:], tz, NOW)
+
+
+@pytest.mark.parametrize("op", ["older_than", "within_last", "within_next", "beyond_next"])
+def test_calendar_months_agree_with_the_reference_evaluator(op: str) -> None:
+    # NOW is 10 November: three months are 10 August back and 10 February ahead, not 90 days
+    edges = [datetime(2026, 8, 10, 12, tzinfo=UTC), datetime(2027, 2, 10, 12, tzinfo=UTC)]
+    moments = [edge + timedelta(seconds=k) for edge in edges for k in (-1, 0, 1)]
+    moments += [NOW - timedelta(days=90), NOW + timedelta(days=90), date(2026, 8, 10), date(2027, 2, 10)]
+    recs = [{"id": f"a{i}", "seen": m} for i, m in enumerate(moments)]
+    leaf = Leaf("seen", op, Months(3))
+    with RuleEngine([("r", leaf)], ZoneInfo("UTC")) as engine:
+        got = run(engine, recs, NOW)
+    expected = {r["id"]: frozenset({"r"}) for r in recs if evaluate(leaf, r, NOW, ZoneInfo("UTC"))}
+    assert got == expected
+    assert expected  # every operator matches some of these moments, and misses others
+    assert len(expected) < len(recs)

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from playbookd.config.durations import Months
 from playbookd.model.conditions import FieldTypes
 from playbookd.model.fields import ACCOUNT_FIELDS, DERIVED_FIELDS
 from playbookd.model.playbooks import Context, load_playbooks
@@ -110,3 +111,15 @@ def test_event_trigger_allows_event_fields(tmp_path):
     assert problems == [] and playbooks[0].event == "nps_response"
     _, problems = load(tmp_path, nps="trigger: {when: {event.score: {lte: 6}}}\nsteps: [{wait: 1d}]\n")
     assert "unknown field 'event.score'" in problems[0].message
+
+
+def test_calendar_durations_and_the_ambiguous_m(tmp_path):
+    text = DESIGN_EXAMPLE.replace("reenter_after: 30d", "reenter_after: 3mo").replace("within: 14d", "within: 1y")
+    ok = text.replace("  - wait: 3d\n", "  - wait: 1mo\n", 1)
+    playbooks, problems = load(tmp_path, a=ok)
+    assert problems == []
+    (pb,) = playbooks
+    assert pb.reenter_after == Months(3) and pb.goal.within == Months(12) and pb.steps[1].span == Months(1)
+    (tmp_path / "a.yaml").unlink()
+    _, problems = load(tmp_path, b=text.replace("reenter_after: 3mo", "reenter_after: 3m"))
+    assert [str(p) for p in problems] == [f"{tmp_path / 'b.yaml'}:12:16: bad duration '3m': did you mean 3min or 3mo?"]

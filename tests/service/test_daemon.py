@@ -52,7 +52,7 @@ def test_a_reload_keeps_every_timer_whose_interval_did_not_change(daemon: Daemon
 def test_a_reload_reschedules_a_changed_interval_and_drops_a_removed_source(daemon: Daemon) -> None:
     project = daemon.config_path.parent  # type: ignore[union-attr]
     name = daemon.runtime.config.sources[1].name
-    edit_config(project, scheduler={"sync_every": "2h", "evaluate_every": "5m"},
+    edit_config(project, scheduler={"sync_every": "2h", "evaluate_every": "5min"},
                 sources=[{**daemon.runtime.config.sources[0].model_dump(mode="json", exclude_none=True,
                                                                          by_alias=True)}])
     daemon.reload()
