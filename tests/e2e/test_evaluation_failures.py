@@ -26,8 +26,9 @@ def project(tmp_path: Path) -> Path:
             {"id": "ACC-000003", "nickname": "Bee"}]  # a lone surrogate: the engine's UTF-8 reader refuses it
     (project / "data" / "nicknames.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     sources = yaml.safe_load((project / "config.yaml").read_text())["sources"]
-    edit_config(project, sources=[*sources, {"name": "nicknames", "kind": "jsonl", "entity": "accounts",
-                                             "path": "data/nicknames.jsonl"}])
+    edit_config(project, exit_when=None,  # whatever the sample accounts' status, all three are evaluated
+                sources=[*sources, {"name": "nicknames", "kind": "jsonl", "entity": "accounts",
+                                    "path": "data/nicknames.jsonl"}])
     for playbook in (project / "playbooks").iterdir():
         playbook.unlink()
     (project / "playbooks" / "nickname-watch.yaml").write_text(WATCH)
