@@ -168,3 +168,17 @@ def failed_steps(engine: Engine, at: datetime) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(audit_table).where(
             audit_table.c.event == audit.STEP_FAILED, audit_table.c.at == at)).scalar_one())
+
+
+def end_by_operator(engine: Engine, ids: Sequence[int], note: str, now: datetime) -> int:
+    """An operator ends active or failed enrollments; nothing more is sent for them."""
+    with transaction(engine) as conn:
+        rows = {r.id: r for r in conn.execute(select(enrollments).where(enrollments.c.id.in_(list(ids))))}
+        problems = [f"enrollment {i}: no such enrollment" for i in ids if i not in rows]
+        problems += [f"enrollment {r.id}: is {r.state} already" for r in rows.values()
+                     if r.state not in ("active", "failed")]
+        if problems:
+            raise UserError("; ".join(problems))
+        for row in rows.values():
+            _end(conn, row, "exited", row.step, f"ended by an operator: {note}", now)
+    return len(rows)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from playbookd import runtime
-from playbookd.cadence.advance import retry
+from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.errors import PlaybookdError
@@ -246,7 +246,38 @@ def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
 
 @cli.group("enrollments")
 def enrollments_group() -> None:
-    """Enrollments: run failed ones again once the cause is fixed."""
+    """Enrollments: list and show them, end them, run failed ones again once the cause is fixed."""
+
+
+@enrollments_group.command("list")
+@config_option
+@click.option("--state", help="Only this state: active, failed, completed, exited.")
+@click.option("--playbook", help="Only this playbook.")
+@click.option("--account", help="Only this account.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--limit", default=500, show_default=True)
+def enrollments_list(config_path: Path, state: str | None, playbook: str | None, account: str | None,
+                     fmt: str, limit: int) -> None:
+    """Enrollments, oldest first: where each account is in each playbook."""
+    output.echo_enrollments(connect(_config(config_path).database), state, playbook, account, fmt, limit)
+
+
+@enrollments_group.command("show")
+@config_option
+@click.argument("enrollment_id", type=int)
+def enrollments_show(config_path: Path, enrollment_id: int) -> None:
+    """One enrollment and everything that happened in it."""
+    output.echo_enrollment(connect(_config(config_path).database), enrollment_id)
+
+
+@enrollments_group.command("exit")
+@config_option
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--note", required=True, help="Why, for the history (e.g. 'handled by phone').")
+def enrollments_exit(config_path: Path, ids: tuple[int, ...], note: str) -> None:
+    """End enrollments now; nothing more is sent for them."""
+    count = end_by_operator(connect(_config(config_path).database), ids, note, utcnow())
+    click.echo(f"ended {count} enrollment(s)")
 
 
 @enrollments_group.command("retry")

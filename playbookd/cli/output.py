@@ -197,3 +197,42 @@ def echo_outbox(engine: Engine, states: Sequence[str], limit: int) -> None:
                  r.not_before.strftime("%Y-%m-%d %H:%M") if r.not_before else "", (r.last_error or "")[:60])
                 for r in conn.execute(query)]
     table(("ID", "STATE", "TO", "PLAYBOOK", "ACCOUNT", "TRIES", "NOT BEFORE", "LAST ERROR"), rows)
+
+
+def echo_enrollments(engine: Engine, state: str | None, playbook: str | None, account: str | None,
+                     fmt: str, limit: int) -> None:
+    query = select(enrollments).order_by(enrollments.c.id).limit(limit)
+    for column, wanted in ((enrollments.c.state, state), (enrollments.c.playbook_id, playbook),
+                           (enrollments.c.account_id, account)):
+        if wanted:
+            query = query.where(column == wanted)
+    with engine.connect() as conn:
+        rows = [_enrollment_data(r) for r in conn.execute(query)]
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    table(("ID", "PLAYBOOK", "ACCOUNT", "STATE", "STEP", "ENTERED", "NEXT DUE", "REASON"),
+          [(r["id"], r["playbook"], r["account"], r["state"], r["step"], str(r["entered_at"])[:16],
+            str(r["next_due_at"] or "-")[:16], r["reason"] or "") for r in rows])
+
+
+def _enrollment_data(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "playbook": row.playbook_id, "account": row.account_id, "state": row.state,
+            "step": row.step + 1, "entered_at": aware(row.entered_at), "next_due_at": aware(row.next_due_at),
+            "finished_at": aware(row.finished_at), "reason": row.reason}
+
+
+def echo_enrollment(engine: Engine, enrollment_id: int) -> None:
+    with engine.connect() as conn:
+        row = conn.execute(select(enrollments).where(enrollments.c.id == enrollment_id)).first()
+        if row is None:
+            raise UserError(f"enrollment {enrollment_id}: no such enrollment")
+        query = select(audit_table).where(audit_table.c.enrollment_id == enrollment_id).order_by(audit_table.c.id)
+        entries = [audit.Entry(aware(r.at) or r.at, r.account_id, r.playbook_id, r.enrollment_id, r.step,
+                               r.contact, r.event, r.reason, r.detail) for r in conn.execute(query)]
+    for key, value in _enrollment_data(row).items():
+        click.echo(f"{key}: {value if value is not None else '-'}")
+    click.echo("")
+    for entry in entries:
+        click.echo(entry.line())
