@@ -20,12 +20,12 @@ from sqlalchemy.engine import Engine
 from playbookd.config.durations import shift
 from playbookd.engine.exits import exit_matching
 from playbookd.engine.rules import RuleEngine
-from playbookd.model.account import AccountRecord
+from playbookd.model.account import CHANGES, AccountRecord
 from playbookd.model.conditions import All, Condition, Leaf, Not
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
-from playbookd.store.accounts import get_account, iter_accounts, load_account_types
+from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
 from playbookd.store.schema import audit as audit_table
@@ -116,10 +116,13 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     with engine.connect() as conn:
         types = load_account_types(conn)
     segments: dict[str, str] = {}
+    changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
     def records() -> Iterator[AccountRecord]:
         for record in iter_accounts(engine, types, runtime.config.evaluation.batch_size, id_range):
             segments[record["id"]] = record["segment"]
+            if record[CHANGES]:
+                changed.append(record["id"])
             yield record
 
     with rule_engine(runtime, playbooks, workers) as rules:
@@ -130,6 +133,7 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
             _trim(segments)
         if audited:
             record_failures(engine, rules.failures, now)
+            consume_changes(engine, changed, now)
 
 
 def record_failures(engine: Engine, failures: Sequence[tuple[str, str]], now: datetime) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, selec
 from playbookd.model import fields as F
 from playbookd.model.account import AccountRecord, account_types, decode_account, encode
 from playbookd.store.chunks import chunked
-from playbookd.store.database import insert_ignore
+from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, fields
 
 # what a record is made of; timestamps stay unread (parsing them costs on SQLite)
@@ -80,3 +80,20 @@ def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: d
     known = set(F.ACCOUNT_FIELDS) | set(F.DERIVED_FIELDS)
     insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
                                        for k, v in values.items() if k not in known])
+
+
+def _recorded_after(change: Mapping[str, Any], moment: datetime) -> bool:
+    at = change.get("at")
+    return at is not None and datetime.fromisoformat(str(at)) > moment
+
+
+def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime) -> None:
+    """An evaluation at `seen_at` saw these accounts' changes: drop those recorded until then. A
+    change a sync recorded while the evaluation ran stays for the next one."""
+    for batch in chunked(ids):
+        with transaction(engine) as conn:
+            rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(accounts.c.id.in_(batch)))
+            for account_id, changes in rows.all():
+                kept = {name: c for name, c in (changes or {}).items() if _recorded_after(c, seen_at)}
+                if kept != changes:
+                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(changes=kept))

@@ -12,7 +12,7 @@ from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
 from playbookd.store.chunks import CHUNK
-from playbookd.store.database import transaction, upsert
+from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge
@@ -74,7 +74,7 @@ class AccountRun(Run):
         types = self.types()
         with transaction(self.engine) as conn:
             ids = [key for _, key, _ in batch]
-            query = select(*RECORD).where(among(conn, accounts.c.id, ids))
+            query = select(*RECORD, accounts.c.created_at).where(among(conn, accounts.c.id, ids))
             existing = {r.id: r for r in conn.execute(query)}
             inserts, updates, touched = self._diff(batch, existing, types)
             self._write(conn, inserts, updates, touched)
@@ -92,7 +92,9 @@ class AccountRun(Run):
                 inserts.append({"id": account_id, "segment": segment, "data": data, "changes": {},
                                 })
                 continue
-            data, changes, changed = merge(old.data, old.changes, supplied, self.at)
+            # an account that a source before this one created in this same sync has no history yet
+            first_sync = aware(old.created_at) == self.now
+            data, changes, changed = merge(old.data, old.changes, supplied, None if first_sync else self.at)
             segment = self.segmenter.of(account_id, data, changes, types)
             self.report.updated += changed
             self.report.unchanged += not changed

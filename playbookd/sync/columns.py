@@ -95,17 +95,30 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
 
 
+def _note_change(changes: dict[str, Any], name: str, old: Any, value: Any, at: str) -> None:
+    pending = changes.get(name)
+    origin = old if pending is None else pending.get("from")
+    if pending is not None and same(origin, value):
+        changes.pop(name)
+    else:
+        changes[name] = {"from": origin, "at": at}
+
+
 def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping[str, Any],
-           at: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """New data and changes for the fields `supplied`; fields not supplied are kept."""
+           at: str | None) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """New data and changes for the fields `supplied`; fields not supplied are kept.
+
+    A change stays until an evaluation has seen it (engine.enroll consumes it), however many syncs
+    run in between: several collapse into one (9 -> 5 -> 3 is a change from 9 to 3), and one that
+    returns to where it started (9 -> 5 -> 9) is no change at all. `at` None records no change."""
     new_data, new_changes, changed = dict(data), dict(changes), False
     for name, value in supplied.items():
         old = new_data.get(name)
         if same(old, value):
-            new_changes.pop(name, None)
-        else:
-            new_changes[name] = {"from": old, "at": at}
-            changed = True
+            continue
+        changed = True
+        if at is not None:
+            _note_change(new_changes, name, old, value, at)
         if value is None:
             new_data.pop(name, None)
         else:
