@@ -21,8 +21,8 @@ from playbookd.errors import Problem, UserError, ValidationError, Where
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.model.conditions import Condition, FieldTypes, parse_condition
-from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks
-from playbookd.model.steps import Playbook, Step, TaskStep, WebhookStep, step_kind
+from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks, set_step_fields
+from playbookd.model.steps import Playbook, SetStep, Step, TaskStep, WebhookStep, step_kind
 from playbookd.sources.registry import source_columns
 from playbookd.store.schema import contacts
 from playbookd.store.schema import fields as fields_table
@@ -83,7 +83,10 @@ def field_types(config: Config, engine: Engine | None) -> tuple[dict[str, str | 
     from_sources, problems = source_catalog(config)
     types: dict[str, str | None] = {**from_sources}
     types.update(store_types)
+    types.update(config.custom_fields)
     types.update(account_types({}))
+    for name in set_step_fields(Path(config.playbooks)):  # a field a playbook writes exists before any sync
+        types.setdefault(name, None)
     types.setdefault("risk_flag", F.STRING)
     return types, problems
 
@@ -143,13 +146,15 @@ def _strings(value: Any) -> Iterator[str]:
 def _inline_texts(step: Step) -> Iterable[str]:
     if isinstance(step, TaskStep):
         return [step.title]
+    if isinstance(step, SetStep):
+        return _strings(dict(step.values))
     return _strings(step.body) if isinstance(step, WebhookStep) else []
 
 
 def inline_problems(playbooks: Sequence[Playbook], templates: Templates, config: Config,
                     types: Mapping[str, str | None]) -> list[Problem]:
     """Task titles and webhook bodies are templates too: render each with the sample context."""
-    context = Templates.sample_context(config.company, fields=types)
+    context = {**Templates.sample_context(config.company, fields=types), "now": "2026-01-05T09:00:00+00:00"}
     problems = []
     for step in (step for playbook in playbooks for step in playbook.steps):
         for text in _inline_texts(step):

@@ -28,6 +28,10 @@ class StepContext:
     def context(self, contact: dict[str, Any] | None, unsubscribe: str) -> dict[str, Any]:
         return template_context(self.runtime, self.playbook, self.account, contact, unsubscribe, self.event)
 
+    def inline_context(self) -> dict[str, Any]:
+        """What a task title, a webhook body and a `set` value see: the account's context and `now`."""
+        return {**self.context(None, ""), "now": self.now.isoformat()}
+
     def log(self, event: str, step: int | None, reason: str | None = None, **kw: Any) -> None:
         audit.record(self.conn, event, account_id=self.account["id"], playbook_id=self.playbook.id,
                      enrollment_id=self.enrollment.id, step=step, reason=reason, at=self.now, **kw)

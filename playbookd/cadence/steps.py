@@ -20,6 +20,8 @@ from playbookd.delivery.message import make_message_id
 from playbookd.delivery.recipients import Contact, eligible, load_contacts
 from playbookd.delivery.unsubscribe import sign, unsubscribe_url
 from playbookd.errors import PlaybookdError, UserError
+from playbookd.model import fields as F
+from playbookd.model.account import encode
 from playbookd.model.steps import (
     EmailStep,
     SetStep,
@@ -77,7 +79,7 @@ def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
 
 
 def run_task(ctx: StepContext, index: int, step: TaskStep) -> None:
-    context = ctx.context(None, "")
+    context = ctx.inline_context()
     title = ctx.runtime.templates.render_string(step.title, context)
     assignee = ctx.account.get("csm_email") if step.assign == "csm" else step.assign
     due = shift(ctx.now, step.due_in, ctx.runtime.config.tz) if step.due_in else None
@@ -103,7 +105,7 @@ def run_webhook(ctx: StepContext, index: int, step: WebhookStep) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"webhook URL {step.url!r} expands to {url!r}, not an http(s) URL (is a variable unset?)")
-    context = ctx.context(None, "")
+    context = ctx.inline_context()
     insert_ignore(ctx.conn, webhooks, [{
         "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
         "url": url, "body": _render_body(ctx, step.body, context), "state": "queued", "attempts": 0,
@@ -111,10 +113,18 @@ def run_webhook(ctx: StepContext, index: int, step: WebhookStep) -> None:
     ctx.log(audit.STEP_DONE, index, detail={"action": "webhook"})
 
 
+def _set_value(ctx: StepContext, value: Any) -> Any:
+    """A text value is a template (`{{ now }}`, `{{ account.arr * 1.1 }}`), typed once rendered."""
+    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+        return value
+    return F.infer(ctx.runtime.templates.render_string(value, ctx.inline_context()))[1]
+
+
 def run_set(ctx: StepContext, index: int, step: SetStep) -> None:
-    set_fields(ctx.conn, ctx.account["id"], dict(step.values), ctx.now)
-    ctx.account.update(step.values)
-    ctx.log(audit.STEP_DONE, index, detail={"action": "set", "values": dict(step.values)})
+    values = {name: _set_value(ctx, value) for name, value in step.values.items()}
+    set_fields(ctx.conn, ctx.account["id"], values, ctx.now)
+    ctx.account.update(values)
+    ctx.log(audit.STEP_DONE, index, detail={"action": "set", "values": {k: encode(v) for k, v in values.items()}})
 
 
 class StepFailed(PlaybookdError):

@@ -34,6 +34,9 @@ class Company(_Model):
     public_url: str = Field("http://127.0.0.1:8025", description="Base URL of the HTTP listener")
 
 
+FieldType = Literal["string", "integer", "decimal", "boolean", "date", "datetime"]
+
+
 class Segment(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Segment name (template folder)")
     when: dict[str, Any] | None = Field(None, description="Condition; omitted: matches all")
@@ -45,9 +48,7 @@ class Source(_Model):
     entity: Literal["accounts", "contacts", "events"] = Field(description="What a row is")
     path: Path | None = Field(None, description="File for csv and jsonl sources")
     fields: dict[str, str] = Field(default_factory=dict, description="Renames, ours: theirs")
-    types: dict[str, Literal["string", "integer", "decimal", "boolean", "date", "datetime"]] = (
-        Field(default_factory=dict, description="Column types; others are inferred")
-    )
+    types: dict[str, FieldType] = Field(default_factory=dict, description="Column types; others are inferred")
     every: timedelta | None = Field(None, description="How often the daemon syncs it")
     url: str | None = Field(None, description="URL (sql: SQLAlchemy URL; http: endpoint)")
     query: str | None = Field(None, description="SQL query for sql sources")
@@ -143,6 +144,9 @@ class Config(_Model):
     segments: list[Segment] = Field(default_factory=lambda: [Segment(name="default", when=None)],
                                     description="In order, first match wins; the last one without `when`")
     sources: list[Source] = Field(default_factory=list, description="Where accounts, contacts and events come from")
+    custom_fields: dict[str, FieldType] = Field(
+        default_factory=dict, description="Account fields and their types, usable in playbooks before any sync; "
+        "a synced value that does not fit is a row problem")
     exit_when: dict[str, Any] | None = Field(None, description="Condition: an account that matches it leaves every "
                                              "playbook and gets nothing more (e.g. churned)")
     delivery: Delivery = Field(default_factory=Delivery)

@@ -66,3 +66,22 @@ def lookup(record: Mapping[str, Any], name: str) -> Any:
         event = record.get("event") or {}
         return event.get(name[6:])
     return record.get(name)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as stored values: True == 1 in Python, but a flag turning into a count is a change."""
+    if type(a) is type(b):
+        return bool(a == b)
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def note_change(changes: dict[str, Any], name: str, old: Any, value: Any, at: str) -> None:
+    """Record in `changes` (a field -> {from, at} map, as stored) that `name` went from `old` to
+    `value` at `at`. A change not yet seen by an evaluation keeps its origin: 9 -> 5 -> 3 is one
+    change from 9, and 9 -> 5 -> 9 is none."""
+    pending = changes.get(name)
+    origin = old if pending is None else pending.get("from")
+    if pending is not None and same(origin, value):
+        changes.pop(name)
+    else:
+        changes[name] = {"from": origin, "at": at}

@@ -283,6 +283,20 @@ def playbook_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
+def set_step_fields(directory: Path) -> set[str]:
+    """The fields the playbooks' `set` steps write, read before the playbooks are checked: so a playbook
+    may test a field that only another playbook creates. Files that do not parse add nothing here."""
+    names: set[str] = set()
+    for path in playbook_files(directory) if directory.is_dir() else []:
+        doc, _ = load_yaml_file(path)
+        steps = doc.data.get("steps") if doc is not None and isinstance(doc.data, dict) else None
+        for step in steps if isinstance(steps, list) else []:
+            values = step.get("set") if isinstance(step, dict) else None
+            if isinstance(values, dict):
+                names.update(str(k) for k in values)
+    return names
+
+
 def load_playbooks(directory: Path, ctx: Context) -> tuple[list[Playbook], list[Problem]]:
     """Every playbook in `directory`; problems of all files reported together.
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select, update
 
 from playbookd.model import fields as F
-from playbookd.model.account import AccountRecord, account_types, decode_account, encode
+from playbookd.model.account import AccountRecord, account_types, decode_account, encode, note_change, same
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, fields
@@ -71,12 +71,18 @@ def among(conn: Connection, column: Any, values: list[str]) -> Any:
 
 
 def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: datetime) -> None:
-    row = conn.execute(select(accounts.c.data).where(accounts.c.id == account_id)).first()
+    """Write playbook-chosen values, each a change other playbooks' `changed*` see, as a sync's are."""
+    row = conn.execute(select(accounts.c.data, accounts.c.changes).where(accounts.c.id == account_id)).first()
     if row is None:
         return
-    data = dict(row.data)
-    data.update({k: encode(v) for k, v in values.items()})
-    conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, synced_at=now))
+    data, changes = dict(row.data), dict(row.changes or {})
+    for name, value in values.items():
+        new = encode(value)
+        if not same(data.get(name), new):
+            note_change(changes, name, data.get(name), new, now.isoformat())
+        data[name] = new
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
+                                                                            synced_at=now))
     known = set(F.ACCOUNT_FIELDS) | set(F.DERIVED_FIELDS)
     insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
                                        for k, v in values.items() if k not in known])

@@ -26,7 +26,8 @@ class AccountRun(Run):
         super().__init__(*args)
         with self.engine.connect() as conn:
             self.stored = custom_types(conn)
-        declared = {n: k for n, k in self.source.types.items() if n not in F.ACCOUNT_FIELDS}
+        declared = {n: k for n, k in {**self.config.custom_fields, **self.source.types}.items()
+                    if n not in F.ACCOUNT_FIELDS}
         self.typer = Typer({**declared, **F.ACCOUNT_FIELDS}, self.stored)
         self.typer.types.update(declared)
         self.typer.dirty.update(n for n, k in declared.items() if self.stored.get(n) != k)

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from playbookd.model import fields as F
-from playbookd.model.account import encode
+from playbookd.model.account import encode, note_change, same
 
 
 def as_text(value: Any) -> Any:
@@ -88,22 +88,6 @@ def encoded(typed: Mapping[str, Any]) -> dict[str, Any]:
     return {name: encode(value) if isinstance(value, date) else value for name, value in typed.items()}
 
 
-def same(a: Any, b: Any) -> bool:
-    if type(a) is type(b):
-        return bool(a == b)
-    # True == 1 in Python; a flag turning into a count is a change
-    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
-
-
-def _note_change(changes: dict[str, Any], name: str, old: Any, value: Any, at: str) -> None:
-    pending = changes.get(name)
-    origin = old if pending is None else pending.get("from")
-    if pending is not None and same(origin, value):
-        changes.pop(name)
-    else:
-        changes[name] = {"from": origin, "at": at}
-
-
 def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping[str, Any],
            at: str | None) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """New data and changes for the fields `supplied`; fields not supplied are kept.
@@ -118,7 +102,7 @@ def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping
             continue
         changed = True
         if at is not None:
-            _note_change(new_changes, name, old, value, at)
+            note_change(new_changes, name, old, value, at)
         if value is None:
             new_data.pop(name, None)
         else:

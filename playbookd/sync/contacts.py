@@ -14,13 +14,13 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
-from playbookd.model.account import encode
+from playbookd.model.account import encode, same
 from playbookd.sources.base import Row
 from playbookd.store.accounts import load_account_types
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync.base import Item, Run
-from playbookd.sync.columns import Typer, as_text, encoded, same
+from playbookd.sync.columns import Typer, as_text, encoded
 from playbookd.sync.segments import Segmenter
 
 LEFT, ACTIVE = "left", "active"

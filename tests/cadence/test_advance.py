@@ -161,3 +161,27 @@ def test_a_wait_of_a_month_follows_the_calendar(make: Any) -> None:
     assert len(project.emails()) == 1
     project.run(datetime(2026, 2, 28, 15, 0, tzinfo=UTC))
     assert project.emails() == ["login_nudge.html.j2", "login_nudge_short.html.j2"]
+
+
+STAMP = """\
+id: stamp
+trigger: {when: {status: active}}
+steps:
+  - set: {last_touch_at: "{{ now }}", target_arr: "{{ account.arr * 2 }}", touched_by: stamp}
+"""
+REACT = "id: react\ntrigger: {when: {last_touch_at: {changed: true}}}\nsteps:\n  - task: {title: t, assign: csm}\n"
+
+
+def test_set_renders_its_values_and_other_playbooks_see_the_change(make: Any) -> None:
+    project = make({"stamp": STAMP, "react": REACT})
+    project.run(T0)
+    (account,) = project.rows(accounts)
+    assert account.data["last_touch_at"] == T0.isoformat() and account.data["target_arr"] == 10000
+    assert account.data["touched_by"] == "stamp"
+    assert set(account.changes) == {"last_touch_at", "target_arr", "touched_by"}
+    project.run(T0 + timedelta(minutes=15))  # the next evaluation sees what the set step wrote
+    assert [r.playbook_id for r in project.rows(enrollments)] == ["stamp", "react"]
+    project.run(T0 + timedelta(minutes=30))
+    assert len(project.rows(enrollments)) == 2 and account.changes != {}
+    (account,) = project.rows(accounts)
+    assert account.changes == {}  # seen, so consumed

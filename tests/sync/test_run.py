@@ -378,3 +378,16 @@ def test_ids_with_control_characters_are_refused_with_their_line(engine: Engine,
     assert account(engine, "A1") is not None and account(engine, "A6") is not None
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(contacts)).scalar() == 1
+
+
+def test_declared_custom_fields_type_the_column_and_refuse_what_does_not_fit(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", "id,seats_purchased,usage_fit\nA1,12,no\nA2,many,yes\nA3,7,investigate\n")
+    cfg = config(tmp_path, src("crm", path))
+    cfg.custom_fields = {"seats_purchased": "integer", "usage_fit": "string"}
+    report = sync(engine, cfg, now=NOW)
+    assert problems(report) == [f"{path}:3: account A2: seats_purchased: expected an integer, got 'many'"]
+    a1 = account(engine, "A1")
+    assert a1 is not None and a1["seats_purchased"] == 12 and a1["usage_fit"] == "no"
+    again = sync(engine, cfg, now=LATER)
+    (s,) = again.sources
+    assert (s.updated, s.unchanged) == (0, 2)  # re-syncing the same data changes nothing
