@@ -90,8 +90,10 @@ def _infer_text(text: str) -> tuple[str, Any]:
     """Integer, decimal, date, datetime, boolean, else string."""
     value = text.strip()
     lowered = value.lower()
-    if lowered in _TRUE or lowered in _FALSE:
-        return BOOLEAN, lowered in _TRUE
+    # only true/false: a yes/no column is often a yes/no/maybe one, and typing its first rows as
+    # booleans would turn "yes" into "true" when a "maybe" widens the column to text
+    if lowered in ("true", "false"):
+        return BOOLEAN, lowered == "true"
     if len(value) > 1 and value[0] == "0" and value.isdigit():
         return STRING, text  # identifiers such as zip codes keep their leading zeros
     for kind in (INTEGER, DECIMAL, DATE, DATETIME):

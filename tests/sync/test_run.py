@@ -63,8 +63,8 @@ def problems(report: SyncReport) -> list[str]:
 
 def test_well_known_and_custom_fields_are_typed(engine: Engine, tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv",
-                 "id,name,arr,renewal_date,last_login_at,nps,seats,trial,started,score,zip,plan\n"
-                 "ACME-1,Acme,1200.50,2024-09-01,2024-04-01T10:00:00Z,9,25,yes,2023-01-15,0.5,01234,\n")
+                 "id,name,arr,renewal_date,last_login_at,nps,seats,trial,started,score,zip,plan,fit\n"
+                 "ACME-1,Acme,1200.50,2024-09-01,2024-04-01T10:00:00Z,9,25,true,2023-01-15,0.5,01234,,yes\n")
     report = sync(engine, config(tmp_path, src("crm", path)), now=NOW)
     assert report.ok, problems(report)
     rec = account(engine, "ACME-1")
@@ -73,10 +73,11 @@ def test_well_known_and_custom_fields_are_typed(engine: Engine, tmp_path: Path) 
     assert rec["renewal_date"] == date(2024, 9, 1)
     assert rec["last_login_at"] == datetime(2024, 4, 1, 10, tzinfo=UTC)
     assert rec["trial"] is True and rec["started"] == date(2023, 1, 15) and rec["zip"] == "01234"
+    assert rec["fit"] == "yes"  # only true/false are booleans: a yes/no column often has a third answer
     assert "plan" not in rec  # empty cell is null
     assert rec["_changes"] == {} and rec["segment"] == "default"
     assert stored_types(engine) == {"seats": "integer", "trial": "boolean", "started": "date",
-                                    "score": "decimal", "zip": "string"}
+                                    "score": "decimal", "zip": "string", "fit": "string"}
 
 
 def test_inferred_types_widen_across_rows_and_syncs(engine: Engine, tmp_path: Path) -> None:
@@ -391,3 +392,15 @@ def test_declared_custom_fields_type_the_column_and_refuse_what_does_not_fit(eng
     again = sync(engine, cfg, now=LATER)
     (s,) = again.sources
     assert (s.updated, s.unchanged) == (0, 2)  # re-syncing the same data changes nothing
+
+
+def test_a_yes_no_column_with_a_third_answer_keeps_its_words_and_resyncs_unchanged(engine: Engine,
+                                                                                   tmp_path: Path) -> None:
+    rows = "".join(f"A{i},{'yes' if i % 2 else 'no'}\n" for i in range(300)) + "A300,investigate\n"
+    path = write(tmp_path / "a.csv", "id,usage_fit\n" + rows)
+    cfg = config(tmp_path, src("crm", path))
+    sync(engine, cfg, now=NOW)
+    (s,) = sync(engine, cfg, now=LATER).sources
+    assert (s.updated, s.unchanged) == (0, 301)
+    a1 = account(engine, "A1")
+    assert a1 is not None and a1["usage_fit"] == "yes" and stored_types(engine) == {"usage_fit": "string"}
