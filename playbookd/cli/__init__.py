@@ -1,5 +1,2 @@
-"""Command line."""
-
-from playbookd.cli.commands import main
-
-__all__ = ["main"]
+"""Command line: the click commands (commands), how results are printed (output), what the
+commands do beyond printing (actions), and the sample data `init` writes."""

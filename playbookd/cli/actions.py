@@ -21,7 +21,8 @@ from playbookd.delivery.message import Outgoing, build_message, make_message_id
 from playbookd.delivery.recipients import load_contacts, primary
 from playbookd.delivery.transports import DeliveryError, make_transport
 from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
-from playbookd.errors import DependencyError, UserError
+from playbookd.engine.values import unseen_values
+from playbookd.errors import DependencyError, Problem, UserError, ValidationError
 from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
 from playbookd.store.accounts import get_account, load_account_types
@@ -63,12 +64,17 @@ def _store_if_present(database: str) -> Engine | None:
         return None
 
 
-def validate(config_path: Path) -> str:
+def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
+    """The summary and the warnings; problems raise. `strict` makes warnings problems too."""
     config = load_config(config_path)
-    rt = runtime.load(config=config, engine=_store_if_present(config.database))
+    store = _store_if_present(config.database)
+    rt = runtime.load(config=config, engine=store)
+    warnings = sorted(unseen_values(rt, store)) if store is not None else []
+    if strict and warnings:
+        raise ValidationError(warnings, "validation failed (--strict: warnings count)")
     names = {name for p in rt.playbooks for name, _ in p.templates()}
     return (f"ok: {config.path}: {len(rt.playbooks)} playbook(s), {len(names)} template name(s), "
-            f"{len(config.segments)} segment(s), {len(config.sources)} source(s)")
+            f"{len(config.segments)} segment(s), {len(config.sources)} source(s)"), warnings
 
 
 def _preview_playbook() -> Playbook:

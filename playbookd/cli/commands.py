@@ -67,9 +67,13 @@ def init(directory: Path, accounts: int) -> None:
 
 @cli.command()
 @config_option
-def validate(config_path: Path) -> None:
+@click.option("--strict", is_flag=True, help="Warnings count as problems (exit 1).")
+def validate(config_path: Path, strict: bool) -> None:
     """Check config, playbooks and templates together; report every problem."""
-    click.echo(actions.validate(config_path))
+    summary, warnings = actions.validate(config_path, strict)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(summary)
 
 
 @cli.command("sync")

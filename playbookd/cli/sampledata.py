@@ -124,6 +124,12 @@ def _nps(rng: random.Random, stage: str) -> str:
     return str(max(_between(rng, low, high + 1), _between(rng, low, high + 1)))
 
 
+def _status(index: int, churned: bool) -> str:
+    # the third account has cancelled (still in its term), so every sample has each status the
+    # shipped config's exit_when names
+    return "cancelled" if index == 2 else "churned" if churned else "active"
+
+
 def _health(rng: random.Random, stage: str, churned: bool) -> int:
     if churned or stage == "at_risk":
         return _between(rng, 10, 51)
@@ -171,7 +177,7 @@ def _account(rng: random.Random, index: int, now: datetime, seed: int) -> tuple[
         "annual_revenue": str(arr),
         "plan": plan,
         "lifecycle_stage": "at_risk" if churned else stage,
-        "status": "churned" if churned else "active",
+        "status": _status(index, churned),
         "renewal_date": _renewal(rng, today, age, churned).isoformat(),
         "last_login_at": _last_login(rng, now, age, stage, churned),
         "open_escalations": str(0 if churned else _escalations(rng, segment)),
