@@ -139,6 +139,17 @@ def _sample_value(name: str, kind: str | None) -> Any:
     return samples.get(kind or "", f"sample {name}")
 
 
+REQUIRED_ACCOUNT = frozenset({"id", "name", "segment", "contacts_active"})  # every synced account has these
+REQUIRED_CONTACT = frozenset({"email"})
+
+
+def without_optional(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The context of an account (and contact) that lacks every optional field: each is None."""
+    account = {k: (v if k in REQUIRED_ACCOUNT else None) for k, v in context["account"].items()}
+    contact = {k: (v if k in REQUIRED_CONTACT else None) for k, v in (context.get("contact") or {}).items()}
+    return {**context, "account": account, "contact": contact}
+
+
 class Templates:
     """The templates folder of one configuration; compiled templates are cached until rebuilt."""
 
@@ -317,16 +328,27 @@ class Templates:
         except TemplateError as exc:
             yield exc.problem
 
+    def _render_both_ways(self, name: str, segment: str, context: dict[str, Any]) -> Iterator[Problem]:
+        """With every field filled in, then with every optional one missing, as some accounts will be."""
+        for sparse, ctx in ((False, context), (True, without_optional(context))):
+            try:
+                self.render(name, segment, ctx)
+            except TemplateError as exc:
+                problem = exc.problem
+                if sparse:
+                    why = (f"for an account or contact without its optional fields: {problem.message} "
+                           "(guard them: `{{ account.plan or \"your plan\" }}`, `{% if account.nps %}`)")
+                    problem = Problem(problem.file, problem.line, problem.col, why)
+                yield problem
+                return
+
     def _render_problems(self) -> Iterator[Problem]:
         for name in sorted(self.names()):
             for segment in self.segments or (DEFAULT,):
                 if self._pick(name, segment, HTML) is None:
                     continue  # a missing version is reported where a playbook uses it
                 context = self.sample_context(self._company, segment=segment, fields=self._fields)
-                try:
-                    self.render(name, segment, context)
-                except TemplateError as exc:
-                    yield exc.problem
+                yield from self._render_both_ways(name, segment, context)
         names = self.names()
         for rel in sorted(self._files):
             name = rel.partition("/")[2][: -len(TEXT)]

@@ -304,7 +304,7 @@ def test_compiled_templates_are_cached_until_rebuilt(root: Path) -> None:
 # ---- validate ------------------------------------------------------------------------------------
 
 def test_validate_clean_tree_has_no_problems(root: Path) -> None:
-    write(root, "tech_touch/login_nudge.html.j2", email("<p>{{ account.seats_purchased }} seats</p>"))
+    write(root, "tech_touch/login_nudge.html.j2", email("<p>{{ account.seats_purchased or 'no' }} seats</p>"))
     write(root, "default/login_nudge.txt.j2", "Hi\n{{ unsubscribe_url }}\n")
     write(root, "_partials/footer.html.j2", "<p>{{ company.name }}</p>")
     write(root, "README.md", "how to write templates")
@@ -369,3 +369,14 @@ def test_sample_context_is_complete_and_realistic() -> None:
     assert isinstance(ctx["account"]["renewal_date"], date) and ctx["account"]["segment"] == "low_touch"
     assert ctx["account"]["mrr"] == 62.5 and ctx["account"]["industry"] == "sample industry"
     assert all(value is not None for value in ctx["contact"].values())
+
+
+def test_validate_renders_as_for_an_account_without_its_optional_fields(root: Path) -> None:
+    path = write(root, "default/score.html.j2", email("<p>{% if account.nps >= 9 %}Thanks!{% endif %}</p>"))
+    guarded = ("<p>{% if (account.nps or 0) >= 9 %}Thanks!{% endif %}"
+               "{{ account.plan or 'your plan' }} {{ contact.first_name or 'there' }}</p>")
+    write(root, "default/guarded.html.j2", email(guarded))
+    problems = Templates(root, SEGMENTS, company=COMPANY).validate()
+    assert [(p.file, p.line) for p in problems] == [(str(path), 5)]
+    assert problems[0].message.startswith("for an account or contact without its optional fields: ")
+    assert "'>=' not supported" in problems[0].message
