@@ -29,7 +29,7 @@ from playbookd.errors import DependencyError, PlaybookdError, ValidationError
 from playbookd.service import cycle, http, logs
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
-from playbookd.service.scheduler import CONTROL, DELIVERY, WEBHOOKS, Scheduler
+from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, WEBHOOKS, Scheduler
 from playbookd.store.database import connect, transaction, utcnow
 from playbookd.store.leases import WORKER
 
@@ -50,7 +50,8 @@ class Daemon:
     signals: int = 0
     notifier: Notifier = field(default_factory=Notifier)
     leader: bool = False
-    failures: dict[str, list[str]] = field(default_factory=dict)  # job -> errors of its consecutive failed runs
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    reacting: threading.Lock = field(default_factory=threading.Lock)  # job -> errors of its consecutive failed runs
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.engine)
@@ -94,6 +95,10 @@ class Daemon:
         self._guard("events", self._react)
 
     def _react(self) -> None:
+        with self.reacting:  # the events job and an evaluation never process the same events at once
+            self._react_now()
+
+    def _react_now(self) -> None:
         if self.leader and cycle.react_to_events(self.runtime, self.engine, utcnow()):
             self.scheduler.nudge("deliver")
 
@@ -139,7 +144,7 @@ class Daemon:
         self.scheduler.every("deliver", config.scheduler.deliver_every, self.deliver, executor=DELIVERY)
         self.scheduler.every("webhooks", config.scheduler.deliver_every, self.post_webhooks, executor=WEBHOOKS)
         every = config.scheduler.deliver_every
-        self.scheduler.every("events", every, self.react, first_in=every)
+        self.scheduler.every("events", every, self.react, executor=EVENTS, first_in=every)
         self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
         self.scheduler.every("lead", LEAD_EVERY, self.lead, executor=CONTROL, first_in=LEAD_EVERY)
 

@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-WORK, DELIVERY, WEBHOOKS, CONTROL = "work", "delivery", "webhooks", "control"
+WORK, DELIVERY, WEBHOOKS, EVENTS, CONTROL = "work", "delivery", "webhooks", "events", "control"
 
 
 class Scheduler:
-    """Sync and evaluation run one at a time on `work`; email delivery and webhooks each beside them;
-    `control` (leadership) is never stuck behind any of them."""
+    """Sync and evaluation run one at a time on `work`; email delivery, webhooks and events each beside
+    them (an event starts its playbook even during a long sync); `control` (leadership) is never stuck
+    behind any of them."""
 
     def __init__(self) -> None:
         self._scheduler = BackgroundScheduler(
-            executors={name: ThreadPoolExecutor(1) for name in (WORK, DELIVERY, WEBHOOKS, CONTROL)},
+            executors={name: ThreadPoolExecutor(1) for name in (WORK, DELIVERY, WEBHOOKS, EVENTS, CONTROL)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )

@@ -84,3 +84,9 @@ def test_health_turns_503_when_a_job_failed_its_last_three_runs(daemon: Daemon) 
     finally:
         site.shutdown()
         site.server_close()
+
+
+def test_events_email_and_webhooks_never_wait_behind_a_long_sync(daemon: Daemon) -> None:
+    jobs = {job.id: job.executor for job in daemon.scheduler._scheduler.get_jobs()}
+    assert jobs["cycle"] == jobs["sync:crm_accounts"] == "work"
+    assert len({jobs["cycle"], jobs["events"], jobs["deliver"], jobs["webhooks"], jobs["lead"]}) == 5
