@@ -50,7 +50,7 @@ def _fail(ctx: StepContext, step: int, error: str) -> None:
     """Stop at the step that could not run, keeping the enrollment's place (and its hold on the
     account) until `playbookd enrollments retry` runs the step again."""
     ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id).values(
-        state="failed", step=step, next_due_at=None, reason=error))
+        state="failed", step=step, step_key=ctx.playbook.key_at(step), next_due_at=None, reason=error))
     ctx.log(audit.STEP_FAILED, step, "step_failed", detail={"error": error})
     log.error("enrollment %s (%s, %s) failed: %s", ctx.enrollment.id, ctx.playbook.id, ctx.account["id"], error,
               extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
@@ -72,7 +72,9 @@ def _check_goal(ctx: StepContext) -> None:
 
 def advance_one(ctx: StepContext) -> None:
     """Run steps from the enrollment's position until a wait, the end, or an exit."""
-    index = ctx.enrollment.step
+    index, moved = ctx.playbook.position(ctx.enrollment.step, ctx.enrollment.step_key)
+    if moved:
+        ctx.log(audit.STEP_MOVED, index, "playbook_edited", detail={"note": moved})
     _check_goal(ctx)
     while index < len(ctx.playbook.steps):
         reason = _exit_reason(ctx)
@@ -85,7 +87,7 @@ def advance_one(ctx: StepContext) -> None:
         index += 1
         if due is not None:
             ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)
-                             .values(step=index, next_due_at=due))
+                             .values(step=index, step_key=ctx.playbook.key_at(index), next_due_at=due))
             return None
     return _finish(ctx, "completed", index, None)
 

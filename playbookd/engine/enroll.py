@@ -173,6 +173,7 @@ def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | N
 def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime) -> int:
     """Create enrollments (one active per playbook and account, whoever races) and audit them."""
     rows = [{"playbook_id": c.playbook.id, "account_id": c.account_id, "state": "active", "step": 0,
+             "step_key": c.playbook.key_at(0),
              "next_due_at": now, "entered_at": now, "event_id": c.event_id,
              "active_key": active_keyed(c.playbook.id, c.account_id)} for c in chunk]
     inserted = insert_ignore(conn, enrollments, rows)

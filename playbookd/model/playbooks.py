@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,10 +165,11 @@ def _set(reader: _Reader, spec: Any, path: Key) -> SetStep | None:
 
 
 def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
-    if not isinstance(data, dict) or len(data) != 1:
-        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item)")
+    body = {k: v for k, v in data.items() if k != "id"} if isinstance(data, dict) else None
+    if body is None or len(body) != 1:
+        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item, and an optional id)")
         return None
-    kind, spec = next(iter(data.items()))
+    kind, spec = next(iter(body.items()))
     if kind not in STEP_KINDS:
         hint = did_you_mean(str(kind), STEP_KINDS)
         reader.fail((*path, kind), f"unknown step {kind!r}{hint}")
@@ -180,12 +183,36 @@ def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
 _STEP_READERS = {"email": _email, "task": _task, "webhook": _webhook, "set": _set}
 
 
-def _steps(reader: _Reader, data: Any) -> tuple[Step, ...]:
+def _steps(reader: _Reader, data: Any) -> tuple[tuple[Step, ...], tuple[str, ...]]:
+    """The steps and their keys: an explicit `id:`, else one derived from the step's content, so that
+    inserting, removing or reordering steps never moves an enrollment in flight to the wrong one."""
     if not isinstance(data, list) or not data:
         reader.fail(("steps",), "'steps' is a non-empty list")
-        return ()
-    steps = [_step(reader, item, ("steps", i)) for i, item in enumerate(data)]
-    return tuple(s for s in steps if s is not None)
+        return (), ()
+    found = [(_step(reader, item, ("steps", i)), _step_key(reader, item, ("steps", i))) for i, item in enumerate(data)]
+    kept = [(step, key) for step, key in found if step is not None]
+    return tuple(step for step, _ in kept), _unique([key for _, key in kept])
+
+
+def _step_key(reader: _Reader, item: Any, path: Key) -> str:
+    if isinstance(item, dict) and "id" in item:
+        given = item["id"]
+        if isinstance(given, str) and given.strip():
+            return given.strip()
+        reader.fail((*path, "id"), "a step's 'id' is a short name")
+    digest = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    kind = next(iter(item), "step") if isinstance(item, dict) else "step"
+    return f"{kind}-{digest}"
+
+
+def _unique(keys: list[str]) -> tuple[str, ...]:
+    """Two identical steps (`wait: 3d` twice) are told apart by their order."""
+    seen: dict[str, int] = {}
+    out = []
+    for key in keys:
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return tuple(out)
 
 
 def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
@@ -268,12 +295,13 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
     head = _header(reader, data, stem)
     event, trigger = _trigger(reader, data.get("trigger"))
     reenter = data.get("reenter_after")
+    steps, keys = _steps(reader, data.get("steps"))
     playbook = Playbook(
         **head, file=doc.file, segments=_audience(reader, data.get("audience")), event=event,
         trigger=trigger,
         reenter_after=None if reenter is None else reader.duration(reenter, ("reenter_after",)),
         exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
-        steps=_steps(reader, data.get("steps")), goal=_goal(reader, data.get("goal")),
+        steps=steps, step_keys=keys, goal=_goal(reader, data.get("goal")),
         where=Where(doc.file, 1, 1),
     )
     return playbook, reader.problems

@@ -80,6 +80,20 @@ class Playbook:
     steps: tuple[Step, ...]
     goal: Goal | None
     where: Where = field(compare=False)
+    step_keys: tuple[str, ...] = ()  # each step's stable identity, in order
+
+    def position(self, step: int, key: str | None) -> tuple[int, str | None]:
+        """Where an enrollment that was to run step `step` (known as `key`) stands in this version of
+        the playbook, and a note when the step moved or is gone."""
+        if key is None:
+            return step, None
+        if key in self.step_keys:
+            found = self.step_keys.index(key)
+            return found, None if found == step else f"step {key} moved from {step + 1} to {found + 1}"
+        return step, f"step {key} no longer exists; going on with step {step + 1}"
+
+    def key_at(self, step: int) -> str | None:
+        return self.step_keys[step] if step < len(self.step_keys) else None
 
     def templates(self) -> Iterable[tuple[str, Where]]:
         for step in self.steps:

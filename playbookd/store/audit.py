@@ -21,6 +21,7 @@ GOAL_MET, SYNCED = "goal_met", "synced"
 EVALUATION_FAILED = "evaluation_failed"  # the rules engine could not evaluate the account
 STEP_FAILED = "step_failed"  # a step could not run; its enrollment waits in `failed` for a retry
 RETRIED = "retried"  # an operator ran a failed enrollment again
+STEP_MOVED = "step_moved"  # the playbook was edited: the enrollment goes on from its step's new place
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,9 @@ enrollments = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("playbook_id", String(200), nullable=False),
     Column("account_id", String(200), nullable=False),
-    Column("state", String(20), nullable=False),  # active | completed | exited
+    Column("state", String(20), nullable=False),  # active | failed | completed | exited
     Column("step", Integer, nullable=False, default=0),  # index of the next step to run
+    Column("step_key", String(200)),  # and its stable identity, so an edited playbook keeps the place
     Column("next_due_at", When),
     Column("entered_at", When, nullable=False),
     Column("finished_at", When),

@@ -185,3 +185,44 @@ def test_set_renders_its_values_and_other_playbooks_see_the_change(make: Any) ->
     assert len(project.rows(enrollments)) == 2 and account.changes != {}
     (account,) = project.rows(accounts)
     assert account.changes == {}  # seen, so consumed
+
+
+def edit(project: Any, name: str, text: str) -> None:
+    (project.path / "playbooks" / f"{name}.yaml").write_text(text)
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+
+
+def test_inserting_steps_into_a_live_playbook_keeps_each_enrollment_at_its_step(make: Any) -> None:
+    project = make({"two": TWO_EMAILS})
+    project.run(T0)  # first email sent; waits for the second
+    edit(project, "two", TWO_EMAILS.replace("steps:\n", "steps:\n  - task: {title: Welcome call, assign: csm}\n"
+                                                        "  - wait: 1d\n"))
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_short.html.j2"]
+    assert project.rows(tasks) == []  # the new first steps are behind this enrollment
+    (moved,) = project.rows(audit, audit.c.event == "step_moved")
+    assert moved.detail["note"].endswith("moved from 3 to 5")
+    (enrollment,) = project.rows(enrollments)
+    assert enrollment.state == "completed"
+
+
+def test_an_enrollment_whose_step_was_removed_goes_on_with_the_next_one(make: Any) -> None:
+    three = TWO_EMAILS + "  - task: {title: Follow up, assign: csm}\n"
+    project = make({"two": three})
+    project.run(T0)
+    edit(project, "two", three.replace("  - email: {template: login_nudge_short, to: admin}\n", ""))
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2"] and [t.title for t in project.rows(tasks)] == ["Follow up"]
+    (moved,) = project.rows(audit, audit.c.event == "step_moved")
+    assert "no longer exists; going on with step 3" in moved.detail["note"]
+
+
+def test_explicit_step_ids_survive_an_edit_of_the_step(make: Any) -> None:
+    named = TWO_EMAILS.replace("  - email: {template: login_nudge_short, to: admin}\n",
+                               "  - id: second-nudge\n    email: {template: login_nudge_short, to: admin}\n")
+    project = make({"two": named})
+    project.run(T0)
+    edit(project, "two", named.replace("login_nudge_short", "login_nudge_long").replace(
+        "  - wait: 3d\n", "  - wait: 3d\n  - task: {title: Check in, assign: csm}\n"))
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_long.html.j2"]
