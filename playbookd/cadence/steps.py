@@ -108,8 +108,8 @@ def run_webhook(ctx: StepContext, index: int, step: WebhookStep) -> None:
     context = ctx.inline_context()
     insert_ignore(ctx.conn, webhooks, [{
         "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
-        "url": url, "body": _render_body(ctx, step.body, context), "state": "queued", "attempts": 0,
-        "not_before": ctx.now, "created_at": ctx.now}])
+        "enrollment_id": ctx.enrollment.id, "url": url, "body": _render_body(ctx, step.body, context),
+        "state": "queued", "attempts": 0, "not_before": ctx.now, "created_at": ctx.now}])
     ctx.log(audit.STEP_DONE, index, detail={"action": "webhook"})
 
 

@@ -69,8 +69,9 @@ def echo_cycle(report: CycleReport) -> None:
     click.echo(f"enrolled {report.enrolled}, advanced {report.advanced} enrollment(s)")
     click.echo(f"delivery: {report.delivery.line()}")
     hooks = report.webhooks
-    if hooks.sent or hooks.retried or hooks.failed:
-        click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}")
+    if hooks.sent or hooks.retried or hooks.failed or hooks.skipped:
+        click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}, "
+                   f"skipped {hooks.skipped}")
     if report.failed_accounts:
         click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
     if report.failed_steps:

@@ -25,13 +25,14 @@ from playbookd.delivery.backoff import backoff
 from playbookd.errors import PlaybookdError
 from playbookd.store import audit
 from playbookd.store.database import aware, transaction, utcnow
-from playbookd.store.schema import webhooks
+from playbookd.store.schema import enrollments, webhooks
 from playbookd.version import __version__
 
 TIMEOUT = 10.0
 RETRYABLE = {408, 425, 429}
 MAX_RETRY_DELAY = timedelta(hours=1)  # a receiver that is down usually comes back within minutes
 WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
+WEBHOOK_SKIPPED = "webhook_skipped"
 
 
 @dataclass
@@ -39,6 +40,7 @@ class WebhookReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    skipped: int = 0
 
 
 class WebhookError(PlaybookdError):
@@ -72,7 +74,9 @@ def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
 
 def _due(engine: Engine, now: datetime, limit: int) -> list[Row[Any]]:
     with engine.connect() as conn:
-        query = (select(webhooks).where(webhooks.c.state == "queued", webhooks.c.not_before <= now)
+        query = (select(webhooks, enrollments.c.state.label("enrollment_state"))
+                 .join(enrollments, enrollments.c.id == webhooks.c.enrollment_id, isouter=True)
+                 .where(webhooks.c.state == "queued", webhooks.c.not_before <= now)
                  .order_by(webhooks.c.not_before, webhooks.c.id).limit(limit))
         return list(conn.execute(query))
 
@@ -113,6 +117,15 @@ def _attempt(row: Row[Any]) -> Exception | None:
     return None
 
 
+def _skip(engine: Engine, row: Row[Any], now: datetime, report: WebhookReport) -> None:
+    """Its enrollment exited after queueing it: the receiver is told nothing."""
+    with transaction(engine) as conn:
+        conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(state="skipped",
+                                                                            last_error="enrollment_exited"))
+        _log(conn, row, WEBHOOK_SKIPPED, now, reason="enrollment_exited")
+    report.skipped += 1
+
+
 def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
              clock: Callable[[], datetime] = utcnow, batch: int = 50) -> WebhookReport:
     """Post every webhook due now, oldest first, until none is due or `stop` is set."""
@@ -122,6 +135,9 @@ def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = 
         for row in rows:
             if stop and stop.is_set():
                 break
+            if row.enrollment_state == "exited":
+                _skip(engine, row, clock(), report)
+                continue
             _settle(engine, row, _attempt(row), clock(), max_age, report)
         if len(rows) < batch:
             break

@@ -133,7 +133,8 @@ webhooks = Table(
     Column("playbook_id", String(200), nullable=False),
     Column("url", Text, nullable=False),
     Column("body", JSON, nullable=False),
-    Column("state", String(20), nullable=False),  # queued | sent | failed
+    Column("enrollment_id", BigInteger),
+    Column("state", String(20), nullable=False),  # queued | sent | failed | skipped
     Column("attempts", Integer, nullable=False, default=0),
     Column("not_before", When, nullable=False),
     Column("last_error", Text),

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cycle_helpers import ACCOUNTS
+from smtp_server import free_port
 
 from playbookd.service import cycle
 from playbookd.store.schema import audit, enrollments, outbox
+from playbookd.store.schema import webhooks as webhook_table
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # a Monday
 HEADER = ACCOUNTS.splitlines()[0] + ",last_login_at\n"
@@ -82,3 +84,15 @@ def test_an_account_that_leaves_the_audience_leaves_the_playbook(make: Any, db_u
     project.run(T0 + timedelta(days=1))
     assert exits(project) == ["left the audience (segment high_touch)"]
     assert project.emails() == ["login_nudge.html.j2"]
+
+
+def test_a_webhook_queued_by_an_enrollment_that_exited_is_not_posted(make: Any, db_url: str) -> None:
+    hook = NUDGE.replace("  - email: {template: login_nudge, to: admin}\n",
+                         f"  - webhook: {{url: \"http://127.0.0.1:{free_port()}/hook\", body: {{a: 1}}}}\n")
+    project = make({"nudge": hook}, accounts_csv=INACTIVE, database=db_url)
+    project.run(T0)  # the receiver is down: the webhook waits for a retry
+    assert [r.state for r in project.rows(webhook_table)] == ["queued"]
+    project.set_accounts(INACTIVE.replace("2026-02-01T09:00:00Z", "2026-03-03T10:00:00Z"))
+    project.run(T0 + timedelta(days=1))
+    (row,) = project.rows(webhook_table)
+    assert (row.state, row.last_error, row.attempts) == ("skipped", "enrollment_exited", 1)
