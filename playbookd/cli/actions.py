@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd import runtime
 from playbookd.cadence.context import template_context
+from playbookd.cadence.rehearsal import rehearse
 from playbookd.cli import sampledata
 from playbookd.config.settings import load_config
 from playbookd.delivery.message import Outgoing, build_message, make_message_id
@@ -69,6 +70,8 @@ def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
     config = load_config(config_path)
     store = _store_if_present(config.database)
     rt = runtime.load(config=config, engine=store)
+    if store is not None and (failures := rehearse(rt, store)):
+        raise ValidationError(failures, "templates fail for synced accounts")
     warnings = sorted(unseen_values(rt, store)) if store is not None else []
     if strict and warnings:
         raise ValidationError(warnings, "validation failed (--strict: warnings count)")

@@ -57,6 +57,10 @@ def test_a_template_error_fails_the_enrollment_visibly_and_a_retry_runs_it_again
     history = playbookd("history", "--account", account, cwd=project).stdout
     assert "step_failed" in history and "ZeroDivisionError" in history
 
+    rehearsal = playbookd("validate", cwd=project)  # now the store has the accounts it fails for
+    assert rehearsal.returncode == 1 and "templates fail for synced accounts" in rehearsal.stderr
+    assert "seat_note.html.j2:5: for account ACC-" in rehearsal.stderr and "ZeroDivisionError" in rehearsal.stderr
+
     again = playbookd("run", "--once", cwd=project)  # nothing retries by itself, and nothing re-enters
     assert states(project)["failed"] == failed and again.returncode == 0, again.stderr
 
