@@ -124,7 +124,8 @@ class _Parser:
             self.fail(path, f"unknown operator {op!r} on {name}; operators are {ops}")
             return TRUE
         try:
-            typed = _typed_value(op, value, kind)
+            typed = _compared(value, kind) if op in CHANGE[1:] and isinstance(value, dict) else \
+                _typed_value(op, value, kind)
         except ValueError as exc:
             self.fail(path, f"{name} {op}: {exc}")
             return TRUE
@@ -134,6 +135,27 @@ class _Parser:
 def _unknown_field(name: str, known: FieldTypes) -> str:
     hint = did_you_mean(name, known.types)
     return f"unknown field {name!r}{hint} (fields come from the well-known list, sources and the store)"
+
+
+@dataclass(frozen=True)
+class Compared:
+    """`changed_from: {gte: 60}`: the value before (or after) the change, tested with an operator."""
+
+    op: str
+    value: Any
+
+    def __str__(self) -> str:
+        return f"{{{self.op}: {self.value!r}}}"
+
+
+COMPARABLE = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "between")
+
+
+def _compared(spec: dict[Any, Any], kind: str | None) -> Compared:
+    if len(spec) != 1 or next(iter(spec)) not in COMPARABLE:
+        raise ValueError(f"takes a value or one operator of {', '.join(COMPARABLE)}, e.g. {{gte: 60}}")
+    op, value = next(iter(spec.items()))
+    return Compared(str(op), _typed_value(str(op), value, kind))
 
 
 def _typed_value(op: str, value: Any, kind: str | None) -> Any:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from playbookd.config.durations import Months, format_duration
 from playbookd.model.account import CHANGES, encode, lookup
-from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Condition, Leaf, Not
+from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Compared, Condition, Leaf, Not
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
@@ -106,16 +106,17 @@ def _contains(value: Any, item: Any, tz: ZoneInfo) -> bool:
     return False
 
 
-def _changed(leaf: Leaf, record: dict[str, Any], tz: ZoneInfo) -> bool:
+def _changed(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
     changes = record.get(CHANGES) or {}
     changed = leaf.field in changes
     if leaf.op == "changed":
         return changed is leaf.value
     if not changed:
         return False
-    if leaf.op == "changed_from":
-        return equal(changes[leaf.field], leaf.value, tz)
-    return equal(lookup(record, leaf.field), leaf.value, tz)
+    value = changes[leaf.field] if leaf.op == "changed_from" else lookup(record, leaf.field)
+    if isinstance(leaf.value, Compared):
+        return value is not None and _present(leaf.value.op, value, leaf.value.value, now, tz)
+    return equal(value, leaf.value, tz)
 
 
 def _present(op: str, value: Any, expected: Any, now: datetime, tz: ZoneInfo) -> bool:
@@ -141,7 +142,7 @@ def _present(op: str, value: Any, expected: Any, now: datetime, tz: ZoneInfo) ->
 
 def evaluate_leaf(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
     if leaf.op in CHANGE:
-        return _changed(leaf, record, tz)
+        return _changed(leaf, record, now, tz)
     value = lookup(record, leaf.field)
     if leaf.op == "exists":
         return (value is not None) is leaf.value

@@ -57,3 +57,33 @@ def test_a_change_undone_before_any_evaluation_is_no_change(make: Any, db_url: s
     sync_by_hand(project, 9, T0 + timedelta(hours=2))
     project.run(T0 + timedelta(hours=3))
     assert project.rows(enrollments) == []
+
+
+PROMOTER_LOST = """\
+id: promoter-lost
+trigger: {when: {nps: {changed_from: {gte: 9}, changed_to: {between: [0, 6]}}}}
+steps:
+  - task: {title: t, assign: csm}
+"""
+
+
+def test_changed_from_and_changed_to_take_operators(make: Any, db_url: str) -> None:
+    project = project_with(make, db_url, {"promoter-lost": PROMOTER_LOST})
+    sync_by_hand(project, 7, T0 + timedelta(hours=1))  # 9 -> 7: from a promoter, but not to a detractor
+    project.run(T0 + timedelta(hours=2))
+    assert project.rows(enrollments) == []
+    project.set_accounts(HEADER + ROW.format(nps=9))
+    project.run(T0 + timedelta(hours=3))
+    sync_by_hand(project, 4, T0 + timedelta(hours=4))
+    project.run(T0 + timedelta(hours=5))
+    assert [r.playbook_id for r in project.rows(enrollments)] == ["promoter-lost"]
+
+
+def test_a_changed_from_with_a_bad_operator_is_a_located_problem(make: Any, db_url: str) -> None:
+    import pytest
+
+    from playbookd.errors import ValidationError
+
+    bad = PROMOTER_LOST.replace("{gte: 9}", "{older_than: 9}")
+    with pytest.raises(ValidationError, match=r"promoter-lost.yaml:2:\d+: nps changed_from: takes a value or one"):
+        make({"promoter-lost": bad}, accounts_csv=HEADER + ROW.format(nps=9), database=db_url)
