@@ -190,8 +190,16 @@ def _steps(reader: _Reader, data: Any) -> tuple[tuple[Step, ...], tuple[str, ...
         reader.fail(("steps",), "'steps' is a non-empty list")
         return (), ()
     found = [(_step(reader, item, ("steps", i)), _step_key(reader, item, ("steps", i))) for i, item in enumerate(data)]
+    _duplicate_step_ids(reader, data)
     kept = [(step, key) for step, key in found if step is not None]
     return tuple(step for step, _ in kept), _unique([key for _, key in kept])
+
+
+def _duplicate_step_ids(reader: _Reader, data: list[Any]) -> None:
+    ids = [item["id"] for item in data if isinstance(item, dict) and "id" in item]
+    for index, item in enumerate(data):
+        if isinstance(item, dict) and "id" in item and ids.count(item["id"]) > 1:
+            reader.fail(("steps", index, "id"), f"step id {item['id']!r} is used {ids.count(item['id'])} times")
 
 
 def _step_key(reader: _Reader, item: Any, path: Key) -> str:

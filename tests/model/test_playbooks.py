@@ -123,3 +123,16 @@ def test_calendar_durations_and_the_ambiguous_m(tmp_path):
     (tmp_path / "a.yaml").unlink()
     _, problems = load(tmp_path, b=text.replace("reenter_after: 3mo", "reenter_after: 3m"))
     assert [str(p) for p in problems] == [f"{tmp_path / 'b.yaml'}:12:16: bad duration '3m': did you mean 3min or 3mo?"]
+
+
+def test_step_ids_are_stable_and_explicit_ones_unique(tmp_path):
+    (pb,), problems = load(tmp_path, a=DESIGN_EXAMPLE)
+    assert problems == [] and len(set(pb.step_keys)) == len(pb.steps) == 7
+    assert [key.split("-")[0] for key in pb.step_keys] == ["email", "wait", "email", "wait", "task", "webhook", "set"]
+    again, _ = load(tmp_path, a=DESIGN_EXAMPLE)
+    assert again[0].step_keys == pb.step_keys  # derived from content: the same file, the same keys
+    twice = DESIGN_EXAMPLE.replace("  - wait: 3d\n", "  - id: pause\n    wait: 3d\n").replace(
+        "  - wait: 4d\n", "  - id: pause\n    wait: 4d\n")
+    (tmp_path / "a.yaml").unlink()
+    _, problems = load(tmp_path, b=twice)
+    assert [p.message for p in problems] == ["step id 'pause' is used 2 times"] * 2
