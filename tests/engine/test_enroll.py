@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from playbookd.errors import ValidationError
 from playbookd.service import cycle
 from playbookd.store.schema import enrollments
 
@@ -80,10 +83,6 @@ def test_changed_from_and_changed_to_take_operators(make: Any, db_url: str) -> N
 
 
 def test_a_changed_from_with_a_bad_operator_is_a_located_problem(make: Any, db_url: str) -> None:
-    import pytest
-
-    from playbookd.errors import ValidationError
-
     bad = PROMOTER_LOST.replace("{gte: 9}", "{older_than: 9}")
     with pytest.raises(ValidationError, match=r"promoter-lost.yaml:2:\d+: nps changed_from: takes a value or one"):
         make({"promoter-lost": bad}, accounts_csv=HEADER + ROW.format(nps=9), database=db_url)
