@@ -38,7 +38,15 @@ class Located:
 class _SafeLoader(yaml.SafeLoader):
     """YAML 1.2 core-schema scalars: only true/false are booleans (`no`, `yes`, `on`, `off` stay text,
     so `usage_fit: {in: [no, investigate]}` means what it says), integers are decimal, 0o octal or 0x
-    hex (YAML 1.1 read `010` as 8 and `1:30` as 90), and floats need a digit."""
+    hex (YAML 1.1 read `010` as 8 and `1:30` as 90), and floats need a digit. No aliases: nine nested
+    ones in a few hundred bytes expand to billions of nodes (a "billion laughs" file)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported: write the value out",
+                                              mark)
+        return super().compose_node(parent, index)
 
 
 _CORE = {

@@ -44,3 +44,12 @@ def test_a_condition_on_a_yes_no_column_keeps_its_words() -> None:
     doc, _ = parse_yaml("when: {usage_fit: {in: [no, investigate]}}\n", "p.yaml")
     assert doc is not None and doc.data == {"when": {"usage_fit": {"in": ["no", "investigate"]}}}
     assert doc.where(("when", "usage_fit", "in", 0)) == (1, 25)
+
+
+def test_aliases_are_refused_where_they_are_so_a_billion_laughs_costs_nothing() -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    doc, problems = parse_yaml("\n".join(levels) + "\n", "bomb.yaml")
+    assert doc is None
+    assert [str(p) for p in problems] == [
+        "bomb.yaml:2:8: invalid YAML: aliases (*name) are not supported: write the value out"]
