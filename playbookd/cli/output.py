@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import describe_settings
+from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
 from playbookd.errors import UserError
@@ -109,7 +110,20 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "last_cycle": state.get(engine, "last_cycle"), "last_evaluation": state.get(engine, "last_evaluation"),
         "evaluation_failures": _evaluation_failures(engine),
         "failed_enrollments": _failed_enrollments(engine),
+        "policy_refusals": _policy_refusals(engine),
     }
+
+
+def _policy_refusals(engine: Engine) -> dict[str, Any] | None:
+    """Messages the mail server refused for its policy or our setup (5.7.x): every message may hit it."""
+    refused = (audit_table.c.event == audit.FAILED) & (audit_table.c.reason == POLICY_REFUSAL)
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(audit_table).where(refused)).scalar_one()
+        last = conn.execute(select(audit_table.c.at, audit_table.c.detail).where(refused)
+                            .order_by(audit_table.c.id.desc()).limit(1)).first()
+    if not count or last is None:
+        return None
+    return {"count": count, "last_at": aware(last.at), "last_error": (last.detail or {}).get("error")}
 
 
 def _failed_enrollments(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
@@ -142,6 +156,11 @@ def echo_status(engine: Engine, fmt: str) -> None:
     click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
     last = data["last_cycle"] or {}
     click.echo(f"last cycle: {last.get('at', 'never')}")
+    if data["policy_refusals"]:
+        refusals = data["policy_refusals"]
+        click.echo(f"\nThe mail server refused {refusals['count']} message(s) for its policy or our setup (5.7.x: "
+                   f"relaying, SPF, DKIM); every message may hit it. Latest, {refusals['last_at']}: "
+                   f"{refusals['last_error']}")
     if data["failed_enrollments"]:
         click.echo("\nEnrollments stopped at a step that could not run (fix, then `playbookd enrollments retry`):")
         table(("ID", "PLAYBOOK", "ACCOUNT", "STEP", "ERROR"), [tuple(map(str, f.values()))

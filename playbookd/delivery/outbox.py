@@ -33,6 +33,7 @@ from playbookd.store.leases import WORKER
 from playbookd.store.schema import contacts, enrollments, outbox
 
 MAX_RETRY_DELAY = timedelta(hours=6)
+POLICY_REFUSAL = "refused_by_policy"  # 5.7.x: our mail or setup, not the recipient; status raises it
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | 
             _retry_or_fail(runtime, conn, row, error, now, report)
         elif isinstance(error, PermanentFailure):
             _mark(conn, row, {"state": "failed", "last_error": str(error)})
-            _log(conn, row, audit.FAILED, "rejected", now, error=str(error))
+            _log(conn, row, audit.FAILED, POLICY_REFUSAL if error.policy else "rejected", now, error=str(error))
             if error.unknown_user:
                 bounces.hard_bounce(conn, row.to_addr, str(error), now)
             report.failed += 1

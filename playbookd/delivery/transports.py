@@ -23,9 +23,8 @@ import aiosmtplib
 
 from playbookd.config.settings import Delivery, Smtp
 from playbookd.delivery.message import envelope
+from playbookd.delivery.replies import classify
 from playbookd.errors import DependencyError
-
-UNKNOWN_USER_CODES = {550, 551, 553}
 
 
 class DeliveryError(DependencyError):
@@ -44,9 +43,10 @@ class TemporaryFailure(DeliveryError):
 class PermanentFailure(DeliveryError):
     """The server refused for good. `unknown_user` when the mailbox does not exist (a hard bounce)."""
 
-    def __init__(self, message: str, unknown_user: bool = False) -> None:
+    def __init__(self, message: str, unknown_user: bool = False, policy: bool = False) -> None:
         super().__init__(message)
         self.unknown_user = unknown_user
+        self.policy = policy  # refused by the server's policy or our setup (5.7.x), not for the recipient
 
 
 class UncertainDelivery(DeliveryError):
@@ -94,10 +94,10 @@ class FileTransport:
 
 def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> DeliveryError:
     text = f"{phase}: {exc.code} {exc.message}"
-    if 400 <= exc.code < 500:
-        return TemporaryFailure(text, soft_bounce=phase in ("RCPT", "DATA"))
-    unknown = phase == "RCPT" and (exc.code in UNKNOWN_USER_CODES or "5.1.1" in exc.message)
-    return PermanentFailure(text, unknown_user=unknown)
+    verdict = classify(exc.code, exc.message, phase)
+    if verdict.temporary:
+        return TemporaryFailure(text, soft_bounce=verdict.soft_bounce)
+    return PermanentFailure(text, unknown_user=verdict.hard_bounce, policy=verdict.policy)
 
 
 class SmtpTransport:

@@ -6,6 +6,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cli_helpers import playbookd, small_project
 from smtp_server import SmtpServer
 
@@ -75,3 +76,33 @@ def test_a_server_that_is_down_is_not_a_bounce(tmp_path: Path) -> None:
         assert playbookd("run", "--once", "--at", at(minute), cwd=project).returncode == 0
     assert rows(project, "select state, attempts from outbox") == [("queued", 4)]
     assert rows(project, "select count(*) from suppressions") == [(0,)]
+
+
+def champion_project(tmp_path: Path, smtp_server: SmtpServer) -> Path:
+    return small_project(tmp_path, ACCOUNTS, CONTACTS, {"hello-champion": HELLO_CHAMPION},
+                         delivery={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": smtp_server.port}})
+
+
+@pytest.mark.parametrize("reply", ["451 4.7.1 Greylisted, try again later", "421 4.3.2 Service shutting down",
+                                   "450 Requested action not taken"])
+def test_greylisting_and_server_trouble_are_retried_and_never_bounce(tmp_path: Path, smtp_server: SmtpServer,
+                                                                      reply: str) -> None:
+    smtp_server.recorder.refuse["cho@harbor.example"] = reply
+    project = champion_project(tmp_path, smtp_server)
+    for minute in (0, 10, 30, 70):
+        assert playbookd("run", "--once", "--at", at(minute), cwd=project).returncode == 0
+    assert rows(project, "select state from outbox") == [("queued",)]
+    assert rows(project, "select email from suppressions") == []
+    assert rows(project, "select status from contacts where email = 'cho@harbor.example'") == [("active",)]
+
+
+def test_a_relay_refusal_fails_the_message_keeps_the_contact_and_is_raised(tmp_path: Path,
+                                                                          smtp_server: SmtpServer) -> None:
+    smtp_server.recorder.refuse["cho@harbor.example"] = "550 5.7.1 Relaying denied"
+    project = champion_project(tmp_path, smtp_server)
+    assert playbookd("run", "--once", "--at", at(0), cwd=project).returncode == 0
+    assert rows(project, "select state from outbox") == [("failed",)]
+    assert rows(project, "select email from suppressions") == []
+    assert rows(project, "select status from contacts where email = 'cho@harbor.example'") == [("active",)]
+    status = playbookd("status", cwd=project).stdout
+    assert "refused 1 message(s) for its policy or our setup" in status and "Relaying denied" in status
