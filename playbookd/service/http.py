@@ -33,6 +33,7 @@ from playbookd.sync import events
 
 log = logging.getLogger("playbookd.http")
 MAX_BODY = 4096
+READ_SECONDS = 10
 MAX_EVENTS_BODY = 1 << 20
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
@@ -78,6 +79,18 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "playbookd"
     sys_version = ""
+    timeout = READ_SECONDS  # a client that stops sending (half-open, slowloris) is dropped, not waited for
+
+    def _length(self, cap: int) -> tuple[int, int]:
+        """(status, length): 400 for a Content-Length that is not a plain number ("-1", "abc"), 413
+        over `cap`, else 0 and the length, so no body is read past its cap."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0, 0
+        if not raw.strip().isdigit():
+            return 400, 0
+        length = int(raw)
+        return (413, 0) if length > cap else (0, length)
 
     def do_GET(self) -> None:
         if self.path == "/healthz":
@@ -97,9 +110,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/events":
             return self._events()
         token = self._token()
-        length = int(self.headers.get("Content-Length") or 0)
-        if token is None or length > MAX_BODY:
-            return self._page(404 if token is None else 413, "Not found", "<p>There is nothing here.</p>")
+        refused, length = self._length(MAX_BODY)
+        if token is None or refused:
+            return self._page(refused or 404, "Not found", "<p>There is nothing here.</p>")
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         how = "one_click" if form.get("List-Unsubscribe") == ["One-Click"] else "link"
         email, category = token
@@ -118,14 +131,17 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": "POST /events is off: set http.events_token"})
         if not hmac.compare_digest(self.headers.get("Authorization", "").encode(), f"Bearer {expected}".encode()):
             return self._json(401, {"error": "missing or wrong bearer token"})
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_EVENTS_BODY:
-            return self._json(413, {"error": f"body over {MAX_EVENTS_BODY} bytes; send fewer events per request"})
+        refused, length = self._length(MAX_EVENTS_BODY)
+        if refused:
+            return self._json(refused, {"error": f"Content-Length must be a number up to {MAX_EVENTS_BODY} bytes; "
+                                                 "send fewer events per request"})
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = json.loads(self.rfile.read(length) or b"null", parse_constant=_no_constant)
             recorded = events.record(self.server.site.engine, body if isinstance(body, list) else [body])
         except json.JSONDecodeError as exc:
             return self._json(400, {"error": f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"})
+        except (RecursionError, ValueError) as exc:  # nested past the parser's depth; NaN or Infinity
+            return self._json(400, {"error": f"not acceptable JSON: {exc}"})
         except UserError as exc:
             return self._json(400, {"error": str(exc)})
         except SQLAlchemyError:
@@ -165,6 +181,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a database can store")
 
 
 class Server(ThreadingHTTPServer):

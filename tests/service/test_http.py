@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -191,3 +192,49 @@ def test_events_need_the_bearer_token(events_site: tuple[str, list[int]], engine
 def test_events_endpoint_is_off_without_a_token(site: str, engine: Engine) -> None:
     assert post_events(site, {"account": "A", "name": "x"})[0] == 404
     assert stored_events(engine) == []
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """A hand-written request, for headers no well-behaved client would send."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as conn:
+        conn.sendall(head.encode() + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e3", " +5"])
+def test_a_content_length_that_is_not_a_plain_number_is_refused(events_site: tuple[str, list[int]],
+                                                                engine: Engine, length: str) -> None:
+    url, _ = events_site
+    head = (f"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok3n\r\nContent-Length: {length}\r\n"
+            "Connection: close")
+    status, _ = raw_request(url, head, b'{"account": "A", "name": "x"}')
+    assert status == 400 and stored_events(engine) == []
+
+
+def test_the_unsubscribe_body_cap_holds_against_a_negative_length(site: str, engine: Engine) -> None:
+    path = f"/unsubscribe/{sign(SECRET, 'ana@customer.example', 'x')}"
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close"
+    assert raw_request(site, head, b"List-Unsubscribe=One-Click")[0] == 400
+    assert suppressed(engine) == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"account": "A", "name": "nps", "data": {"score": NaN}}'])
+def test_json_too_deep_or_not_storable_is_a_400_not_a_traceback(events_site: tuple[str, list[int]],
+                                                                engine: Engine, body: bytes) -> None:
+    url, _ = events_site
+    head = (f"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok3n\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close")
+    status, reply = raw_request(url, head, body)
+    assert status == 400 and b"not acceptable JSON" in reply and stored_events(engine) == []
+
+
+def test_a_client_that_stops_sending_is_dropped(site: str) -> None:
+    host, port = site.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=http.READ_SECONDS + 10) as conn:
+        conn.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        assert conn.recv(1024) == b""  # the server closed it after READ_SECONDS
