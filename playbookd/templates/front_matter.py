@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,15 @@ def check_front(meta: dict[str, Any], lines: dict[str, int], file: str) -> None:
             fail(file, lines[key], f"{key} must be a non-empty line of text")
 
 
+MAX_HEADER = 200  # characters of a rendered subject or preheader: a 10 MB name is not a subject
+# line breaks of every kind (CR, LF, VT, FF, FS..US, NEL, LS, PS) and other C0/C1 controls
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def one_line(text: str, part: Part, what: str) -> str:
-    line = text.strip()
-    if not line or "\n" in line or "\r" in line:
-        shown = repr(line) if line else "nothing"
-        fail(part.file, part.line, f"{what} must render to one non-empty line, got {shown}")
-    return line
+    """A header value: what synced data brings in (a line break in a company name) becomes a space,
+    and it is cut at MAX_HEADER characters; nothing left is an error of the template."""
+    line = " ".join(_BREAKS.sub(" ", text).split())
+    if not line:
+        fail(part.file, part.line, f"{what} must render to one non-empty line, got nothing")
+    return line if len(line) <= MAX_HEADER else line[:MAX_HEADER - 1].rstrip() + "…"

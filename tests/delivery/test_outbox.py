@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cycle_helpers import ACCOUNTS
+from sqlalchemy import update
 
 from playbookd.cli import actions
 from playbookd.store.schema import audit, outbox
@@ -115,12 +116,17 @@ def test_no_two_playbooks_send_to_one_contact_in_one_batch_past_the_cap(make: An
 
 
 def test_a_message_that_cannot_be_built_fails_alone(make: Any, db_url: str) -> None:
-    accounts = (ACCOUNTS + "ACC-2,Bay\u2028Line,5000,active,basic,adopted,maria@acme.example\n"
+    accounts = (ACCOUNTS + "ACC-2,Bay Line,5000,active,basic,adopted,maria@acme.example\n"
                 "ACC-3,Cove Co,5000,active,basic,adopted,maria@acme.example\n")
     contacts = ("account_id,email,first_name,role,status,is_primary\nACC-1,ana@harbor.example,Ana,admin,active,true\n"
                 "ACC-2,bo@bay.example,Bo,admin,active,true\nACC-3,cy@cove.example,Cy,admin,active,true\n")
-    project = make({"hello": playbook("hello", 0)}, accounts_csv=accounts, contacts_csv=contacts, database=db_url)
-    project.run(T0)
+    project = make({"hello": playbook("hello", 0)}, accounts_csv=accounts, contacts_csv=contacts, database=db_url,
+                   delivery={"quiet_hours": {"start": "14:00", "end": "20:00"}})
+    project.run(T0)  # 15:00 UTC: queued, held by quiet hours
+    with project.engine.begin() as conn:  # a row the store holds however it got there
+        conn.execute(update(outbox).where(outbox.c.account_id == "ACC-2")
+                     .values(to_addr="bo@bay.example\nBcc: x@elsewhere.example"))
+    project.run(T0 + timedelta(hours=6))
     rows = {r.account_id: r for r in project.rows(outbox)}
     assert {a: r.state for a, r in rows.items()} == {"ACC-1": "sent", "ACC-2": "failed", "ACC-3": "sent"}
     assert rows["ACC-2"].last_error.startswith("message cannot be built: ")

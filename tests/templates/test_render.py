@@ -191,13 +191,15 @@ def test_html_autoescaped_subject_and_text_template_not(root: Path) -> None:
     assert "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>" in out.html and "<script>" not in out.html
 
 
-def test_subject_must_render_to_one_line(root: Path) -> None:
+def test_a_subject_from_data_is_one_capped_line(root: Path) -> None:
+    rendered = render(root, account={"name": "Harbor\u2028Foods\nBcc: victim@example.com\x85\x0b"})
+    assert rendered.subject == "Harbor Foods Bcc: victim@example.com : we miss you"  # no header injected
+    long = render(root, account={"name": "A" * 10_000_000})
+    assert len(long.subject) == 200 and long.subject.endswith("…")
     text = "---\npreheader: x\nsubject: '{{ account.name }}'\n---\nx\n"
     path = write(root, "default/login_nudge.html.j2", text)
-    problem = error(root, account={"name": "Line one\nBcc: victim@example.com"})
-    assert (problem.file, problem.line) == (str(path), 3) and "one non-empty line" in problem.message
-    problem = error(root, account={"name": "  "})
-    assert "got nothing" in problem.message
+    problem = error(root, account={"name": "  \u2028 "})
+    assert (problem.file, problem.line) == (str(path), 3) and "got nothing" in problem.message
 
 
 @pytest.mark.parametrize("expr", [
