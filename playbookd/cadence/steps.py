@@ -52,7 +52,7 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
     key = f"{ctx.enrollment.id}:{index}:{contact.id}"
     domain = parseaddr(ctx.runtime.config.delivery.from_)[1].rpartition("@")[2] or "playbookd.local"
     insert_ignore(ctx.conn, outbox, [{
-        "key": key, "message_id": make_message_id(key, domain), "enrollment_id": ctx.enrollment.id,
+        "key": key, "message_id": make_message_id(key, domain, ctx.secret), "enrollment_id": ctx.enrollment.id,
         "playbook_id": ctx.playbook.id, "account_id": ctx.account["id"], "contact_id": contact.id,
         "to_addr": contact.email, "template": rendered.template, "variant": variant.name or None,
         "category": ctx.playbook.category, "priority": ctx.playbook.priority, "subject": rendered.subject,

@@ -27,9 +27,10 @@ class Outgoing:
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def make_message_id(key: str, domain: str) -> str:
-    """Derived from the outbox key, so a resend after a crash carries the same Message-ID."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+def make_message_id(key: str, domain: str, installation: bytes = b"") -> str:
+    """Derived from the outbox key, so a resend after a crash carries the same Message-ID, and from
+    the installation's secret, so two installations never give different emails the same one."""
+    digest = hashlib.sha256(installation + b"\x1f" + key.encode()).hexdigest()[:32]
     return f"<{digest}@{domain}>"
 
 

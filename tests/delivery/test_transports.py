@@ -48,6 +48,9 @@ def test_message_id_is_stable_per_key_and_differs_between_keys() -> None:
     assert make_message_id("1:0:7", "acme.example") == make_message_id("1:0:7", "acme.example")
     assert make_message_id("1:0:7", "acme.example") != make_message_id("1:1:7", "acme.example")
     assert make_message_id("k", "acme.example").endswith("@acme.example>")
+    # another installation (another secret) never reuses this one's Message-IDs
+    assert make_message_id("1:0:7", "acme.example", b"one") != make_message_id("1:0:7", "acme.example", b"two")
+    assert make_message_id("1:0:7", "acme.example", b"one") == make_message_id("1:0:7", "acme.example", b"one")
 
 
 def test_message_has_both_parts_and_one_click_unsubscribe() -> None:
