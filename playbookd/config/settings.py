@@ -116,6 +116,11 @@ class SchedulerSettings(_Model):
     _d = field_validator("evaluate_every", "deliver_every", "sync_every", mode="before")(_duration)
 
 
+class Webhooks(_Model):
+    allow_private: bool = Field(False, description="Let webhook steps post to loopback, link-local and private "
+                                "addresses (off: a playbook cannot reach into the network the daemon runs in)")
+
+
 class Evaluation(_Model):
     batch_size: int = Field(500, ge=1, le=5000, description="Accounts per rules-engine batch")
     workers: int = Field(0, ge=0, le=64, description="Worker processes; 0: one per CPU")
@@ -152,6 +157,7 @@ class Config(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    webhooks: Webhooks = Field(default_factory=Webhooks)
     http: Http = Field(default_factory=Http)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")

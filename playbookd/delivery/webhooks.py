@@ -8,7 +8,9 @@ request itself is wrong, so repeating it cannot help). Each request carries the 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -107,8 +109,26 @@ def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetim
         conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(**values))
 
 
-def _attempt(row: Row[Any]) -> Exception | None:
+def private_target(url: str) -> str | None:
+    """The private address `url` leads to (loopback, link-local, private, reserved), else None: a
+    playbook author must not make the daemon call into the network it runs in."""
+    host = urllib.parse.urlsplit(url).hostname or ""
     try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None  # unresolvable: posting fails and retries like any unreachable receiver
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_multicast:
+            return str(address)
+    return None
+
+
+def _attempt(row: Row[Any], allow_private: bool) -> Exception | None:
+    try:
+        if not allow_private and (address := private_target(row.url)):
+            raise Refused(f"{row.url} leads to the private address {address}; set webhooks.allow_private: "
+                          "true to allow it")
         post(row.url, row.body, row.key)
     except (Retry, Refused) as exc:
         return exc
@@ -127,7 +147,7 @@ def _skip(engine: Engine, row: Row[Any], now: datetime, report: WebhookReport) -
 
 
 def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
-             clock: Callable[[], datetime] = utcnow, batch: int = 50) -> WebhookReport:
+             clock: Callable[[], datetime] = utcnow, batch: int = 50, allow_private: bool = False) -> WebhookReport:
     """Post every webhook due now, oldest first, until none is due or `stop` is set."""
     report = WebhookReport()
     while not (stop and stop.is_set()):
@@ -138,7 +158,7 @@ def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = 
             if row.enrollment_state == "exited":
                 _skip(engine, row, clock(), report)
                 continue
-            _settle(engine, row, _attempt(row), clock(), max_age, report)
+            _settle(engine, row, _attempt(row, allow_private), clock(), max_age, report)
         if len(rows) < batch:
             break
     return report

@@ -118,7 +118,8 @@ def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None =
 
 def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
                   clock: Callable[[], datetime] = utcnow) -> webhooks.WebhookReport:
-    report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock)
+    report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock,
+                               allow_private=runtime.config.webhooks.allow_private)
     if report.sent or report.failed or report.retried:
         log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})
     return report

@@ -89,7 +89,7 @@ def test_an_account_that_leaves_the_audience_leaves_the_playbook(make: Any, db_u
 def test_a_webhook_queued_by_an_enrollment_that_exited_is_not_posted(make: Any, db_url: str) -> None:
     hook = NUDGE.replace("  - email: {template: login_nudge, to: admin}\n",
                          f"  - webhook: {{url: \"http://127.0.0.1:{free_port()}/hook\", body: {{a: 1}}}}\n")
-    project = make({"nudge": hook}, accounts_csv=INACTIVE, database=db_url)
+    project = make({"nudge": hook}, accounts_csv=INACTIVE, database=db_url, webhooks={"allow_private": True})
     project.run(T0)  # the receiver is down: the webhook waits for a retry
     assert [r.state for r in project.rows(webhook_table)] == ["queued"]
     project.set_accounts(INACTIVE.replace("2026-02-01T09:00:00Z", "2026-03-03T10:00:00Z"))
