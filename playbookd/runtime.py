@@ -23,6 +23,7 @@ from playbookd.model.account import account_types
 from playbookd.model.conditions import Condition, FieldTypes, parse_condition
 from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks, set_step_fields
 from playbookd.model.steps import Playbook, SetStep, Step, TaskStep, WebhookStep, step_kind
+from playbookd.sources.base import SourceError
 from playbookd.sources.registry import source_columns
 from playbookd.store.schema import contacts
 from playbookd.store.schema import fields as fields_table
@@ -70,6 +71,10 @@ def source_catalog(config: Config) -> tuple[dict[str, str | None], list[Problem]
             continue
         try:
             columns = source_columns(source)
+        except SourceError as exc:
+            if not exc.unreachable:  # down is not wrong: its columns come from the store meanwhile
+                problems.append(Problem(str(config.path), None, None, f"source {source.name}: {exc}"))
+            continue
         except UserError as exc:
             problems.append(Problem(str(config.path), None, None, f"source {source.name}: {exc}"))
             continue

@@ -15,7 +15,7 @@ from playbookd.config.settings import describe_settings
 from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
-from playbookd.errors import UserError
+from playbookd.errors import DependencyError, UserError
 from playbookd.runtime import Runtime
 from playbookd.service.cycle import CycleReport
 from playbookd.store import audit, state
@@ -36,6 +36,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 def echo_sync(report: SyncReport) -> None:
     for line in report.summary_lines():
         click.echo(line)
+    _raise_for(report)
+
+
+def _raise_for(report: SyncReport) -> None:
+    if report.unreachable:
+        raise DependencyError(f"cannot reach source(s) {', '.join(report.unreachable)}; the others synced")
     if not report.ok:
         raise UserError("sync finished with rejected rows (the good rows were applied)")
 
@@ -79,6 +85,8 @@ def echo_cycle(report: CycleReport) -> None:
         click.echo(f"cadences: {report.failed_steps} enrollment(s) failed at a step")
     if report.errors:
         raise UserError("the cycle ran, but " + "; ".join(report.errors))
+    if report.sync is not None and report.sync.unreachable:
+        _raise_for(report.sync)
     if not report.ok:
         raise UserError("the cycle ran, but sync rejected some rows (see above)")
 

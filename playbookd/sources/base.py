@@ -25,10 +25,12 @@ class Row:
 
 
 class SourceError(UserError):
-    """The source as a whole cannot be read (missing file, bad header, bad encoding)."""
+    """The source as a whole cannot be read (missing file, bad header, bad encoding). `unreachable`
+    when the system behind it cannot be reached (a database or API that is down): a dependency
+    problem, not a mistake in the data or the config."""
 
-    def __init__(self, file: str, reason: str, line: int | None = None) -> None:
-        self.file, self.reason, self.line = file, reason, line
+    def __init__(self, file: str, reason: str, line: int | None = None, unreachable: bool = False) -> None:
+        self.file, self.reason, self.line, self.unreachable = file, reason, line, unreachable
         where = f"{file}:{line}" if line is not None else file
         super().__init__(f"{where}: {reason}")
 

@@ -89,8 +89,11 @@ class HttpReader:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return json.loads(response.read()), response.headers.get("Link")
         except urllib.error.HTTPError as exc:
-            raise SourceError(source_file(source), f"GET {url}: HTTP {exc.code} {exc.reason}") from None
+            down = exc.code >= 500 or exc.code in (408, 429)
+            raise SourceError(source_file(source), f"GET {url}: HTTP {exc.code} {exc.reason}",
+                              unreachable=down) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise SourceError(source_file(source), f"GET {url}: {getattr(exc, 'reason', exc)}") from None
+            raise SourceError(source_file(source), f"GET {url}: {getattr(exc, 'reason', exc)}",
+                              unreachable=True) from None
         except json.JSONDecodeError as exc:
             raise SourceError(source_file(source), f"GET {url}: not JSON ({exc.msg})") from None

@@ -54,8 +54,12 @@ class SqlReader:
             raise SourceError(source_file(source), "a sql source needs `url` and `query`")
         try:
             conn = _engine(source.url).connect().execution_options(stream_results=True, yield_per=1000)
+        except SQLAlchemyError as exc:
+            raise SourceError(source_file(source), f"cannot connect: {_reason(exc)}", unreachable=True) from None
+        try:
             return _Closing(conn, conn.execute(text(source.query)))
         except SQLAlchemyError as exc:
+            conn.close()
             raise SourceError(source_file(source), f"query failed: {_reason(exc)}") from None
 
 

@@ -28,6 +28,7 @@ class SourceReport:
     updated: int = 0
     unchanged: int = 0
     problems: list[Problem] = field(default_factory=list)
+    unreachable: bool = False  # the system behind the source could not be reached: retried next time
 
     def counts(self) -> dict[str, int]:
         return {"read": self.read, "inserted": self.inserted, "updated": self.updated,
@@ -41,6 +42,10 @@ class SyncReport:
     @property
     def ok(self) -> bool:
         return not any(s.problems for s in self.sources)
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [s.source for s in self.sources if s.unreachable]
 
     def summary_lines(self) -> list[str]:
         lines = []

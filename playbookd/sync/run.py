@@ -74,8 +74,9 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None,
         report = SourceReport(source.name, source.entity)
         try:
             RUNS[source.entity](engine, config, source, report, now).run()
-        except SourceError as exc:
+        except SourceError as exc:  # this source alone: the others still sync
             report.problems.append(Problem(exc.file, exc.line, None, exc.reason))
+            report.unreachable = exc.unreachable
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
         _record(engine, report, now)
         reports.append(report)
