@@ -52,6 +52,11 @@ def _next_url(body: Any, link_header: str | None, source: Source) -> str | None:
     return None
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
 class HttpReader:
     """GET `url` with `headers`; follows `Link: rel=next` or a `next` URL in the body, page by page."""
 
@@ -84,7 +89,11 @@ class HttpReader:
 
     @staticmethod
     def _get(source: Source, url: str) -> tuple[Any, str | None]:
-        request = urllib.request.Request(url, headers={"Accept": "application/json", **source.headers})
+        # the configured headers (credentials) go only where the configured URL goes: a `next` link
+        # to another origin gets none
+        same_origin = _origin(url) == _origin(source.url or "")
+        headers = {"Accept": "application/json", **(source.headers if same_origin else {})}
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return json.loads(response.read()), response.headers.get("Link")

@@ -145,3 +145,46 @@ def test_missing_settings_are_refused_at_load() -> None:
         Source.model_validate({"name": "usage", "kind": "sql", "entity": "accounts"})
     with pytest.raises(ValueError, match="kind http needs url"):
         Source.model_validate({"name": "crm", "kind": "http", "entity": "accounts"})
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_credentials_never_follow_a_next_link_to_another_origin() -> None:
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self._reply([{"id": "X9"}], None)
+
+        def _reply(self, body: Any, link: str | None) -> None:
+            self.send_response(200)
+            if link:
+                self.send_header("Link", f'<{link}>; rel="next"')
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = _serve(Elsewhere)
+
+    class First(Elsewhere):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self._reply([{"id": "A1"}], f"http://127.0.0.1:{other.server_address[1]}/collect")
+
+    first = _serve(First)
+    try:
+        rows = list(read_rows(http_source(f"http://127.0.0.1:{first.server_address[1]}/accounts")))
+        assert [r.values["id"] for r in rows] == ["A1", "X9"]
+        assert seen == [TOKEN, None]  # the token went to the configured origin only
+    finally:
+        for server in (first, other):
+            server.shutdown()
+            server.server_close()
