@@ -8,6 +8,7 @@ was possibly delivered: it becomes `unknown` and is never resent without an oper
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
 from playbookd.store.schema import contacts, enrollments, outbox
 
+log = logging.getLogger("playbookd.delivery")
 MAX_RETRY_DELAY = timedelta(hours=6)
 POLICY_REFUSAL = "refused_by_policy"  # 5.7.x: our mail or setup, not the recipient; status raises it
 
@@ -96,6 +98,9 @@ def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: d
     audit.record(conn, event, account_id=row.account_id, playbook_id=row.playbook_id,
                  enrollment_id=row.enrollment_id, contact=row.to_addr, reason=reason, at=now,
                  detail={"outbox_id": row.id, "message_id": row.message_id, **detail})
+    if event in (audit.FAILED, audit.UNKNOWN):  # each needs a person's eye: the log says so, in full
+        log.warning("message %s to %s %s (%s): %s", row.id, row.to_addr, event, reason, detail.get("error"),
+                    extra={"account": row.account_id, "playbook": row.playbook_id})
 
 
 def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
 import threading
 import urllib.error
@@ -35,6 +36,7 @@ RETRYABLE = {408, 425, 429}
 MAX_RETRY_DELAY = timedelta(hours=1)  # a receiver that is down usually comes back within minutes
 WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
 WEBHOOK_SKIPPED = "webhook_skipped"
+log = logging.getLogger("playbookd.webhooks")
 
 
 @dataclass
@@ -84,8 +86,12 @@ def _due(engine: Engine, now: datetime, limit: int) -> list[Row[Any]]:
 
 
 def _log(conn: Connection, row: Row[Any], event: str, now: datetime, **detail: Any) -> None:
+    reason = detail.pop("reason", None)
     audit.record(conn, event, account_id=row.account_id, playbook_id=row.playbook_id, at=now,
-                 reason=detail.pop("reason", None), detail={"url": row.url, **detail})
+                 reason=reason, detail={"url": row.url, **detail})
+    if event == WEBHOOK_FAILED:
+        log.warning("webhook %s to %s failed (%s): %s", row.id, row.url, reason, detail.get("error"),
+                    extra={"account": row.account_id, "playbook": row.playbook_id})
 
 
 def _settle(engine: Engine, row: Row[Any], error: Exception | None, now: datetime, max_age: timedelta,
