@@ -14,6 +14,7 @@ from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
+from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
 from playbookd.service import cycle
 from playbookd.service.daemon import start
@@ -246,6 +247,14 @@ def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
 def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
     """Give up on messages for good."""
     click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+
+
+@cli.command()
+@config_option
+@click.argument("email")
+def forget(config_path: Path, email: str) -> None:
+    """Erase a person: their contact, their messages' content and their audit entries; they stay suppressed."""
+    click.echo(erase(connect(_config(config_path).database), email, utcnow()).line(email.strip().lower()))
 
 
 @cli.group("enrollments")

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from playbookd.delivery.forget import hashed
 from playbookd.store.schema import contacts, suppressions
 
 ACTIVE = "active"
@@ -70,12 +71,13 @@ def select_recipients(people: Sequence[Contact], to: Sequence[str]) -> list[Cont
 
 def suppressed_for(conn: Connection, emails: Iterable[str], category: str) -> dict[str, str]:
     """email -> reason, for addresses suppressed for everything or for `category`."""
-    wanted = list({e.lower() for e in emails})
+    wanted = {e.lower() for e in emails}
     if not wanted:
         return {}
+    forgotten = {hashed(e): e for e in wanted}  # `playbookd forget` keeps only the hash
     query = select(suppressions.c.email, suppressions.c.reason).where(
-        suppressions.c.email.in_(wanted), suppressions.c.category.in_(["*", category]))
-    return {row.email: row.reason for row in conn.execute(query)}
+        suppressions.c.email.in_([*wanted, *forgotten]), suppressions.c.category.in_(["*", category]))
+    return {forgotten.get(row.email, row.email): row.reason for row in conn.execute(query)}
 
 
 def ineligible_reason(contact: Contact, suppressed: dict[str, str]) -> str | None:
