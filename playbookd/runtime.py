@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from playbookd.config.settings import Config, load_config
 from playbookd.config.yaml_loader import load_yaml_file
 from playbookd.errors import Problem, UserError, ValidationError, Where
+from playbookd.model import evaluation
 from playbookd.model import fields as F
-from playbookd.model.account import account_types
+from playbookd.model.account import AccountRecord, account_types
 from playbookd.model.conditions import Condition, FieldTypes, parse_condition
 from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks, set_step_fields
 from playbookd.model.steps import Playbook, SetStep, Step, TaskStep, WebhookStep, step_kind
@@ -39,6 +41,10 @@ class Runtime:
     segments: tuple[tuple[str, Condition | None], ...]
     types: dict[str, str | None] = field(default_factory=dict)
     exit_when: Condition | None = None  # config.yaml's project-wide exit
+
+    def leaves_everything(self, record: AccountRecord, now: datetime) -> bool:
+        """The account matches config.yaml's project-wide exit_when (churned, cancelled ...)."""
+        return self.exit_when is not None and evaluation.evaluate(self.exit_when, record, now, self.config.tz)
 
     def playbook(self, playbook_id: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.id == playbook_id), None)

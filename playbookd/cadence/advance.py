@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
@@ -25,7 +25,6 @@ from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction
-from playbookd.store.schema import audit as audit_table
 from playbookd.store.schema import enrollments, events
 
 log = logging.getLogger("playbookd.cadence")
@@ -163,13 +162,6 @@ def retry(engine: Engine, ids: Sequence[int], playbook_id: str | None, now: date
         audit.record_many(conn, [{"event": audit.RETRIED, "account_id": r.account_id, "playbook_id": r.playbook_id,
                                   "enrollment_id": r.id, "step": r.step, "at": now} for r in rows.values()])
     return len(rows)
-
-
-def failed_steps(engine: Engine, at: datetime) -> int:
-    """How many enrollments stopped at a step that could not run at `at`."""
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_table).where(
-            audit_table.c.event == audit.STEP_FAILED, audit_table.c.at == at)).scalar_one())
 
 
 def end_by_operator(engine: Engine, ids: Sequence[int], note: str, now: datetime) -> int:

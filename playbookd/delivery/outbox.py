@@ -25,7 +25,6 @@ from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
-from playbookd.model import evaluation
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
@@ -74,7 +73,7 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     found = set()
     for account_id in {row.account_id for row in rows}:
         record = get_account(conn, account_id, types)
-        if record is not None and evaluation.evaluate(runtime.exit_when, record, now, runtime.config.tz):
+        if record is not None and runtime.leaves_everything(record, now):
             found.add(account_id)
     return found
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from playbookd.delivery.forget import hashed
+from playbookd.store.chunks import chunked
 from playbookd.store.schema import contacts, suppressions
 
 ACTIVE = "active"
@@ -37,10 +38,9 @@ def load_contacts(conn: Connection, account_ids: Iterable[str]) -> dict[str, lis
     """Contacts of each account, in source order."""
     ids = list(set(account_ids))
     found: dict[str, list[Contact]] = {i: [] for i in ids}
-    for start in range(0, len(ids), 500):
+    for batch in chunked(ids, 500):
         query = select(*[contacts.c[f] for f in Contact.__dataclass_fields__]).where(
-            contacts.c.account_id.in_(ids[start:start + 500])
-        ).order_by(contacts.c.account_id, contacts.c.position, contacts.c.id)
+            contacts.c.account_id.in_(batch)).order_by(contacts.c.account_id, contacts.c.position, contacts.c.id)
         for row in conn.execute(query):
             found[row.account_id].append(Contact(**row._asdict()))
     return found

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import shift
@@ -28,7 +28,6 @@ from playbookd.store import audit
 from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
-from playbookd.store.schema import audit as audit_table
 from playbookd.store.schema import enrollments, events
 
 log = logging.getLogger("playbookd.engine")
@@ -73,10 +72,9 @@ def _history(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, s
     """(playbook, account) -> (has an active enrollment, last entered_at), for the given pairs."""
     found: dict[tuple[str, str], tuple[bool, datetime]] = {}
     accounts = list({a for _, a in pairs})
-    for start in range(0, len(accounts), 500):
+    for batch in chunked(accounts, 500):
         query = select(enrollments.c.playbook_id, enrollments.c.account_id, enrollments.c.state,
-                       enrollments.c.entered_at).where(
-            enrollments.c.account_id.in_(accounts[start:start + 500]))
+                       enrollments.c.entered_at).where(enrollments.c.account_id.in_(batch))
         for row in conn.execute(query):
             key = (row.playbook_id, row.account_id)
             if key not in pairs:
@@ -146,13 +144,6 @@ def record_failures(engine: Engine, failures: Sequence[tuple[str, str]], now: da
             audit.record_many(conn, [{"event": audit.EVALUATION_FAILED, "account_id": account_id,
                                       "reason": "rules_engine", "detail": {"error": why}, "at": now}
                                      for account_id, why in failures])
-
-
-def failed_accounts(engine: Engine, at: datetime) -> int:
-    """How many accounts the evaluation at `at` could not evaluate."""
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_table).where(
-            audit_table.c.event == audit.EVALUATION_FAILED, audit_table.c.at == at)).scalar_one())
 
 
 def _trim(segments: dict[str, str], keep: int = 100_000) -> None:

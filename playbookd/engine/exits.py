@@ -2,7 +2,8 @@
 playbook's `exit_when` or config.yaml's project-wide `exit_when`, or has left the playbook's
 audience, exits at once, before any further step comes due.
 
-The reasons, as `history`, `explain` and `status` show them, are EXIT_REASONS.
+The reasons, as `history`, `explain` and `status` show them, are the constants below (the README
+lists them).
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ PLAYBOOK_EXIT = "exit_when matched"
 LEFT_AUDIENCE = "left the audience"
 PLAYBOOK_GONE = "playbook removed or disabled"
 ACCOUNT_GONE = "account no longer in the store"
-EXIT_REASONS = (PROJECT_EXIT, PLAYBOOK_EXIT, LEFT_AUDIENCE, PLAYBOOK_GONE, ACCOUNT_GONE)
 
 
 def exit_reason(runtime: Runtime, playbook: Playbook, record: AccountRecord, now: datetime) -> str | None:
     """Why an enrollment of `playbook` for this account must end now, else None."""
     tz = runtime.config.tz
-    if runtime.exit_when is not None and evaluation.evaluate(runtime.exit_when, record, now, tz):
+    if runtime.leaves_everything(record, now):
         return PROJECT_EXIT
     if playbook.segments is not None and record.get("segment") not in playbook.segments:
         return f"{LEFT_AUDIENCE} (segment {record.get('segment')})"

@@ -12,12 +12,13 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from playbookd.cadence.advance import advance, failed_steps
+from playbookd.cadence.advance import advance
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.transports import make_transport
 from playbookd.engine import enroll, ranges
 from playbookd.runtime import Runtime
 from playbookd.service import metrics
+from playbookd.store import audit
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
 from playbookd.sync.run import SyncReport, sync
@@ -57,8 +58,8 @@ def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
         report.enrolled = enroll.evaluate(runtime, engine, now)
         report.advanced = advance(runtime, engine, now)
-    report.failed_accounts = enroll.failed_accounts(engine, now)
-    report.failed_steps = failed_steps(engine, now)
+    report.failed_accounts = audit.count_at(engine, audit.EVALUATION_FAILED, now)
+    report.failed_steps = audit.count_at(engine, audit.STEP_FAILED, now)
     if report.failed_steps:
         report.errors.append(f"{report.failed_steps} enrollment(s) stopped at a step that could not run; "
                              "`playbookd status` shows each error, `playbookd enrollments retry` runs them again")

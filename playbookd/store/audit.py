@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.engine import Engine
 
 from playbookd.store.database import aware, utcnow
 from playbookd.store.schema import audit
@@ -77,3 +78,10 @@ def history(conn: Connection, account_id: str | None = None, playbook_id: str | 
     for row in reversed(rows):
         yield Entry(aware(row.at) or utcnow(), row.account_id, row.playbook_id, row.enrollment_id,
                     row.step, row.contact, row.event, row.reason, row.detail)
+
+
+def count_at(engine: Engine, event: str, at: datetime) -> int:
+    """How many `event` entries one cycle at `at` recorded (failures a cycle must report)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit)
+                                .where(audit.c.event == event, audit.c.at == at)).scalar_one())
