@@ -135,6 +135,17 @@ class Http(_Model):
         None, description="Bearer token for POST /events (e.g. ${PLAYBOOKD_EVENTS_TOKEN}); unset: endpoint off")
 
 
+class Limits(_Model):
+    render_seconds: float = Field(5.0, gt=0, description="Longest one email may take to render; longer fails that "
+                                  "message")
+    render_memory_mb: int = Field(256, ge=16, description="Memory one render may take; more fails that message")
+    evaluate_batch_seconds: float = Field(60.0, gt=0, description="Longest one rules-engine batch may take; longer "
+                                          "splits the batch to isolate the account behind it")
+    max_field_bytes: int = Field(65_536, ge=256, description="Largest synced value; a longer one is a row problem")
+    header_chars: int = Field(200, ge=20, description="Longest header value (subject, names) taken from data; "
+                              "longer is cut with a warning")
+
+
 class Logging(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
@@ -159,6 +170,7 @@ class Config(_Model):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     webhooks: Webhooks = Field(default_factory=Webhooks)
     http: Http = Field(default_factory=Http)
+    limits: Limits = Field(default_factory=Limits)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
 
