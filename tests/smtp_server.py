@@ -18,16 +18,20 @@ class Received:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    raw: bytes = b""  # the bytes as they arrived after DATA
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Recorder:
     """aiosmtpd handler. `refuse` maps a recipient to the RCPT reply; `data_reply` overrides the DATA reply;
     `drop_data` closes the connection after the body arrived, before replying (the uncertain case);
-    `data_delay` holds the reply, so a client can be killed while its message is in flight."""
+    `data_delay` holds the reply, so a client can be killed while its message is in flight; `refuse_all`
+    is the RCPT reply to every recipient (a relay that refuses us) until set back to None."""
 
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    refuse_all: str | None = None
     data_reply: str | None = None
     drop_data: bool = False
     data_delay: float = 0.0  # seconds the server holds its DATA reply, after the body arrived
@@ -44,6 +48,8 @@ class Recorder:
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
+        if self.refuse_all:
+            return self.refuse_all
         if address.lower() in self.refuse:
             return self.refuse[address.lower()]
         envelope.rcpt_tos.append(address)
@@ -60,7 +66,8 @@ class Recorder:
             return self.data_reply
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message,  # type: ignore[arg-type]
+                                          bytes(envelope.original_content), list(envelope.mail_options)))
         return "250 Message accepted for delivery"
 
 
@@ -71,10 +78,10 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    def __init__(self, smtputf8: bool = False) -> None:
         self.recorder = Recorder()
         self.port = free_port()
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()

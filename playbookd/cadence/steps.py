@@ -6,6 +6,7 @@ never queues twice); tasks, webhooks and field updates are stored.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -22,6 +23,7 @@ from playbookd.delivery.unsubscribe import sign, unsubscribe_url
 from playbookd.errors import PlaybookdError, UserError
 from playbookd.model import fields as F
 from playbookd.model.account import encode
+from playbookd.model.headers import header_value
 from playbookd.model.steps import (
     EmailStep,
     SetStep,
@@ -38,10 +40,28 @@ from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
 from playbookd.store.schema import outbox, tasks, webhooks
 
+log = logging.getLogger("playbookd.cadence")
 
-def _headers(ctx: StepContext, step: int, variant: Variant) -> dict[str, str]:
-    return {"X-Playbook": ctx.playbook.id, "X-Account": ctx.account["id"],
-            "X-Playbook-Step": str(step), **({"X-Variant": variant.name} if variant.name else {})}
+
+def _headers(ctx: StepContext, step: int, variant: Variant) -> tuple[dict[str, str], list[str]]:
+    """Our own headers, each one line and capped like the subject; and the names of those cut."""
+    given = {"X-Playbook": ctx.playbook.id, "X-Account": ctx.account["id"],
+             "X-Playbook-Step": str(step), **({"X-Variant": variant.name} if variant.name else {})}
+    headers, cut = {}, []
+    for name, value in given.items():
+        headers[name], was_cut = header_value(value, ctx.runtime.config.limits.header_chars)
+        cut += [name] if was_cut else []
+    return headers, cut
+
+
+def _record_cuts(ctx: StepContext, index: int, contact: Contact, cut: list[str]) -> None:
+    """A value cut to fit a header is the data's problem, not the email's: the email goes, and
+    `history`, `status` and the log say what was cut."""
+    limit = ctx.runtime.config.limits.header_chars
+    ctx.log(audit.HEADER_CUT, index, "limits.header_chars", contact=contact.email,
+            detail={"headers": cut, "limit": limit})
+    log.warning("%s of the email to %s cut at limits.header_chars (%d characters)", ", ".join(cut),
+                contact.email, limit, extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
 
 
 def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact, variant: Variant) -> None:
@@ -49,6 +69,9 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
     url = unsubscribe_url(ctx.runtime.config.company.public_url, token)
     context = ctx.context(contact.context(), url)
     rendered = ctx.runtime.templates.render(variant.template, ctx.account["segment"], context)
+    headers, cut = _headers(ctx, index, variant)
+    if rendered.cut or cut:
+        _record_cuts(ctx, index, contact, [*rendered.cut, *cut])
     key = f"{ctx.enrollment.id}:{index}:{contact.id}"
     domain = parseaddr(ctx.runtime.config.delivery.from_)[1].rpartition("@")[2] or "playbookd.local"
     insert_ignore(ctx.conn, outbox, [{
@@ -56,8 +79,7 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
         "playbook_id": ctx.playbook.id, "account_id": ctx.account["id"], "contact_id": contact.id,
         "to_addr": contact.email, "template": rendered.template, "variant": variant.name or None,
         "category": ctx.playbook.category, "priority": ctx.playbook.priority, "subject": rendered.subject,
-        "html": rendered.html, "text": rendered.text, "headers": {**_headers(ctx, index, variant),
-                                                                  "List-Unsubscribe-URL": url},
+        "html": rendered.html, "text": rendered.text, "headers": {**headers, "List-Unsubscribe-URL": url},
         "state": "queued", "attempts": 0, "not_before": ctx.now, "created_at": ctx.now,
     }])
     ctx.log(audit.QUEUED, index, contact=contact.email, detail={"template": rendered.template,

@@ -119,7 +119,21 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "evaluation_failures": _evaluation_failures(engine),
         "failed_enrollments": _failed_enrollments(engine),
         "policy_refusals": _policy_refusals(engine),
+        "header_cuts": _header_cuts(engine),
     }
+
+
+def _header_cuts(engine: Engine) -> dict[str, Any] | None:
+    """Emails whose subject (or another header from data) was cut at limits.header_chars."""
+    cut = audit_table.c.event == audit.HEADER_CUT
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(audit_table).where(cut)).scalar_one()
+        last = conn.execute(select(audit_table.c.at, audit_table.c.account_id, audit_table.c.detail).where(cut)
+                            .order_by(audit_table.c.id.desc()).limit(1)).first()
+    if not count or last is None:
+        return None
+    return {"count": count, "last_at": aware(last.at), "last_account": last.account_id,
+            "last_headers": (last.detail or {}).get("headers")}
 
 
 def _policy_refusals(engine: Engine) -> dict[str, Any] | None:
@@ -169,6 +183,10 @@ def echo_status(engine: Engine, fmt: str) -> None:
         click.echo(f"\nThe mail server refused {refusals['count']} message(s) for its policy or our setup (5.7.x: "
                    f"relaying, SPF, DKIM); every message may hit it. Latest, {refusals['last_at']}: "
                    f"{refusals['last_error']}")
+    if data["header_cuts"]:
+        cuts = data["header_cuts"]
+        click.echo(f"\n{cuts['count']} email(s) had a header value from data cut at limits.header_chars; latest, "
+                   f"{cuts['last_at']}: {', '.join(cuts['last_headers'] or [])} for account {cuts['last_account']}")
     if data["failed_enrollments"]:
         click.echo("\nEnrollments stopped at a step that could not run (fix, then `playbookd enrollments retry`):")
         table(("ID", "PLAYBOOK", "ACCOUNT", "STEP", "ERROR"), [tuple(map(str, f.values()))

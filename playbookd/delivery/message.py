@@ -1,17 +1,75 @@
-"""Building the MIME message of an outbox row: headers, one-click unsubscribe, text and HTML parts."""
+"""Building the MIME message of an outbox row: headers, one-click unsubscribe, text and HTML parts.
+
+Written by the rules: headers folded at 76 characters, so no RFC 2047 encoded word is longer
+than 75; both parts quoted-printable, so no body line is longer than 76 (RFC 2045) and the
+message is 7-bit clean. A message to or from a non-ASCII local part is written with its headers
+in UTF-8 (RFC 6532), never with encoded words inside an address, and needs SMTPUTF8 to be sent.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy
+from email.headerregistry import UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.policy import EmailPolicy
+from email.utils import format_datetime
+from typing import Any
 
-# Long unbreakable headers (List-Unsubscribe URLs) must stay readable, not RFC 2047-encoded.
-POLICY = policy.SMTP.clone(max_line_length=998)
+from playbookd.model.addresses import needs_smtputf8
+from playbookd.model.headers import one_line
+
+FOLD_AT = 76  # an encoded word on a folded line then has at most 75 characters (RFC 2047)
+_EW_CHROME = len("=?utf-8?b??=")
+
+
+def _encoded_words(text: str, first: int) -> list[str]:
+    """`text` as base64 encoded words, each a whole number of characters, the first at most `first`
+    long and the others at most FOLD_AT - 1. Every space is inside a word, so none is lost between
+    two of them (as Python 3.11's own folding loses some)."""
+    words, chunk, size, budget = [], "", 0, first
+    for char in text:
+        width = len(char.encode())
+        if chunk and _EW_CHROME + 4 * -(-(size + width) // 3) > budget:
+            words.append(chunk)
+            chunk, size, budget = "", 0, FOLD_AT - 1
+        chunk, size = chunk + char, size + width
+    words.append(chunk)
+    return ["=?utf-8?b?" + base64.b64encode(w.encode()).decode() + "?=" for w in words]
+
+
+def _fold_unstructured(name: str, text: str, utf8: bool, linesep: str) -> str:
+    """Subject and our X- headers: wrapped at spaces when they can be sent as they are (ASCII, or
+    UTF-8 under SMTPUTF8), else encoded words; a single long token (a URL) stays whole."""
+    if text.isascii() or utf8:
+        lines = [f"{name}:"]
+        for word in text.split():
+            if len(lines[-1]) + 1 + len(word) > FOLD_AT and lines[-1] != f"{name}:":
+                lines.append("")
+            lines[-1] += " " + word
+        return (linesep).join(lines) + linesep
+    return f"{name}: " + (linesep + " ").join(_encoded_words(text, FOLD_AT - len(name) - 2)) + linesep
+
+
+class _Policy(EmailPolicy):
+    """policy.SMTP, folding by the rules at FOLD_AT (structured headers by the library)."""
+
+    def fold(self, name: str, value: Any) -> str:
+        if isinstance(value, UnstructuredHeader):
+            return _fold_unstructured(name, str(value), self.utf8, self.linesep)
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if isinstance(value, UnstructuredHeader):
+            return self.fold(name, value).encode("utf-8" if self.utf8 else "ascii")
+        return super().fold_binary(name, value)
+
+
+POLICY = _Policy(linesep="\r\n", max_line_length=FOLD_AT)  # policy.SMTP, folded by the rules
+UTF8 = POLICY.clone(utf8=True)
 
 
 @dataclass(frozen=True)
@@ -40,7 +98,7 @@ def build_message(out: Outgoing, now: datetime | None = None) -> EmailMessage:
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["From"] = out.from_addr
     message["To"] = out.to_addr
-    message["Subject"] = out.subject
+    message["Subject"] = one_line(out.subject)  # a row the store holds however it got there
     if out.reply_to:
         message["Reply-To"] = out.reply_to
     if out.unsubscribe_url:
@@ -48,11 +106,22 @@ def build_message(out: Outgoing, now: datetime | None = None) -> EmailMessage:
         message["List-Unsubscribe"] = f"<{out.unsubscribe_url}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in out.extra_headers.items():
-        message[name] = value
-    message.set_content(out.text)
-    message.add_alternative(out.html, subtype="html")
+        message[name] = one_line(value)
+    message.set_content(out.text, cte="quoted-printable")
+    message.add_alternative(out.html, subtype="html", cte="quoted-printable")
     return message
 
 
 def envelope(message: EmailMessage) -> tuple[str, str]:
-    return parseaddr(str(message["From"]))[1], parseaddr(str(message["To"]))[1]
+    """(sender, recipient) addresses of the From and To headers."""
+    return message["From"].addresses[0].addr_spec, message["To"].addresses[0].addr_spec
+
+
+def needs_utf8(message: EmailMessage) -> bool:
+    """The sender or the recipient has a non-ASCII local part: the message needs SMTPUTF8."""
+    return any(needs_smtputf8(address) for address in envelope(message))
+
+
+def as_bytes(message: EmailMessage, utf8: bool) -> bytes:
+    """The message on the wire: with UTF-8 headers for SMTPUTF8, else 7-bit with encoded words."""
+    return message.as_bytes(policy=UTF8 if utf8 else POLICY)

@@ -22,7 +22,7 @@ from typing import Protocol
 import aiosmtplib
 
 from playbookd.config.settings import Delivery, Smtp
-from playbookd.delivery.message import envelope
+from playbookd.delivery.message import as_bytes, envelope, needs_utf8
 from playbookd.delivery.replies import classify
 from playbookd.errors import DependencyError
 
@@ -47,6 +47,24 @@ class PermanentFailure(DeliveryError):
         super().__init__(message)
         self.unknown_user = unknown_user
         self.policy = policy  # refused by the server's policy or our setup (5.7.x), not for the recipient
+
+
+def _serialised(message: EmailMessage, utf8: bool) -> bytes:
+    """The bytes to hand over; a message the MIME library cannot write fails alone, before any is sent."""
+    try:
+        return as_bytes(message, utf8)
+    except Exception as exc:  # only this message's content is involved: it can never be written
+        raise PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}") from exc
+
+
+def _addresses(message: EmailMessage) -> tuple[str, str]:
+    try:
+        sender, recipient = envelope(message)
+    except (AttributeError, IndexError, ValueError) as exc:
+        raise PermanentFailure(f"message cannot be built: no usable From or To address ({exc})") from exc
+    if "@" not in sender or "@" not in recipient:
+        raise PermanentFailure("message cannot be built: no usable From or To address")
+    return sender, recipient
 
 
 class UncertainDelivery(DeliveryError):
@@ -74,18 +92,20 @@ class FileTransport:
         return self.directory / f"{stem}.eml"
 
     async def send(self, message: EmailMessage) -> None:
+        _addresses(message)
+        data = _serialised(message, needs_utf8(message))
         try:
-            self._write(message)
+            self._write(message, data)
         except OSError as exc:
             raise TemporaryFailure(f"cannot write to {self.directory}: {exc}") from exc
 
-    def _write(self, message: EmailMessage) -> None:
+    def _write(self, message: EmailMessage, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path_for(message)
         # Write then rename, so a reader never sees half a message and a crash leaves no torn file.
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(message.as_bytes())
+            handle.write(data)
         os.replace(tmp, target)
 
     async def close(self) -> None:
@@ -144,15 +164,34 @@ class SmtpTransport:
                 raise
 
     async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
-        sender, recipient = envelope(message)
-        await self._step(client.mail(sender), "MAIL")
-        await self._step(client.rcpt(recipient), "RCPT")
+        sender, recipient = _addresses(message)
+        utf8 = needs_utf8(message)
+        if utf8 and not await self._offers(client, "smtputf8"):
+            # about our server, not the recipient: the message fails, the address is not suppressed
+            raise PermanentFailure(f"{recipient if not recipient.isascii() else sender} needs SMTPUTF8, which "
+                                   f"{self.settings.host}:{self.settings.port} does not offer; nothing was sent")
+        data = _serialised(message, utf8)
+        encoding = "utf-8" if utf8 else "ascii"
+        options = ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])] if utf8 else []
+        await self._step(client.mail(sender, options=options, encoding=encoding), "MAIL")
+        await self._step(client.rcpt(recipient, encoding=encoding), "RCPT")
         try:
-            await client.data(message.as_bytes())
+            await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:
             raise _classify_refusal(exc, "DATA") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise UncertainDelivery(f"connection lost during DATA: {exc}") from exc
+
+    async def _offers(self, client: aiosmtplib.SMTP, extension: str) -> bool:
+        """Whether the server lists `extension` in its EHLO reply (asked once per connection)."""
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                return False  # a HELO-only server offers no extension
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise TemporaryFailure(f"EHLO: {exc}") from exc
+        return client.supports_extension(extension)
 
     @staticmethod
     async def _step(call: Awaitable[object], phase: str) -> None:

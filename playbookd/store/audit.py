@@ -23,6 +23,7 @@ EVALUATION_FAILED = "evaluation_failed"  # the rules engine could not evaluate t
 STEP_FAILED = "step_failed"  # a step could not run; its enrollment waits in `failed` for a retry
 RETRIED = "retried"  # an operator ran a failed enrollment again
 STEP_MOVED = "step_moved"  # the playbook was edited: the enrollment goes on from its step's new place
+HEADER_CUT = "header_cut"  # a header value from data (subject, account id) was cut at limits.header_chars
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import jinja2
 
 from playbookd.config.yaml_loader import parse_yaml
 from playbookd.errors import Problem, did_you_mean
+from playbookd.model.headers import header_value
 from playbookd.templates.errors import TemplateError, fail, located
 
 FRONT_KEYS = ("subject", "preheader")
@@ -78,15 +78,11 @@ def check_front(meta: dict[str, Any], lines: dict[str, int], file: str) -> None:
             fail(file, lines[key], f"{key} must be a non-empty line of text")
 
 
-MAX_HEADER = 200  # characters of a rendered subject or preheader: a 10 MB name is not a subject
-# line breaks of every kind (CR, LF, VT, FF, FS..US, NEL, LS, PS) and other C0/C1 controls
-_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-def one_line(text: str, part: Part, what: str) -> str:
+def header_line(text: str, part: Part, what: str, limit: int) -> tuple[str, bool]:
     """A header value: what synced data brings in (a line break in a company name) becomes a space,
-    and it is cut at MAX_HEADER characters; nothing left is an error of the template."""
-    line = " ".join(_BREAKS.sub(" ", text).split())
+    and it is cut at `limit` characters (limits.header_chars), True when it was; nothing left is an
+    error of the template."""
+    line, cut = header_value(text, limit)
     if not line:
         fail(part.file, part.line, f"{what} must render to one non-empty line, got nothing")
-    return line if len(line) <= MAX_HEADER else line[:MAX_HEADER - 1].rstrip() + "…"
+    return line, cut

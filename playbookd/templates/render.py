@@ -40,9 +40,10 @@ from markupsafe import escape
 
 from playbookd.config.settings import Company
 from playbookd.errors import Problem, Where, did_you_mean
+from playbookd.model.headers import header_value
 from playbookd.templates.errors import EmptyValue, TemplateError, fail, located
 from playbookd.templates.filters import FILTERS
-from playbookd.templates.front_matter import Head, Part, check_front, front_end, front_matter, one_line
+from playbookd.templates.front_matter import Head, Part, check_front, front_end, front_matter, header_line
 from playbookd.templates.text_part import html_to_text
 
 HTML, TEXT = ".html.j2", ".txt.j2"
@@ -71,6 +72,7 @@ class Rendered:
     preheader: str | None
     html: str
     text: str
+    cut: tuple[str, ...] = ()  # "subject", "preheader": cut at limits.header_chars, to be recorded
 
 
 # ---- Jinja environment ---------------------------------------------------------------------------
@@ -154,12 +156,13 @@ class Templates:
     """The templates folder of one configuration; compiled templates are cached until rebuilt."""
 
     def __init__(self, root: Path, segments: Sequence[str], *, company: Company | None = None,
-                 fields: Mapping[str, str | None] | None = None) -> None:
+                 fields: Mapping[str, str | None] | None = None, header_chars: int = 200) -> None:
         # company and fields only shape the sample context that validate() renders with
         self.root = Path(os.path.abspath(root))
         self.segments = tuple(segments)
         self._company = company or _SAMPLE_COMPANY
         self._fields = dict(fields or {})
+        self.header_chars = header_chars
         self._files = _scan(self.root)
         self._env = _environment(self.root)
         self._heads: dict[str, Head] = {}
@@ -220,16 +223,17 @@ class Templates:
         """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
         rel = self.resolve(name, segment)
         head = self._head(rel)
-        subject = one_line(head.subject.render(self.root, context), head.subject, "subject")
-        preheader = None
+        subject, cut = header_line(head.subject.render(self.root, context), head.subject, "subject", self.header_chars)
+        preheader, cut_preheader = None, False
         if head.preheader is not None:
-            preheader = " ".join(head.preheader.render(self.root, context).split()) or None
+            preheader, cut_preheader = header_value(head.preheader.render(self.root, context), self.header_chars)
         # the blanked front matter (kept for line numbers) would open the HTML with empty lines
         html = self._render_file(rel, {**context, "preheader": preheader}).lstrip()
         text_rel = self._pick(name, segment, TEXT)
         text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
         self._check_footer(rel, text_rel, html, text, context)
-        return Rendered(rel, subject, preheader, html, text)
+        return Rendered(rel, subject, preheader or None, html, text,
+                        tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was))
 
     def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
         with located(self.root, self._path(rel)):

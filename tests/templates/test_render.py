@@ -195,7 +195,11 @@ def test_a_subject_from_data_is_one_capped_line(root: Path) -> None:
     rendered = render(root, account={"name": "Harbor\u2028Foods\nBcc: victim@example.com\x85\x0b"})
     assert rendered.subject == "Harbor Foods Bcc: victim@example.com : we miss you"  # no header injected
     long = render(root, account={"name": "A" * 10_000_000})
-    assert len(long.subject) == 200 and long.subject.endswith("…")
+    assert len(long.subject) == 200 and long.subject.endswith("…") and long.cut == ("subject",)
+    assert render(root).cut == ()
+    short = Templates(root, SEGMENTS, company=COMPANY, header_chars=40).render(
+        "login_nudge", "tech_touch", context(account={"name": "Harbor Foods International Holdings plc"}))
+    assert len(short.subject) == 40 and short.cut == ("subject",)  # limits.header_chars
     text = "---\npreheader: x\nsubject: '{{ account.name }}'\n---\nx\n"
     path = write(root, "default/login_nudge.html.j2", text)
     problem = error(root, account={"name": "  \u2028 "})
