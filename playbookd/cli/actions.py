@@ -24,6 +24,7 @@ from playbookd.delivery.transports import DeliveryError, make_transport
 from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
 from playbookd.engine.values import unseen_values
 from playbookd.errors import DependencyError, Problem, UserError, ValidationError
+from playbookd.model.addresses import AddressError, canonical, lookup_form
 from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
 from playbookd.store.accounts import get_account, load_account_types
@@ -97,7 +98,7 @@ def render_for(rt: runtime.Runtime, engine: Engine, template: str, account_id: s
         people = load_contacts(conn, [account_id])[account_id]
         secret = resolve_secret(conn, rt.config.delivery.unsubscribe_secret)
     contact = primary(people) if contact_email is None else next(
-        (c for c in people if c.email.lower() == contact_email.lower()), None)
+        (c for c in people if c.email == lookup_form(contact_email)), None)
     if contact is None:
         known = ", ".join(c.email for c in people) or "none"
         raise UserError(f"no such contact for account {account_id} (contacts: {known})")
@@ -126,6 +127,7 @@ def send_test(rt: runtime.Runtime, engine: Engine, to_addr: str, template: str |
         rendered, _ = render_for(rt, engine, template, account_id, None)
         subject, html, text = rendered.subject, rendered.html, rendered.text
     message_id = make_message_id(f"test:{utcnow().timestamp()}", "playbookd.local")
+    to_addr = _address(to_addr)
     message = build_message(Outgoing(message_id, rt.config.delivery.from_, to_addr, subject, html, text, url))
     return asyncio.run(_send_one(rt, message, to_addr))
 
@@ -153,21 +155,30 @@ def add_event(engine: Engine, account: str, name: str, data: str, event_id: str 
     return f"recorded event {name} for {account}" if recorded.added else f"event {event_id} was already recorded"
 
 
+def _address(email: str) -> str:
+    try:
+        return canonical(email)
+    except AddressError as exc:
+        raise UserError(f"{email!r} is not a deliverable address: {exc}") from None
+
+
 def suppress_add(engine: Engine, email: str, category: str, note: str | None) -> str:
+    address = _address(email)  # stored canonical, as contacts are, so `"a"@x` and `a(x)@x` match it too
     with transaction(engine) as conn:
-        insert_ignore(conn, suppressions, [{"email": email.lower(), "category": category, "reason": "manual",
+        insert_ignore(conn, suppressions, [{"email": address, "category": category, "reason": "manual",
                                             "note": note, "created_at": utcnow()}])
-        audit.record(conn, "suppressed", contact=email.lower(), reason="manual", detail={"category": category})
-    return f"suppressed {email.lower()} ({category})"
+        audit.record(conn, "suppressed", contact=address, reason="manual", detail={"category": category})
+    return f"suppressed {address} ({category})"
 
 
 def suppress_remove(engine: Engine, email: str, category: str) -> str:
+    address = lookup_form(email)
     with transaction(engine) as conn:
-        gone = conn.execute(delete(suppressions).where(suppressions.c.email == email.lower(),
+        gone = conn.execute(delete(suppressions).where(suppressions.c.email == address,
                                                        suppressions.c.category == category)).rowcount
     if not gone:
-        raise UserError(f"{email.lower()} is not suppressed for {category!r}")
-    return f"removed suppression of {email.lower()} ({category})"
+        raise UserError(f"{address} is not suppressed for {category!r}")
+    return f"removed suppression of {address} ({category})"
 
 
 def db_upgrade(database: str) -> str:

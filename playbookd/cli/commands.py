@@ -16,6 +16,7 @@ from playbookd.cli import actions, output
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
+from playbookd.model.addresses import lookup_form
 from playbookd.service import cycle
 from playbookd.service.daemon import start
 from playbookd.store.database import connect, utcnow
@@ -254,7 +255,7 @@ def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
 @click.argument("email")
 def forget(config_path: Path, email: str) -> None:
     """Erase a person: their contact, their messages' content and their audit entries; they stay suppressed."""
-    click.echo(erase(connect(_config(config_path).database), email, utcnow()).line(email.strip().lower()))
+    click.echo(erase(connect(_config(config_path).database), email, utcnow()).line(lookup_form(email)))
 
 
 @cli.group("enrollments")

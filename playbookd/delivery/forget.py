@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.model.addresses import lookup_form
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import audit, contacts, outbox, suppressions
 
@@ -18,8 +19,8 @@ HASHED = "sha256:"
 
 
 def hashed(email: str) -> str:
-    """How a forgotten address is kept: enough to recognise it, not to read it."""
-    return HASHED + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """How a forgotten address is kept: enough to recognise it, not to read it (of its canonical form)."""
+    return HASHED + hashlib.sha256(lookup_form(email).encode()).hexdigest()
 
 
 @dataclass
@@ -33,25 +34,27 @@ class Forgotten:
                 "entries; the address stays suppressed, kept only as a hash")
 
 
-def _suppress_hashed(conn: Connection, address: str, now: datetime) -> None:
-    kept = conn.execute(select(suppressions).where(suppressions.c.email == address)).all()
+def _suppress_hashed(conn: Connection, address: str, forms: list[str], now: datetime) -> None:
+    kept = conn.execute(select(suppressions).where(suppressions.c.email.in_(forms))).all()
     rows = [{"email": hashed(address), "category": r.category, "reason": r.reason, "note": None,
              "created_at": r.created_at} for r in kept]
     rows.append({"email": hashed(address), "category": "*", "reason": "forgotten", "note": None, "created_at": now})
     insert_ignore(conn, suppressions, rows)
-    conn.execute(delete(suppressions).where(suppressions.c.email == address))
+    conn.execute(delete(suppressions).where(suppressions.c.email.in_(forms)))
 
 
 def forget(engine: Engine, email: str, now: datetime) -> Forgotten:
-    address, token = email.strip().lower(), hashed(email)
+    address, token = lookup_form(email), hashed(email)
+    # the canonical form, and the address as typed for entries written before addresses were normalised
+    forms = sorted({address, email.strip().lower()})
     done = Forgotten()
     with transaction(engine) as conn:
-        done.contacts = conn.execute(delete(contacts).where(func.lower(contacts.c.email) == address)).rowcount
-        mine = func.lower(outbox.c.to_addr) == address
+        done.contacts = conn.execute(delete(contacts).where(func.lower(contacts.c.email).in_(forms))).rowcount
+        mine = func.lower(outbox.c.to_addr).in_(forms)
         conn.execute(update(outbox).where(mine, outbox.c.state == "queued").values(state="dropped"))
         done.messages = conn.execute(update(outbox).where(mine).values(
             to_addr=token, subject="", html="", text="", headers={}, last_error=None)).rowcount
-        done.audit = conn.execute(update(audit).where(func.lower(audit.c.contact) == address).values(
+        done.audit = conn.execute(update(audit).where(func.lower(audit.c.contact).in_(forms)).values(
             contact=token, detail=None)).rowcount
-        _suppress_hashed(conn, address, now)
+        _suppress_hashed(conn, address, forms, now)
     return done

@@ -86,7 +86,7 @@ def _skip_reason(conn: Connection, row: Row[Any], exiting: set[str]) -> str | No
     suppressed = suppressed_for(conn, [row.to_addr], row.category)
     if row.contact_status is not None and row.contact_status != "active":
         return "departed" if row.contact_status == "left" else f"contact_{row.contact_status}"
-    return suppressed.get(row.to_addr.lower())
+    return suppressed.get(row.to_addr)
 
 
 def _mark(conn: Connection, row: Row[Any], values: dict[str, Any]) -> None:

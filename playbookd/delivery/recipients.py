@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from playbookd.delivery.forget import hashed
+from playbookd.model.addresses import lookup_form
 from playbookd.store.chunks import chunked
 from playbookd.store.schema import contacts, suppressions
 
@@ -70,21 +71,24 @@ def select_recipients(people: Sequence[Contact], to: Sequence[str]) -> list[Cont
 
 
 def suppressed_for(conn: Connection, emails: Iterable[str], category: str) -> dict[str, str]:
-    """email -> reason, for addresses suppressed for everything or for `category`."""
-    wanted = {e.lower() for e in emails}
+    """email (as given) -> reason, for addresses suppressed for everything or for `category`; matched
+    by their canonical form, as every suppression is stored."""
+    forms = {e: lookup_form(e) for e in emails}
+    wanted = set(forms.values())
     if not wanted:
         return {}
     forgotten = {hashed(e): e for e in wanted}  # `playbookd forget` keeps only the hash
     query = select(suppressions.c.email, suppressions.c.reason).where(
         suppressions.c.email.in_([*wanted, *forgotten]), suppressions.c.category.in_(["*", category]))
-    return {forgotten.get(row.email, row.email): row.reason for row in conn.execute(query)}
+    found = {forgotten.get(row.email, row.email): row.reason for row in conn.execute(query)}
+    return {email: found[form] for email, form in forms.items() if form in found}
 
 
 def ineligible_reason(contact: Contact, suppressed: dict[str, str]) -> str | None:
     """Why this contact gets nothing, or None when it may be emailed."""
     if contact.status != ACTIVE:
         return "departed" if contact.status == "left" else f"contact_{contact.status}"
-    reason = suppressed.get(contact.email.lower())
+    reason = suppressed.get(contact.email)
     return reason if reason else None
 
 

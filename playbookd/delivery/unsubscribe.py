@@ -11,6 +11,7 @@ import secrets
 
 from sqlalchemy import Connection, select
 
+from playbookd.model.addresses import lookup_form
 from playbookd.store.database import insert_ignore, utcnow
 from playbookd.store.schema import state
 
@@ -27,13 +28,14 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(secret: bytes, email: str, category: str) -> str:
-    payload = _b64(json.dumps([email.lower(), category], separators=(",", ":")).encode())
+    payload = _b64(json.dumps([lookup_form(email), category], separators=(",", ":")).encode())
     mac = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
     return f"{payload}.{_b64(mac)}"
 
 
 def verify(secret: bytes, token: str) -> tuple[str, str] | None:
-    """(email, category) for a genuine token, None for anything forged or altered."""
+    """(email, category) for a genuine token, None for anything forged or altered. The address in its
+    canonical form, so a token signed before addresses were normalised suppresses the right one."""
     try:
         payload, mac = token.split(".", 1)
         expected = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
@@ -42,7 +44,7 @@ def verify(secret: bytes, token: str) -> tuple[str, str] | None:
         email, category = json.loads(_unb64(payload))
     except (ValueError, TypeError):
         return None
-    return (email, category) if isinstance(email, str) and isinstance(category, str) else None
+    return (lookup_form(email), category) if isinstance(email, str) and isinstance(category, str) else None
 
 
 def resolve_secret(conn: Connection, configured: str | None) -> bytes:

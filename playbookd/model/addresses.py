@@ -78,7 +78,8 @@ def canonical(raw: str) -> str:
         valid = validate_email(text, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True,
                                allow_domain_literal=False, allow_display_name=False, allow_empty_local=False)
     except EmailNotValidError as exc:
-        raise AddressError(str(exc).rstrip(".")) from None
+        why = str(exc).rstrip(".")
+        raise AddressError(why[:1].lower() + why[1:]) from None
     if valid.local_part.startswith('"'):
         # RFC 5321 allows `"a b"@…`, but mailbox providers do not hand such addresses out and many
         # servers refuse them: better a row problem now than a bounce later.

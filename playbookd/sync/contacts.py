@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC
@@ -15,6 +14,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
 from playbookd.model.account import encode, same
+from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
 from playbookd.store.accounts import load_account_types
 from playbookd.store.database import insert_ignore, transaction
@@ -25,7 +25,6 @@ from playbookd.sync.segments import Segmenter
 
 LEFT, ACTIVE = "left", "active"
 LEFT_ROLES = {"champion": "champion_left_at", "admin": "admin_left_at"}
-EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
 
 class ContactRun(Run):
@@ -39,10 +38,8 @@ class ContactRun(Run):
         self.segmenter = Segmenter(self.config, self.types, self.now)
 
     def item(self, row: Row) -> Item | None:
-        email = (as_text(row.values.get("email")) or "").strip().lower()
-        if not EMAIL.match(email):
-            self.problem(row.line, f"contact {email!r}: not a valid email address" if email
-                         else "contact without an email")
+        email = self._address(row)
+        if email is None:
             return None
         typed, errors = self.typer.row(row.values, ("email",))
         errors += self._check(typed)
@@ -56,6 +53,19 @@ class ContactRun(Run):
         extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
         base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
         return row.line, email, {**base, "email": email, "data": encoded(extra), "position": self.position}
+
+    def _address(self, row: Row) -> str | None:
+        """The contact's address in its one canonical form (see model/addresses), or a row problem."""
+        raw = as_text(row.values.get("email")) or ""
+        if not raw.strip():
+            self.problem(row.line, "contact without an email")
+            return None
+        try:
+            return canonical(raw)
+        except AddressError as exc:
+            shown = raw if len(raw) <= 100 else raw[:100] + "…"
+            self.problem(row.line, f"contact {shown!r}: not a deliverable address: {exc}")
+            return None
 
     @staticmethod
     def _check(typed: dict[str, Any]) -> list[str]:

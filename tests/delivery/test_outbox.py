@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from cycle_helpers import ACCOUNTS
-from sqlalchemy import update
+from smtp_server import SmtpServer
+from sqlalchemy import func, select, update
 
 from playbookd.cli import actions
-from playbookd.store.schema import audit, outbox
+from playbookd.store.schema import audit, outbox, suppressions
+from playbookd.store.schema import contacts as contacts_table
 
 T0 = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)  # a Wednesday; 00:00 on Thursday in Tokyo
 CONTACTS_TOKYO = ("account_id,email,first_name,role,status,is_primary,timezone\n"
@@ -131,3 +134,28 @@ def test_a_message_that_cannot_be_built_fails_alone(make: Any, db_url: str) -> N
     assert {a: r.state for a, r in rows.items()} == {"ACC-1": "sent", "ACC-2": "failed", "ACC-3": "sent"}
     assert rows["ACC-2"].last_error.startswith("message cannot be built: ")
     assert ("hello", "rejected") in reasons(project, "failed")
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_a_non_ascii_mailbox_goes_out_with_smtputf8_or_fails_alone(make: Any, db_url: str, smtputf8: bool) -> None:
+    accounts = ACCOUNTS + "ACC-2,Bay Line,5000,active,basic,adopted,maria@acme.example\n"
+    contacts = ("account_id,email,first_name,role,status,is_primary\nACC-1,José@Exämple.com,José,admin,active,true\n"
+                "ACC-2,bo@bay.example,Bo,admin,active,true\n")
+    with SmtpServer(smtputf8=smtputf8) as server:
+        project = make({"hello": playbook("hello", 0)}, accounts_csv=accounts, contacts_csv=contacts, database=db_url,
+                       delivery={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": server.port, "timeout": 5}})
+        project.run(T0)
+        received = [r.recipients for r in server.received]
+    rows = {r.account_id: r for r in project.rows(outbox)}
+    assert rows["ACC-1"].to_addr == "josé@xn--exmple-cua.com" and rows["ACC-2"].state == "sent"
+    if smtputf8:
+        assert rows["ACC-1"].state == "sent"
+        assert received == [["josé@xn--exmple-cua.com"], ["bo@bay.example"]]
+        return
+    assert rows["ACC-1"].state == "failed"
+    assert "josé@xn--exmple-cua.com needs SMTPUTF8, which 127.0.0.1" in rows["ACC-1"].last_error
+    assert received == [["bo@bay.example"]]
+    # about our server, not the person: no suppression, no bounce, the contact stays active
+    assert project.rows(contacts_table, contacts_table.c.status != "active") == []
+    with project.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(suppressions)).scalar_one() == 0

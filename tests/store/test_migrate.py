@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cli_helpers import playbookd
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect, text
 
 from playbookd.store import migrate
 from playbookd.store.database import make_engine
@@ -79,3 +80,55 @@ def test_db_upgrade_on_an_unreachable_database_exits_3(tmp_path: Path) -> None:
     result = playbookd("db", "upgrade", cwd=project, env=env)
     assert result.returncode == 3
     assert "cannot reach the database" in result.stderr
+
+
+def test_addresses_stored_before_normalisation_take_their_canonical_form(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate._config(conn), "0002")
+            legacy(conn)
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            people = conn.execute(text("SELECT id, account_id, email FROM contacts ORDER BY id")).all()
+            suppressed = conn.execute(text("SELECT email, category FROM suppressions ORDER BY email, category")).all()
+            messages = conn.execute(text("SELECT id, to_addr, state FROM outbox ORDER BY id")).all()
+            counts = conn.execute(text("SELECT email, soft_in_row FROM bounces ORDER BY email")).all()
+    finally:
+        engine.dispose()
+    assert [(a, e) for _, a, e in people] == [("A1", "a@example.com"), ("A2", "user@xn--bcher-kva.example"),
+                                               ("A1", "b@example.com"), ("A2", "odd..one@example.com")]
+    assert [tuple(r) for r in suppressed] == [("a@example.com", "*"), ("a@example.com", "renewals"),
+                                             ("user@xn--bcher-kva.example", "*")]
+    # the duplicate contact's queued message is skipped; the other messages follow their address
+    assert [(to, state) for _, to, state in messages] == [("a@example.com", "sent"), ("a@example.com", "skipped"),
+                                                          ("user@xn--bcher-kva.example", "queued")]
+    assert [tuple(r) for r in counts] == [("a@example.com", 2)]
+
+
+def legacy(conn: Connection) -> None:
+    """Rows as the sync before normalisation stored them (lowercased only)."""
+    now = "2026-01-01 00:00:00"
+    conn.execute(text("INSERT INTO contacts (id, account_id, email, status, is_primary, position, data, synced_at) "
+                      "VALUES (:id, :a, :e, 'active', false, :id, '{}', :now)"), [
+        {"id": 1, "a": "A1", "e": "a@example.com", "now": now},
+        {"id": 2, "a": "A2", "e": "user@bücher.example", "now": now},
+        {"id": 3, "a": "A1", "e": '"a"@example.com', "now": now},  # the same mailbox as contact 1
+        {"id": 4, "a": "A1", "e": "b(work)@example.com", "now": now},
+        {"id": 5, "a": "A2", "e": "odd..one@example.com", "now": now},  # cannot be normalised: left
+    ])
+    conn.execute(text("INSERT INTO suppressions (email, category, reason, created_at) VALUES (:e, :c, 'manual', :now)"),
+                 [{"e": "a@example.com", "c": "*", "now": now}, {"e": '"a"@example.com', "c": "*", "now": now},
+                  {"e": "a(x)@example.com", "c": "renewals", "now": now},
+                  {"e": "user@bücher.example", "c": "*", "now": now}])
+    conn.execute(text("INSERT INTO bounces (email, soft_in_row, updated_at) VALUES (:e, :n, :now)"),
+                 [{"e": '"a"@example.com', "n": 2, "now": now}])
+    conn.execute(text("INSERT INTO outbox (id, key, message_id, playbook_id, account_id, contact_id, to_addr, "
+                      "template, category, priority, subject, html, text, headers, state, attempts, not_before, "
+                      "created_at) "
+                      "VALUES (:id, :id, :id, 'p', :a, :c, :to, 't', 'general', 0, 's', 'h', 't', '{}', :state, 0, "
+                      ":now, :now)"), [
+        {"id": 1, "a": "A1", "c": 1, "to": "a@example.com", "state": "sent", "now": now},
+        {"id": 2, "a": "A1", "c": 3, "to": '"a"@example.com', "state": "queued", "now": now},
+        {"id": 3, "a": "A2", "c": 2, "to": "user@bücher.example", "state": "queued", "now": now},
+    ])

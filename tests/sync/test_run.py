@@ -219,7 +219,7 @@ def test_contacts_and_derived_fields(engine: Engine, tmp_path: Path) -> None:
     assert problems(report) == [
         f"{people}:5: contact b@beta.com: timezone: unknown time zone 'Mars/Olympus'",
         f"{people}:6: contact z@zeta.com: unknown account A9",
-        f"{people}:7: contact 'not-an-email': not a valid email address",
+        f"{people}:7: contact 'not-an-email': not a deliverable address: an email address must have an @-sign",
         f"{people}:8: contact without an email",
         f"{people}:9: contact u@acme.com of account A1: duplicate (first on line 4)",
     ]
