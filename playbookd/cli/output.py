@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import describe_settings
+from playbookd.delivery import circuit
 from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
@@ -107,6 +108,7 @@ def status_data(engine: Engine) -> dict[str, Any]:
             select(outbox.c.id, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id, outbox.c.last_error)
             .where(outbox.c.state == "unknown").order_by(outbox.c.id).limit(50))]
         by_state = outbox_counts(conn)
+        paused = circuit.current(conn)
     return {
         "accounts": _scalar(engine, select(func.count()).select_from(accounts)),
         "segments": _count(engine, accounts.c.segment),
@@ -119,6 +121,7 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "evaluation_failures": _evaluation_failures(engine),
         "failed_enrollments": _failed_enrollments(engine),
         "policy_refusals": _policy_refusals(engine),
+        "smtp_circuit": paused,
         "header_cuts": _header_cuts(engine),
     }
 
@@ -178,6 +181,11 @@ def echo_status(engine: Engine, fmt: str) -> None:
     click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
     last = data["last_cycle"] or {}
     click.echo(f"last cycle: {last.get('at', 'never')}")
+    if data["smtp_circuit"]:
+        paused = data["smtp_circuit"]
+        click.echo(f"\nDelivery is paused until {paused['until']}: the mail server refused messages in a row for its "
+                   f"policy or our setup (5.7.x) since {paused['since']}; queued mail waits, and is tried again then. "
+                   f"Last reply: {paused['last_reply']}")
     if data["policy_refusals"]:
         refusals = data["policy_refusals"]
         click.echo(f"\nThe mail server refused {refusals['count']} message(s) for its policy or our setup (5.7.x: "

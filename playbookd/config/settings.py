@@ -78,6 +78,8 @@ class Smtp(_Model):
     username: str | None = None
     password: str | None = None
     timeout: float = Field(30.0, gt=0, description="Seconds per SMTP command")
+    circuit_after: int = Field(3, ge=0, description="Messages in a row the server refuses for its policy or our "
+                               "setup (5.7.x) before delivery pauses and retries later; 0: never pause")
 
 
 class FrequencyCap(_Model):

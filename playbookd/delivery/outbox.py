@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.delivery import bounces, holds
 from playbookd.delivery.backoff import backoff
+from playbookd.delivery.circuit import Circuit
 from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import recover
@@ -35,6 +36,7 @@ from playbookd.store.schema import contacts, enrollments, outbox
 log = logging.getLogger("playbookd.delivery")
 MAX_RETRY_DELAY = timedelta(hours=6)
 POLICY_REFUSAL = "refused_by_policy"  # 5.7.x: our mail or setup, not the recipient; status raises it
+CIRCUIT_OPEN = "circuit_open"  # held back: the server refuses every message for our setup (delivery/circuit)
 
 
 @dataclass
@@ -45,11 +47,14 @@ class DeliveryReport:
     skipped: int = 0
     deferred: int = 0
     unknown: int = 0
+    held: int = 0  # put back in the queue when the circuit opened
+    paused: str | None = None  # why delivery stopped with mail still due: the circuit is open
     errors: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"sent {self.sent}, deferred {self.deferred}, retrying {self.retried}, skipped {self.skipped}, "
-                f"failed {self.failed}, unknown {self.unknown}")
+                f"failed {self.failed}, unknown {self.unknown}"
+                + (f", held {self.held}" if self.held else "") + (f"; {self.paused}" if self.paused else ""))
 
 
 def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
@@ -143,25 +148,48 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
 
 
 def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | None, report: DeliveryReport,
-            now: datetime) -> None:
+            now: datetime, circuit: Circuit) -> None:
     with transaction(engine) as conn:
         if error is None:
             _mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
             _log(conn, row, audit.SENT, None, now)
             bounces.delivered(conn, row.to_addr)
+            circuit.passed(conn)
             report.sent += 1
         elif isinstance(error, TemporaryFailure):
             _retry_or_fail(runtime, conn, row, error, now, report)
         elif isinstance(error, PermanentFailure):
-            _mark(conn, row, {"state": "failed", "last_error": str(error)})
-            _log(conn, row, audit.FAILED, POLICY_REFUSAL if error.policy else "rejected", now, error=str(error))
-            if error.unknown_user:
-                bounces.hard_bounce(conn, row.to_addr, str(error), now)
-            report.failed += 1
+            _refused(conn, row, error, now, report, circuit)
         else:
             _mark(conn, row, {"state": "unknown", "last_error": str(error)})
             _log(conn, row, audit.UNKNOWN, "cut_off_mid_transaction", now, error=str(error))
             report.unknown += 1
+
+
+def _refused(conn: Connection, row: Row[Any], error: PermanentFailure, now: datetime, report: DeliveryReport,
+             circuit: Circuit) -> None:
+    held = circuit.refused(conn, row.id, str(error), now) if error.policy else []
+    if held:
+        report.held += _hold(conn, held, circuit, str(error), now)
+        return
+    _mark(conn, row, {"state": "failed", "last_error": str(error)})
+    _log(conn, row, audit.FAILED, POLICY_REFUSAL if error.policy else "rejected", now, error=str(error))
+    if error.unknown_user:
+        circuit.passed(conn)  # the server judged the recipient: it takes our mail
+        bounces.hard_bounce(conn, row.to_addr, str(error), now)
+    report.failed += 1
+
+
+def _hold(conn: Connection, ids: list[int], circuit: Circuit, error: str, now: datetime) -> int:
+    """Messages refused for our setup go back to the queue until the circuit's cool-down ends: they
+    were never judged on their own, and go out once the setup is fixed."""
+    until = circuit.until or now
+    rows = list(conn.execute(select(outbox).where(outbox.c.id.in_(ids), outbox.c.state.in_(("failed", "sending")))))
+    conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
+        state="queued", not_before=until, last_error=error, sent_at=None, claimed_by=None))
+    for held in rows:
+        _log(conn, held, audit.DEFERRED, CIRCUIT_OPEN, now, error=error, until=until.isoformat())
+    return len(rows)
 
 
 def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: TemporaryFailure, now: datetime,
@@ -230,16 +258,21 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: 
     report.unknown += recover(engine, clock())
     pacer = Pacer(runtime.config.delivery.rate_per_second)
     while not (stop and stop.is_set()):
+        with engine.connect() as conn:  # every batch: another replica may have opened it
+            circuit = Circuit.load(conn, runtime.config.delivery.smtp.circuit_after)
+        if circuit.is_open(clock()):
+            report.paused = circuit.describe()
+            break
         claimed, more = _claim(runtime, engine, clock(), report, batch)
         if not more:
             break
         for index, row in enumerate(claimed):
-            if stop and stop.is_set():
+            if (stop and stop.is_set()) or circuit.is_open(clock()):
                 _release(engine, claimed[index:])
-                return report
+                break
             await pacer.wait()
             if _start(engine, row, clock()):
-                _settle(runtime, engine, row, await _send(transport, runtime, row), report, clock())
+                _settle(runtime, engine, row, await _send(transport, runtime, row), report, clock(), circuit)
     return report
 
 

@@ -135,6 +135,8 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     evaluate_and_advance(runtime, engine, now, report)
     clock = (lambda: now) if at else utcnow
     report.delivery = deliver_due(runtime, engine, clock=clock)
+    if report.delivery.paused:
+        report.errors.append(report.delivery.paused)
     report.webhooks = post_webhooks(runtime, engine, clock=clock)
     report.seconds = time.monotonic() - started
     put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from playbookd.delivery.circuit import current as open_circuit
 from playbookd.delivery.transports import Transport
 from playbookd.store.audit import EVALUATION_FAILED
 from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
@@ -66,6 +67,10 @@ class StoreCollector(Collector):
         yield open_tasks
         yield GaugeMetricFamily("playbookd_suppressed", "Suppressed (address, category) pairs",
                                 value=_count(self.engine, suppressions))
+        with self.engine.connect() as conn:
+            paused = open_circuit(conn)
+        yield GaugeMetricFamily("playbookd_smtp_circuit_open", "1 while delivery is paused because the mail server "
+                                "refuses our mail for its policy or our setup (5.7.x)", value=int(paused is not None))
         yield CounterMetricFamily("playbookd_evaluation_failures", "Accounts the rules engine could not "
                                   "evaluate, every replica together", value=_failed_evaluations(self.engine))
 
