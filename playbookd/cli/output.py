@@ -41,7 +41,11 @@ def echo_sync(report: SyncReport) -> None:
 
 def _raise_for(report: SyncReport) -> None:
     if report.unreachable:
-        raise DependencyError(f"cannot reach source(s) {', '.join(report.unreachable)}; the others synced")
+        raise DependencyError(f"cannot read source(s) {', '.join(report.unreachable)} now (down, or changing "
+                              "while read): nothing from them was applied; the others synced")
+    if report.unreadable:
+        raise UserError(f"cannot read source(s) {', '.join(report.unreadable)} (see above): nothing from them "
+                        "was applied; the others synced")
     if not report.ok:
         raise UserError("sync finished with rejected rows (the good rows were applied)")
 
@@ -85,7 +89,7 @@ def echo_cycle(report: CycleReport) -> None:
         click.echo(f"cadences: {report.failed_steps} enrollment(s) failed at a step")
     if report.errors:
         raise UserError("the cycle ran, but " + "; ".join(report.errors))
-    if report.sync is not None and report.sync.unreachable:
+    if report.sync is not None and (report.sync.unreachable or report.sync.unreadable):
         _raise_for(report.sync)
     if not report.ok:
         raise UserError("the cycle ran, but sync rejected some rows (see above)")

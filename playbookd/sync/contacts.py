@@ -29,6 +29,7 @@ EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
 
 class ContactRun(Run):
+    NAMED_BY = ("contact", "email")
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.typer = Typer(F.CONTACT_FIELDS, {})
@@ -152,6 +153,7 @@ _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_
 
 
 class EventRun(Run):
+    NAMED_BY = ("event of account", "account_id")
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.typer = Typer(F.EVENT_FIELDS, {})
