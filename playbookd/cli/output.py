@@ -22,6 +22,7 @@ from playbookd.store import audit, state
 from playbookd.store.database import aware
 from playbookd.store.schema import accounts, contacts, enrollments, outbox, suppressions, tasks
 from playbookd.store.schema import audit as audit_table
+from playbookd.sync import health
 from playbookd.sync.run import SyncReport
 
 
@@ -105,7 +106,7 @@ def _scalar(engine: Engine, query: Any) -> int:
         return int(conn.execute(query).scalar() or 0)
 
 
-def status_data(engine: Engine) -> dict[str, Any]:
+def status_data(engine: Engine, sources: Sequence[str] | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
         unknown = [dict(r._mapping) for r in conn.execute(
             select(outbox.c.id, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id, outbox.c.last_error)
@@ -123,6 +124,7 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "evaluation_failures": _evaluation_failures(engine),
         "failed_enrollments": _failed_enrollments(engine),
         "policy_refusals": _policy_refusals(engine),
+        "sources": health.states(engine, sources),
     }
 
 
@@ -157,8 +159,8 @@ def _evaluation_failures(engine: Engine, limit: int = 20) -> list[dict[str, Any]
         return [{"at": aware(r.at), "account": r.account_id, "error": (r.detail or {}).get("error")} for r in rows]
 
 
-def echo_status(engine: Engine, fmt: str) -> None:
-    data = status_data(engine)
+def echo_status(engine: Engine, fmt: str, sources: Sequence[str] | None = None) -> None:
+    data = status_data(engine, sources)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -168,6 +170,7 @@ def echo_status(engine: Engine, fmt: str) -> None:
     click.echo("emails: " + (" ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "none"))
     last = data["last_cycle"] or {}
     click.echo(f"last cycle: {last.get('at', 'never')}")
+    _echo_sources(data["sources"])
     if data["policy_refusals"]:
         refusals = data["policy_refusals"]
         click.echo(f"\nThe mail server refused {refusals['count']} message(s) for its policy or our setup (5.7.x: "
@@ -183,6 +186,20 @@ def echo_status(engine: Engine, fmt: str) -> None:
     if data["unknown_messages"]:
         click.echo("\nNeeds a decision (delivery was cut off; may or may not have been sent):")
         table(("ID", "TO", "PLAYBOOK", "ACCOUNT", "ERROR"), [tuple(m.values()) for m in data["unknown_messages"]])
+
+
+def _echo_sources(sources: dict[str, dict[str, Any]]) -> None:
+    if not sources:
+        return
+    click.echo("sources: " + " ".join(f"{name}={'ok' if s.get('ok', True) else 'FAILING'}"
+                                      for name, s in sources.items()))
+    failing = health.failing(sources)
+    if failing:
+        click.echo("\nSources that could not be read (nothing from them applied; the others synced; the daemon "
+                   "tries again with backoff):")
+        table(("SOURCE", "LAST SUCCESS", "FAILED SYNCS", "NEXT TRY", "ERROR"),
+              [(name, s.get("last_success") or "never", s.get("attempts"), s.get("next_retry") or "-",
+                s.get("last_error")) for name, s in failing.items()])
 
 
 def echo_history(engine: Engine, account: str | None, playbook: str | None, limit: int) -> None:

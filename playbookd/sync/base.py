@@ -38,6 +38,7 @@ class SourceReport:
     problems: list[Problem] = field(default_factory=list)
     failure: str | None = None  # why the source could not be read at all (nothing from it was applied)
     unreachable: bool = False  # ...because it was down or changing: worth retrying soon
+    attempts: int = 0  # syncs in a row, this one included, that could not read the source
     retry_at: datetime | None = None  # when the daemon tries a failed source again
 
     def counts(self) -> dict[str, int]:

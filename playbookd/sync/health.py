@@ -28,7 +28,7 @@ def record(conn: Connection, report: SourceReport, now: datetime, retry_in: Retr
     previous = conn.execute(select(state.c.value).where(state.c.key == key)).scalar() or {}
     at = now.isoformat()
     failed = report.failure is not None
-    attempts = int(previous.get("attempts") or 0) + 1 if failed else 0
+    attempts = report.attempts = int(previous.get("attempts") or 0) + 1 if failed else 0
     if failed and retry_in is not None:
         report.retry_at = now + retry_in(attempts)
     value = {**report.counts(), "at": at, "ok": not failed,
