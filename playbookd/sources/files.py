@@ -18,7 +18,6 @@ from playbookd.sources.base import MAX_FIELD_BYTES, Row, SourceError, checked, r
 from playbookd.sources.textfile import Lines, SourceFile
 
 JSONL_SAMPLE_LINES = 100
-# (a record of n characters holds at most 4n bytes of UTF-8: shorter records skip measuring values)
 # A line with nothing to count its values by (a JSON line, a CSV header) may hold this many values
 # of the largest size before it is refused unread.
 LINE_VALUES = 64
@@ -113,6 +112,7 @@ class CsvReader:
             elif cells:
                 # a short row (trailing cells trimmed by the exporter) supplies empty cells
                 values = dict(zip(names, cells + [""] * (width - len(cells)), strict=True))
+                # n characters are at most 4n bytes: a shorter record needs no measuring
                 yield checked(start, values, max_field_bytes) if used * 4 > max_field_bytes else Row(start, values)
 
 
