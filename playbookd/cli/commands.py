@@ -165,7 +165,7 @@ def event(config_path: Path, account: str, name: str, data: str, event_id: str |
 def status(config_path: Path, fmt: str) -> None:
     """Counts of accounts, enrollments and emails; messages needing attention; last runs."""
     config = _config(config_path)
-    output.echo_status(connect(config.database), fmt)
+    output.echo_status(connect(config.database), fmt, [source.name for source in config.sources])
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from playbookd.store import audit, state
 from playbookd.store.database import aware
 from playbookd.store.schema import accounts, contacts, enrollments, outbox, suppressions, tasks
 from playbookd.store.schema import audit as audit_table
+from playbookd.sync import health
 from playbookd.sync.run import SyncReport
 
 
@@ -42,7 +43,11 @@ def echo_sync(report: SyncReport) -> None:
 
 def _raise_for(report: SyncReport) -> None:
     if report.unreachable:
-        raise DependencyError(f"cannot reach source(s) {', '.join(report.unreachable)}; the others synced")
+        raise DependencyError(f"cannot read source(s) {', '.join(report.unreachable)} now (down, or changing "
+                              "while read): nothing from them was applied; the others synced")
+    if report.unreadable:
+        raise UserError(f"cannot read source(s) {', '.join(report.unreadable)} (see above): nothing from them "
+                        "was applied; the others synced")
     if not report.ok:
         raise UserError("sync finished with rejected rows (the good rows were applied)")
 
@@ -86,7 +91,7 @@ def echo_cycle(report: CycleReport) -> None:
         click.echo(f"cadences: {report.failed_steps} enrollment(s) failed at a step")
     if report.errors:
         raise UserError("the cycle ran, but " + "; ".join(report.errors))
-    if report.sync is not None and report.sync.unreachable:
+    if report.sync is not None and (report.sync.unreachable or report.sync.unreadable):
         _raise_for(report.sync)
     if not report.ok:
         raise UserError("the cycle ran, but sync rejected some rows (see above)")
@@ -102,7 +107,7 @@ def _scalar(engine: Engine, query: Any) -> int:
         return int(conn.execute(query).scalar() or 0)
 
 
-def status_data(engine: Engine) -> dict[str, Any]:
+def status_data(engine: Engine, sources: Sequence[str] | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
         unknown = [dict(r._mapping) for r in conn.execute(
             select(outbox.c.id, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id, outbox.c.last_error)
@@ -123,6 +128,7 @@ def status_data(engine: Engine) -> dict[str, Any]:
         "policy_refusals": _policy_refusals(engine),
         "smtp_circuit": paused,
         "header_cuts": _header_cuts(engine),
+        "sources": health.states(engine, sources),
     }
 
 
@@ -170,8 +176,8 @@ def _evaluation_failures(engine: Engine, limit: int = 20) -> list[dict[str, Any]
         return [{"at": aware(r.at), "account": r.account_id, "error": (r.detail or {}).get("error")} for r in rows]
 
 
-def echo_status(engine: Engine, fmt: str) -> None:
-    data = status_data(engine)
+def echo_status(engine: Engine, fmt: str, sources: Sequence[str] | None = None) -> None:
+    data = status_data(engine, sources)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -186,6 +192,7 @@ def echo_status(engine: Engine, fmt: str) -> None:
         click.echo(f"\nDelivery is paused until {paused['until']}: the mail server refused messages in a row for its "
                    f"policy or our setup (5.7.x) since {paused['since']}; queued mail waits, and is tried again then. "
                    f"Last reply: {paused['last_reply']}")
+    _echo_sources(data["sources"])
     if data["policy_refusals"]:
         refusals = data["policy_refusals"]
         click.echo(f"\nThe mail server refused {refusals['count']} message(s) for its policy or our setup (5.7.x: "
@@ -205,6 +212,20 @@ def echo_status(engine: Engine, fmt: str) -> None:
     if data["unknown_messages"]:
         click.echo("\nNeeds a decision (delivery was cut off; may or may not have been sent):")
         table(("ID", "TO", "PLAYBOOK", "ACCOUNT", "ERROR"), [tuple(m.values()) for m in data["unknown_messages"]])
+
+
+def _echo_sources(sources: dict[str, dict[str, Any]]) -> None:
+    if not sources:
+        return
+    click.echo("sources: " + " ".join(f"{name}={'ok' if s.get('ok', True) else 'FAILING'}"
+                                      for name, s in sources.items()))
+    failing = health.failing(sources)
+    if failing:
+        click.echo("\nSources that could not be read (nothing from them applied; the others synced; the daemon "
+                   "tries again with backoff):")
+        table(("SOURCE", "LAST SUCCESS", "FAILED SYNCS", "NEXT TRY", "ERROR"),
+              [(name, s.get("last_success") or "never", s.get("attempts"), s.get("next_retry") or "-",
+                s.get("last_error")) for name, s in failing.items()])
 
 
 def echo_history(engine: Engine, account: str | None, playbook: str | None, limit: int) -> None:

@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
 from playbookd.cadence.advance import advance
+from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
+from playbookd.delivery.backoff import backoff
 from playbookd.delivery.transports import make_transport
 from playbookd.engine import enroll, ranges
 from playbookd.runtime import Runtime
@@ -44,13 +46,24 @@ class CycleReport:
 
 
 def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None,
-             now: datetime | None = None) -> SyncReport:
+             now: datetime | None = None, retry: bool = False) -> SyncReport:
+    """`retry`: a source that cannot be read gets a `retry_at`, with backoff up to its interval (the
+    daemon schedules it; a one-off sync does not)."""
+    config = runtime.config
+
+    def retry_in(source: Source, attempts: int) -> timedelta:
+        return backoff(attempts, source.every or config.scheduler.sync_every)
+
     with metrics.CYCLE_SECONDS.labels("sync").time():
-        report = sync(engine, runtime.config, only, now=now)
-    for source in report.sources:
-        metrics.SYNCED_ROWS.labels(source.source).inc(source.read)
+        report = sync(engine, config, only, now=now, retry_in=retry_in if retry else None)
     for line in report.summary_lines():
         log.info(line)
+    for source in report.sources:
+        metrics.SYNCED_ROWS.labels(source.source).inc(source.read)
+        if source.failure is not None:
+            then = f"; next try at {source.retry_at.isoformat(timespec='seconds')}" if source.retry_at else ""
+            log.error("source %s could not be read (%d time(s) in a row%s): %s", source.source, source.attempts,
+                      then, source.failure, extra={"source": source.source, "attempts": source.attempts})
     return report
 
 

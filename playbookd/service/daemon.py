@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -32,6 +33,7 @@ from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, WEBHOOKS, Scheduler
 from playbookd.store.database import connect, transaction, utcnow
 from playbookd.store.leases import WORKER
+from playbookd.sync import health
 
 log = logging.getLogger("playbookd.daemon")
 LEAD_EVERY = timedelta(seconds=5)  # a replica takes over within this of the leader's death
@@ -67,7 +69,7 @@ class Daemon:
 
     def _cycle(self) -> None:
         if self.leader:
-            cycle.run_sync(self.runtime, self.engine)
+            self._sync(None)
             self._evaluate()
 
     def _evaluate(self) -> None:
@@ -88,7 +90,14 @@ class Daemon:
 
     def sync_source(self, name: str) -> None:
         if self.leader:
-            self._guard(f"sync {name}", lambda: cycle.run_sync(self.runtime, self.engine, [name]))
+            self._guard(f"sync {name}", lambda: self._sync([name]))
+
+    def _sync(self, only: list[str] | None) -> None:
+        """A source that cannot be read fails alone: it is tried again with backoff, before its turn."""
+        report = cycle.run_sync(self.runtime, self.engine, only, retry=True)
+        for source in report.sources:
+            if source.retry_at is not None:
+                self.scheduler.run_at(f"sync:{source.source}", source.retry_at)
 
     def react(self) -> None:
         """Events start their playbooks within one delivery interval, not at the next evaluation."""
@@ -187,11 +196,18 @@ class Daemon:
         self.notifier.stopping()
         self.stop.set()
 
+    def healthy(self) -> dict[str, Any]:
+        """/healthz: failing jobs, and each source's state. A source that cannot be read leaves the
+        daemon healthy (the other sources sync, it is retried) but is named under `sources_failing`."""
+        sources = health.states(self.engine, [source.name for source in self.runtime.config.sources])
+        return {**http.health(self.engine, self.failing()), "sources": sources,
+                "sources_failing": sorted(health.failing(sources))}
+
     def listen(self) -> http.Server:
         config = self.runtime.config
         with transaction(self.engine) as conn:
             secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
-        site = http.Site(self.engine, secret, config.company.name, lambda: http.health(self.engine, self.failing()),
+        site = http.Site(self.engine, secret, config.company.name, self.healthy,
                         config.http.events_token, lambda: self.scheduler.nudge("events"))
         try:
             server = http.Server(config.http.listen, site)

@@ -22,6 +22,7 @@ from playbookd.delivery.circuit import current as open_circuit
 from playbookd.delivery.transports import Transport
 from playbookd.store.audit import EVALUATION_FAILED
 from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
+from playbookd.sync import health
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 SEND_SECONDS = Histogram("playbookd_send_seconds", "Time to hand one email to the transport",
@@ -73,6 +74,18 @@ class StoreCollector(Collector):
                                 "refuses our mail for its policy or our setup (5.7.x)", value=int(paused is not None))
         yield CounterMetricFamily("playbookd_evaluation_failures", "Accounts the rules engine could not "
                                   "evaluate, every replica together", value=_failed_evaluations(self.engine))
+        yield from self._sources()
+
+    def _sources(self) -> Iterator[GaugeMetricFamily]:
+        failing = GaugeMetricFamily("playbookd_source_failing", "1 when the latest sync of the source could "
+                                    "not read it (down, changing while read, unreadable)", labels=["source"])
+        attempts = GaugeMetricFamily("playbookd_source_failed_attempts", "Syncs in a row that could not read "
+                                     "the source", labels=["source"])
+        for name, value in health.states(self.engine).items():
+            failing.add_metric([name], 0 if value.get("ok", True) else 1)
+            attempts.add_metric([name], int(value.get("attempts") or 0))
+        yield failing
+        yield attempts
 
     def _labelled(self, name: str, doc: str, label: str, column: Any) -> GaugeMetricFamily:
         family = GaugeMetricFamily(name, doc, labels=[label])

@@ -53,6 +53,16 @@ class Scheduler:
             if job is not None:
                 job.modify(next_run_time=datetime.now(UTC))
 
+    def run_at(self, name: str, when: datetime) -> None:
+        """Run an interval job at `when` instead of its next turn (a retry sooner than the interval);
+        its turns then continue every interval from there."""
+        with self._lock:
+            if self._closing:
+                return
+            job = self._scheduler.get_job(name)
+            if job is not None:
+                job.modify(next_run_time=when)
+
     def remove(self, name: str) -> None:
         if self._scheduler.get_job(name) is not None:
             self._scheduler.remove_job(name)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from playbookd.config.settings import Source
-from playbookd.sources.base import Row, SourceError, rename_map, source_file
+from playbookd.sources.base import MAX_FIELD_BYTES, Row, SourceError, checked, rename_map, source_file
 
 LIST_KEYS = ("data", "items", "results", "records")
 NEXT_KEYS = ("next", "next_url", "links.next", "paging.next", "meta.next")
@@ -62,14 +62,14 @@ class HttpReader:
 
     def columns(self, source: Source) -> list[str]:
         seen: dict[str, None] = {}
-        for row in self._page_rows(source, max_pages=1):
+        for row in self._page_rows(source, 1, MAX_FIELD_BYTES):
             seen.update(dict.fromkeys(row.values))
         return list(seen)
 
-    def rows(self, source: Source) -> Iterator[Row]:
-        return self._page_rows(source, max_pages=source.max_pages)
+    def rows(self, source: Source, max_field_bytes: int = MAX_FIELD_BYTES) -> Iterator[Row]:
+        return self._page_rows(source, source.max_pages, max_field_bytes)
 
-    def _page_rows(self, source: Source, max_pages: int) -> Iterator[Row]:
+    def _page_rows(self, source: Source, max_pages: int, max_field_bytes: int) -> Iterator[Row]:
         if not source.url:
             raise SourceError(source_file(source), "an http source needs `url`")
         renames = rename_map(source)
@@ -78,11 +78,17 @@ class HttpReader:
         number = 0
         while url and url not in seen and len(seen) < max_pages:
             seen.add(url)
-            body, link = self._get(source, url)
-            for record in _records(body, source):
+            try:
+                body, link = self._get(source, url)
+                records = _records(body, source)
+            except SourceError as exc:
+                if len(seen) == 1:
+                    raise
+                raise SourceError(exc.file, f"{exc.reason} (page {len(seen)})", exc.line, exc.unreachable) from None
+            for record in records:
                 number += 1
                 if isinstance(record, dict):
-                    yield Row(number, {str(renames.get(k, k)): v for k, v in record.items()})
+                    yield checked(number, {str(renames.get(k, k)): v for k, v in record.items()}, max_field_bytes)
                 else:
                     yield Row(number, {}, f"expected a JSON object, got {type(record).__name__}")
             url = _next_url(body, link, source)

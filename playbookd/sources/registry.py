@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from playbookd.config.settings import Source
 from playbookd.errors import UserError
-from playbookd.sources.base import Reader, Row
+from playbookd.sources.base import MAX_FIELD_BYTES, Reader, Row
 from playbookd.sources.files import CsvReader, JsonlReader
 from playbookd.sources.http import HttpReader
 from playbookd.sources.sql import SqlReader
@@ -26,9 +26,10 @@ def reader_for(source: Source) -> Reader:
         raise UserError(f"source {source.name}: unknown kind {source.kind!r}") from None
 
 
-def read_rows(source: Source) -> Iterator[Row]:
-    """Stream the source's rows; raises SourceError when the source itself is unreadable."""
-    return reader_for(source).rows(source)
+def read_rows(source: Source, max_field_bytes: int = MAX_FIELD_BYTES) -> Iterator[Row]:
+    """Stream the source's rows; raises SourceError when the source itself is unreadable, possibly
+    after some rows (a file changed while read, a database gone mid-query)."""
+    return reader_for(source).rows(source, max_field_bytes)
 
 
 def source_columns(source: Source) -> list[str]:

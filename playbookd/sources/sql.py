@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from playbookd.config.settings import Source
-from playbookd.sources.base import Row, SourceError, our_names, source_file
+from playbookd.sources.base import MAX_FIELD_BYTES, Row, SourceError, checked, our_names, source_file
 
 
 def _scalar(value: Any) -> Any:
@@ -40,14 +40,15 @@ class SqlReader:
         with self._result(source) as result:
             return our_names(source, result.keys())
 
-    def rows(self, source: Source) -> Iterator[Row]:
+    def rows(self, source: Source, max_field_bytes: int = MAX_FIELD_BYTES) -> Iterator[Row]:
         with self._result(source) as result:
             keys = our_names(source, result.keys())
             try:
                 for number, row in enumerate(result, start=1):
-                    yield Row(number, {k: _scalar(v) for k, v in zip(keys, row, strict=True)})
+                    yield checked(number, {k: _scalar(v) for k, v in zip(keys, row, strict=True)}, max_field_bytes)
             except SQLAlchemyError as exc:
-                raise SourceError(source_file(source), f"query failed while reading: {_reason(exc)}") from None
+                raise SourceError(source_file(source), f"query failed while reading: {_reason(exc)}",
+                                  unreachable=_lost(exc)) from None
 
     def _result(self, source: Source) -> Any:
         if not source.url or not source.query:
@@ -78,4 +79,10 @@ class _Closing:
 
 
 def _reason(exc: SQLAlchemyError) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    """The driver's whole message on one line (psycopg puts the hint on the next)."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())
+
+
+def _lost(exc: SQLAlchemyError) -> bool:
+    """The connection went away mid-read (the server restarted): worth retrying, not a wrong query."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(getattr(exc, "connection_invalidated", False))

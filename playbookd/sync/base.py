@@ -1,10 +1,18 @@
-"""What one source's sync reports, and the loop every entity's run shares."""
+"""What one source's sync reports, and the loop every entity's run shares.
+
+A source is read whole before anything from it is written: its items wait in a spool (chunks
+past the first in a temporary file, so memory stays one chunk). A source that fails mid-read (a
+file changed under us, a database gone, an API page that errors) applies nothing.
+"""
 
 from __future__ import annotations
 
+import pickle
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -28,7 +36,10 @@ class SourceReport:
     updated: int = 0
     unchanged: int = 0
     problems: list[Problem] = field(default_factory=list)
-    unreachable: bool = False  # the system behind the source could not be reached: retried next time
+    failure: str | None = None  # why the source could not be read at all (nothing from it was applied)
+    unreachable: bool = False  # ...because it was down or changing: worth retrying soon
+    attempts: int = 0  # syncs in a row, this one included, that could not read the source
+    retry_at: datetime | None = None  # when the daemon tries a failed source again
 
     def counts(self) -> dict[str, int]:
         return {"read": self.read, "inserted": self.inserted, "updated": self.updated,
@@ -45,7 +56,13 @@ class SyncReport:
 
     @property
     def unreachable(self) -> list[str]:
+        """Sources that could not be read for now (down, or changing while read)."""
         return [s.source for s in self.sources if s.unreachable]
+
+    @property
+    def unreadable(self) -> list[str]:
+        """Sources that could not be read for a reason of their own (a missing file, a bad query)."""
+        return [s.source for s in self.sources if s.failure is not None and not s.unreachable]
 
     def summary_lines(self) -> list[str]:
         lines = []
@@ -59,6 +76,8 @@ class SyncReport:
 class Run:
     """One source's sync: subclasses turn rows into items and write chunks of them."""
 
+    NAMED_BY = ("account", "id")  # how a problem names an unreadable row: what, and the value that says which
+
     def __init__(self, engine: Engine, config: Config, source: Source, report: SourceReport,
                  now: datetime) -> None:
         self.engine, self.config, self.source, self.report, self.now = engine, config, source, report, now
@@ -67,21 +86,23 @@ class Run:
         self.seen: dict[str, int] = {}
 
     def problem(self, line: int | None, message: str) -> None:
+        if self.source.path is None and line is not None:
+            # a query's or an API's record has a number, not a line in a file
+            self.report.problems.append(Problem(self.file, None, None, f"row {line}: {message}"))
+            return
         self.report.problems.append(Problem(self.file, line, None, message))
 
     def run(self) -> None:
-        batch: list[Item] = []
-        for row in read_rows(self.source):
-            self.report.read += 1
-            if row.error is not None:
-                self.problem(row.line, row.error)
-            elif (item := self.item(row)) is not None:
-                batch.append(item)
-            if len(batch) >= CHUNK:
+        with tempfile.TemporaryFile(prefix="playbookd-sync-") as file:
+            spool = _Spool(file)
+            for row in read_rows(self.source, self.config.limits.max_field_bytes):
+                self.report.read += 1
+                if row.error is not None:
+                    self.problem(row.line, label(row.values, *self.NAMED_BY) + row.error)
+                elif (item := self.item(row)) is not None:
+                    spool.add(item)
+            for batch in spool.chunks():  # read whole: now apply
                 self.flush(batch)
-                batch = []
-        if batch:
-            self.flush(batch)
         self.finish()
 
     def first(self, key: str, line: int, what: str) -> bool:
@@ -107,3 +128,34 @@ class Run:
         """After the last chunk."""
 
 
+
+
+def label(values: dict[str, Any], what: str, key: str) -> str:
+    """What a problem with an unreadable row says first when the row has its key ("account A1: ")."""
+    value = values.get(key)
+    if isinstance(value, str | int) and str(value).strip():
+        return f"{what} {str(value).strip()[:200]}: "
+    return ""
+
+
+class _Spool:
+    """Items kept until the source has been read whole: the last chunk in memory, the ones before
+    it in `file` (a temporary file of our own)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.batch: list[Item] = []
+
+    def add(self, item: Item) -> None:
+        self.batch.append(item)
+        if len(self.batch) >= CHUNK:
+            pickle.dump(self.batch, self.file, pickle.HIGHEST_PROTOCOL)
+            self.batch = []
+
+    def chunks(self) -> Iterator[list[Item]]:
+        end = self.file.tell()
+        self.file.seek(0)
+        while self.file.tell() < end:
+            yield pickle.load(self.file)
+        if self.batch:
+            yield self.batch

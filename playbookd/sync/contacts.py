@@ -28,6 +28,7 @@ LEFT_ROLES = {"champion": "champion_left_at", "admin": "admin_left_at"}
 
 
 class ContactRun(Run):
+    NAMED_BY = ("contact", "email")
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.typer = Typer(F.CONTACT_FIELDS, {})
@@ -162,6 +163,7 @@ _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_
 
 
 class EventRun(Run):
+    NAMED_BY = ("event of account", "account_id")
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.typer = Typer(F.EVENT_FIELDS, {})

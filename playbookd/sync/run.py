@@ -1,13 +1,16 @@
 """Sync: type and check each source's rows, upsert them in chunks, remember previous values.
 
 Every chunk of about a thousand rows is one transaction: one SELECT of what exists, diffs in
-Python, executemany writes. A bad row is reported and skipped whole; the others are applied.
+Python, executemany writes. A bad row is reported and skipped whole; the others are applied. A
+source that cannot be read to its end applies nothing (sync.base) and fails alone: the others
+still sync, and its state (sync.health) says so until it is read again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import functools
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -17,8 +20,8 @@ from playbookd.sources.base import SourceError
 from playbookd.sources.registry import source_columns
 from playbookd.store import audit as A
 from playbookd.store.accounts import load_account_types
-from playbookd.store.database import transaction, upsert, utcnow
-from playbookd.store.schema import state
+from playbookd.store.database import transaction, utcnow
+from playbookd.sync import health
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport
 from playbookd.sync.contacts import ContactRun, EventRun
@@ -54,18 +57,28 @@ def _check_segments(engine: Engine, config: Config, now: datetime) -> None:
         Segmenter(config, {**names, **load_account_types(conn)}, now)
 
 
-def _record(engine: Engine, report: SourceReport, now: datetime) -> None:
-    counts = report.counts()
+def _record(engine: Engine, report: SourceReport, now: datetime, retry_in: health.RetryIn | None) -> None:
     with transaction(engine) as conn:
-        upsert(conn, state, ["key"], [{"key": f"sync:{report.source}", "updated_at": now,
-                                        "value": {**counts, "at": now.isoformat()}}])
+        health.record(conn, report, now, retry_in)
+        detail = {"source": report.source, "entity": report.entity, **report.counts()}
         A.record(conn, A.SYNCED, reason=report.source, at=now,
-                 detail={"source": report.source, "entity": report.entity, **counts})
+                 detail={**detail, "error": report.failure} if report.failure else detail)
 
 
-def sync(engine: Engine, config: Config, only: Sequence[str] | None = None,
-         now: datetime | None = None) -> SyncReport:
-    """Sync the sources (accounts, then contacts, then events); bad rows end up in the report."""
+def _failed(report: SourceReport, exc: SourceError) -> None:
+    reason = exc.reason
+    if report.read:
+        reason += f" (after {report.read} row(s); nothing from this source was applied)"
+    problem = Problem(exc.file, exc.line, None, reason)
+    report.problems.append(problem)
+    report.failure, report.unreachable = str(problem), exc.unreachable
+
+
+def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now: datetime | None = None,
+         retry_in: Callable[[Source, int], timedelta] | None = None) -> SyncReport:
+    """Sync the sources (accounts, then contacts, then events); bad rows end up in the report.
+    `retry_in(source, attempts)`: when a source that could not be read is tried again (the daemon's
+    schedule), recorded as its `next_retry`."""
     now = now or utcnow()
     chosen = _chosen(config, only)
     _check_segments(engine, config, now)
@@ -75,9 +88,8 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None,
         try:
             RUNS[source.entity](engine, config, source, report, now).run()
         except SourceError as exc:  # this source alone: the others still sync
-            report.problems.append(Problem(exc.file, exc.line, None, exc.reason))
-            report.unreachable = exc.unreachable
+            _failed(report, exc)
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
-        _record(engine, report, now)
+        _record(engine, report, now, None if retry_in is None else functools.partial(retry_in, source))
         reports.append(report)
     return SyncReport(reports)

@@ -6,15 +6,21 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from cli_helpers import edit_config
 from smtp_server import free_port
 
+from playbookd import runtime
+from playbookd.config.settings import load_config
 from playbookd.errors import PlaybookdError
 from playbookd.service.daemon import Daemon
+from playbookd.service.metrics import exposition
+from playbookd.store.database import utcnow
+from playbookd.sync import health
 
 HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
 
@@ -90,3 +96,37 @@ def test_events_email_and_webhooks_never_wait_behind_a_long_sync(daemon: Daemon)
     jobs = {job.id: job.executor for job in daemon.scheduler._scheduler.get_jobs()}
     assert jobs["cycle"] == jobs["sync:crm_accounts"] == "work"
     assert len({jobs["cycle"], jobs["events"], jobs["deliver"], jobs["webhooks"], jobs["lead"]}) == 5
+
+
+def test_a_source_that_cannot_be_read_is_retried_with_backoff_and_named_by_healthz(make: Any, db_url: str) -> None:
+    project = make({"hello": HELLO}, database=db_url, scheduler={"sync_every": "2h"},
+                   http={"listen": f"127.0.0.1:{free_port()}"})
+    down = {"name": "usage", "kind": "sql", "entity": "accounts", "query": "SELECT 'A1' AS id",
+            "url": f"postgresql+psycopg://reader@127.0.0.1:{free_port()}/app?connect_timeout=3"}
+    edit_config(project.path, sources=[*yaml.safe_load((project.path / "config.yaml").read_text())["sources"], down])
+    config = load_config(project.path / "config.yaml")
+    daemon = Daemon(project.path / "config.yaml", runtime.load(config=config, engine=project.engine), project.engine)
+    daemon.leader = True
+    daemon.scheduler.start()
+    daemon.schedule()
+    try:
+        daemon.sync_source("crm_accounts")
+        for attempt in (1, 2, 3):
+            started = utcnow()
+            daemon.sync_source("usage")
+            retry_at = daemon.scheduler.next_run("sync:usage")
+            assert retry_at is not None
+            wait = 60 * 2 ** (attempt - 1)  # 1, 2, 4 minutes, each ±20%, long before the 2h interval
+            assert started + timedelta(seconds=wait * 0.8) <= retry_at <= utcnow() + timedelta(seconds=wait * 1.2)
+            state = health.states(project.engine)["usage"]
+            assert (state["ok"], state["attempts"], datetime.fromisoformat(state["next_retry"])) == (
+                False, attempt, retry_at)
+        assert daemon.scheduler.interval("sync:usage") == timedelta(hours=2)
+        report = daemon.healthy()
+        assert (report["status"], report["failing_jobs"], report["sources_failing"]) == ("ok", {}, ["usage"])
+        assert report["sources"]["crm_accounts"]["ok"] is True
+        assert "Connection refused" in report["sources"]["usage"]["last_error"]
+        assert 'playbookd_source_failing{source="usage"} 1.0' in exposition(project.engine).decode()
+        assert 'playbookd_source_failed_attempts{source="usage"} 3.0' in exposition(project.engine).decode()
+    finally:
+        daemon.scheduler.shutdown(wait=True)

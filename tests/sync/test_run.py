@@ -174,7 +174,8 @@ def test_changes_track_the_previous_value_per_sync(engine: Engine, tmp_path: Pat
     with engine.connect() as conn:
         raw = conn.execute(select(state.c.value).where(state.c.key == "sync:crm")).scalar_one()
     assert raw == {"read": 3, "inserted": 1, "updated": 1, "unchanged": 1, "problems": 0,
-                   "at": LATER.isoformat()}
+                   "at": LATER.isoformat(), "ok": True, "last_success": LATER.isoformat(), "last_error": None,
+                   "last_error_at": None, "attempts": 0, "next_retry": None}
     write(path, "id,name,arr,plan\nA1,,250,enterprise\n")
     sync(engine, cfg, now=LATER + timedelta(days=1))
     a1 = account(engine, "A1")
