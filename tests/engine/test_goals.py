@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from playbookd.engine import ranges
 from playbookd.store.schema import audit, enrollments, outbox
+from playbookd.sync.run import sync
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 HEADER = "id,name,annual_revenue,status,plan,lifecycle_stage,csm_email\n"
@@ -108,3 +110,32 @@ def test_a_one_email_playbook_records_its_goal(make: Any, db_url: str) -> None:
     project.run(T0 + timedelta(days=40))
     (row,) = project.rows(enrollments)
     assert row.state == "completed" and row.goal_met_at.replace(tzinfo=UTC) == T0 + timedelta(days=40)
+
+
+def test_a_goal_that_is_also_the_exit_is_measured(make: Any, db_url: str) -> None:
+    """The shipped renewal playbook: its exit_when and its goal are the same condition, and the exit at
+    evaluation used to end the enrollment before any step looked at the goal."""
+    text = ("id: renewal\ntrigger: {when: {plan: basic}}\nexit_when: {plan: pro}\nsteps:\n"
+            "  - email: {template: login_nudge, to: admin}\n  - wait: 10d\n"
+            "  - task: {title: follow up, assign: csm}\ngoal: {when: {plan: pro}, within: 30d}\n")
+    project = make({"renewal": text}, accounts_csv=accounts({1: "basic", 2: "basic"}), contacts_csv=CONTACTS,
+                   database=db_url)
+    project.run(T0)
+    project.set_accounts(accounts({1: "pro", 2: "basic"}))
+    project.run(T0 + timedelta(days=2))
+    rows = by_account(project)
+    assert rows["ACC-1"].goal_met_at.replace(tzinfo=UTC) == T0 + timedelta(days=2)
+    assert (rows["ACC-1"].state, rows["ACC-1"].reason) == ("exited", "goal met")
+    assert rows["ACC-2"].goal_met_at is None and rows["ACC-2"].state == "active"
+
+
+def test_the_daemons_range_evaluation_measures_goals_at_its_moment(make: Any, db_url: str) -> None:
+    project = make({"nudge": NUDGE}, accounts_csv=accounts({1: "basic"}), contacts_csv=CONTACTS, database=db_url)
+    project.run(T0)
+    project.set_accounts(accounts({1: "pro"}))
+    sync(project.engine, project.config)
+    moment = T0 + timedelta(days=1, hours=2)
+    ranges.plan(project.engine, moment, 25)
+    assert ranges.work(project.runtime, project.engine) == 1
+    (row,) = project.rows(enrollments)
+    assert row.goal_met_at.replace(tzinfo=UTC) == moment and row.reason == "goal met"
