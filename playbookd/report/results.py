@@ -40,6 +40,7 @@ class Scope:
 class Group:
     name: str
     family: int | None = None  # the variant step it belongs to (variants of one step are compared)
+    has_goal: bool = True
     entered: int = 0
     met_at_entry: int = 0
     goal_met: int = 0
@@ -54,7 +55,7 @@ class Group:
 
     @property
     def rate(self) -> float | None:
-        return self.goal_met / self.measured if self.measured else None
+        return self.goal_met / self.measured if self.has_goal and self.measured else None
 
     @property
     def unsubscribe_rate(self) -> float | None:
@@ -250,5 +251,7 @@ def report(engine: Engine, scope: Scope, has_goal: Mapping[str, bool] | None = N
         results.setdefault(scope.playbook, PlaybookResult(scope.playbook))
     for result in results.values():
         result.has_goal = (has_goal or {}).get(result.playbook, True)
+        for group in result.groups.values():
+            group.has_goal = result.has_goal
         result.comparisons = comparisons(result.groups.values()) if result.has_goal else []
     return [results[key] for key in sorted(results)]

@@ -199,7 +199,7 @@ def test_a_small_sample_is_not_enough_data_and_no_variants_is_treatment(tmp_path
     assert playbookd("run", "--once", "--at", T0, cwd=path).returncode == 0
     plain, line = json_lines(playbookd("report", "--format", "json", cwd=path).stdout)
     assert [g["name"] for g in plain["groups"]] == ["treatment"] and plain["comparisons"] == []
-    assert plain["goal"] is None and plain["completed"] == 20
+    assert plain["goal"] is None and plain["completed"] == 20 and plain["groups"][0]["rate"] is None
     assert line["comparisons"] and all(c["p_value"] is None and c["lift"] is None
                                        and c["note"].startswith("not enough data") for c in line["comparisons"])
 
