@@ -119,7 +119,7 @@ def _measure_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, now:
     assert playbook.goal is not None
     while True:
         with engine.connect() as conn:
-            rows = [r for r in conn.execute(_watch_query(playbook, now, tz, last, id_range))]
+            rows = list(conn.execute(_watch_query(playbook, now, tz, last, id_range)))
         if not rows:
             return met
         last = rows[-1].id

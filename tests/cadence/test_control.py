@@ -3,6 +3,7 @@ tracked for the goal, held back from every action; the others get the variant th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ goal: {when: {plan: pro}, within: 30d}
 """
 
 
-def accounts(pro: set[int] = frozenset()) -> str:  # type: ignore[assignment]
+def accounts(pro: Collection[int] = ()) -> str:
     return HEADER + "".join(f"ACC-{i:02d},Account {i},5000,active,{'pro' if i in pro else 'basic'},adopted,"
                             f"maria@acme.example\n" for i in range(N))
 
