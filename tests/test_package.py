@@ -25,3 +25,10 @@ def test_a_rules_worker_imports_neither_the_database_nor_the_templates() -> None
     code = "import sys, playbookd.engine.rules; print(sorted({'sqlalchemy', 'jinja2', 'pydantic'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_only_the_report_loads_scipy() -> None:
+    # scipy takes seconds to import: every other command (and the daemon) starts without it
+    code = "import sys, playbookd.cli.commands, playbookd.service.daemon; print('scipy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

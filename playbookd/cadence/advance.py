@@ -1,6 +1,7 @@
 """Cadences: advance each due enrollment through its steps, one transaction per enrollment.
 
-Before every step `exit_when` is checked; `wait` sets when the enrollment is next due.
+Before every step `exit_when` is checked; `wait` sets when the enrollment is next due. The control
+group goes through the same waits and exits with every action held back.
 Every decision is audited with its reason.
 """
 
@@ -16,11 +17,12 @@ from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
-from playbookd.config.durations import shift
 from playbookd.delivery.unsubscribe import resolve_secret
+from playbookd.engine import goals
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
 from playbookd.model import evaluation
+from playbookd.model.steps import CONTROL, WaitStep, step_kind
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
@@ -55,18 +57,25 @@ def _fail(ctx: StepContext, step: int, error: str) -> None:
               extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
 
 
-def _check_goal(ctx: StepContext) -> None:
+def _goal_ends(ctx: StepContext) -> bool:
+    """The goal, checked when steps come due as at every evaluation; True when its being met ended the
+    enrollment (`goal.exit`)."""
+    tz = ctx.runtime.config.tz
     goal = ctx.playbook.goal
-    if goal is None or ctx.enrollment.goal_met_at is not None:
-        return
-    entered = aware(ctx.enrollment.entered_at)
-    assert entered is not None
-    if goal.within is not None and ctx.now > shift(entered, goal.within, ctx.runtime.config.tz):
-        return
-    if evaluation.evaluate(goal.when, ctx.account, ctx.now, ctx.runtime.config.tz):
-        ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)
-                         .values(goal_met_at=ctx.now))
-        ctx.log(audit.GOAL_MET, None)
+    if goal is None or not goals.watched(ctx.playbook, ctx.enrollment, ctx.now, tz):
+        return False
+    if not evaluation.evaluate(goal.when, ctx.account, ctx.now, tz):
+        return False
+    return goals.mark_met(ctx.conn, ctx.enrollment, ctx.playbook, ctx.now)
+
+
+def _run(ctx: StepContext, index: int) -> datetime | None:
+    """Run a step; the control group waits as the others do but is held back from every action."""
+    step = ctx.playbook.steps[index]
+    if ctx.enrollment.group_name == CONTROL and not isinstance(step, WaitStep):
+        ctx.log(audit.STEP_SKIPPED, index, "control_group", detail={"action": step_kind(step)})
+        return None
+    return run_step(ctx, index, step)
 
 
 def advance_one(ctx: StepContext) -> None:
@@ -74,13 +83,14 @@ def advance_one(ctx: StepContext) -> None:
     index, moved = ctx.playbook.position(ctx.enrollment.step, ctx.enrollment.step_key)
     if moved:
         ctx.log(audit.STEP_MOVED, index, "playbook_edited", detail={"note": moved})
-    _check_goal(ctx)
+    if _goal_ends(ctx):
+        return None
     while index < len(ctx.playbook.steps):
         reason = _exit_reason(ctx)
         if reason:
             return _finish(ctx, "exited", index, reason)
         try:
-            due = run_step(ctx, index, ctx.playbook.steps[index])
+            due = _run(ctx, index)
         except StepFailed as exc:
             return _fail(ctx, index, str(exc))
         index += 1

@@ -32,8 +32,8 @@ from playbookd.model.steps import (
     Variant,
     WaitStep,
     WebhookStep,
-    pick_variant,
     step_kind,
+    variant_for,
 )
 from playbookd.store import audit
 from playbookd.store.accounts import set_fields
@@ -94,7 +94,7 @@ def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
     if not ok:
         ctx.log(audit.STEP_SKIPPED, index, "no_recipient", detail={"to": list(step.to)})
         return
-    variant = pick_variant(step.variants, ctx.playbook.id, ctx.account["id"])
+    variant = variant_for(ctx.playbook, index, step, ctx.enrollment.group_name, ctx.account["id"])
     for contact in ok:
         _queue_email(ctx, index, step, contact, variant)
     ctx.log(audit.STEP_DONE, index, detail={"action": "email", "recipients": len(ok)})

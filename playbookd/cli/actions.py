@@ -22,6 +22,7 @@ from playbookd.delivery.message import Outgoing, build_message, make_message_id
 from playbookd.delivery.recipients import load_contacts, primary
 from playbookd.delivery.transports import DeliveryError, make_transport
 from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
+from playbookd.engine.goal_overlap import goal_overlaps
 from playbookd.engine.values import unseen_values
 from playbookd.errors import DependencyError, Problem, UserError, ValidationError
 from playbookd.model.addresses import AddressError, canonical, lookup_form
@@ -73,7 +74,7 @@ def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
     rt = runtime.load(config=config, engine=store)
     if store is not None and (failures := rehearse(rt, store)):
         raise ValidationError(failures, "templates fail for synced accounts")
-    warnings = sorted(unseen_values(rt, store)) if store is not None else []
+    warnings = sorted(unseen_values(rt, store) + goal_overlaps(rt, store, utcnow())) if store is not None else []
     if strict and warnings:
         raise ValidationError(warnings, "validation failed (--strict: warnings count)")
     names = {name for p in rt.playbooks for name, _ in p.templates()}

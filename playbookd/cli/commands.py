@@ -136,6 +136,26 @@ def run(config_path: Path, once: bool, at: str | None) -> None:
     sys.exit(start(config_path).serve())
 
 
+@cli.command()
+@config_option
+@click.option("--playbook", help="Only this playbook.")
+@click.option("--since", metavar="ISO", help="Enrollments that entered at or after this moment.")
+@click.option("--until", metavar="ISO", help="Enrollments that entered before this moment.")
+@click.option("--segment", help="Only accounts of this segment (at entry).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def report(config_path: Path, playbook: str | None, since: str | None, until: str | None, segment: str | None,
+           fmt: str) -> None:
+    """Did it work? Per playbook: enrollments, emails, tasks, the goal; per group, with significance."""
+    # here, not at the top: scipy takes seconds to import, and only this command needs it
+    from playbookd.cli.report_output import echo_report
+    from playbookd.report import results
+    from playbookd.report.results import Scope
+
+    rt, engine = _loaded(config_path)
+    scope = Scope(playbook, _at(since) if since else None, _at(until) if until else None, segment)
+    echo_report(results.report(engine, scope, {p.id: p.goal is not None for p in rt.playbooks}), fmt)
+
+
 @cli.command("send-test")
 @config_option
 @click.option("--to", "to_addr", required=True, help="Address to send the test email to.")

@@ -295,7 +295,8 @@ def echo_enrollments(engine: Engine, state: str | None, playbook: str | None, ac
 def _enrollment_data(row: Any) -> dict[str, Any]:
     return {"id": row.id, "playbook": row.playbook_id, "account": row.account_id, "state": row.state,
             "step": row.step + 1, "entered_at": aware(row.entered_at), "next_due_at": aware(row.next_due_at),
-            "finished_at": aware(row.finished_at), "reason": row.reason}
+            "finished_at": aware(row.finished_at), "reason": row.reason, "group": row.group_name,
+            "goal_met_at": aware(row.goal_met_at), "goal_met_at_entry": bool(row.goal_at_entry)}
 
 
 def echo_enrollment(engine: Engine, enrollment_id: int) -> None:

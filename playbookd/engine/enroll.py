@@ -19,10 +19,11 @@ from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import shift
 from playbookd.engine.exits import exit_matching
+from playbookd.engine.goals import held_at_entry, measure
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import CHANGES, AccountRecord
 from playbookd.model.conditions import All, Condition, Leaf, Not
-from playbookd.model.steps import Playbook
+from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types
@@ -161,18 +162,26 @@ def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | N
             yield from _eligible(conn, chunk, now, runtime.config.tz)
 
 
-def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime) -> int:
-    """Create enrollments (one active per playbook and account, whoever races) and audit them."""
+def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: ZoneInfo) -> int:
+    """Create enrollments (one active per playbook and account, whoever races) and audit them, each in
+    its group and with whether its goal already held at entry."""
+    met = held_at_entry(conn, [(c.playbook, c.account_id) for c in chunk], now, tz)
     rows = [{"playbook_id": c.playbook.id, "account_id": c.account_id, "state": "active", "step": 0,
              "step_key": c.playbook.key_at(0),
              "next_due_at": now, "entered_at": now, "event_id": c.event_id,
+             "group_name": entry_group(c.playbook, c.account_id), "segment": c.segment or None,
+             "goal_at_entry": (c.playbook.id, c.account_id) in met,
              "active_key": active_keyed(c.playbook.id, c.account_id)} for c in chunk]
     inserted = insert_ignore(conn, enrollments, rows)
     keys = [r["active_key"] for r in rows]
-    created = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id)
+    created = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id,
+                                  enrollments.c.group_name, enrollments.c.goal_at_entry)
                            .where(enrollments.c.active_key.in_(keys), enrollments.c.entered_at == now))
     audit.record_many(conn, [{"event": audit.ENTERED, "account_id": r.account_id, "playbook_id": r.playbook_id,
-                              "enrollment_id": r.id, "at": now} for r in created])
+                              "enrollment_id": r.id, "at": now,
+                              "detail": {"group": r.group_name, **({"goal_met_at_entry": True}
+                                                                  if r.goal_at_entry else {})}}
+                             for r in created])
     return inserted
 
 
@@ -182,12 +191,13 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
     total = 0
     for chunk in chunked(candidates(runtime, engine, now, workers, id_range, audited=True)):
         with transaction(engine) as conn:
-            total += enroll(conn, chunk, now)
+            total += enroll(conn, chunk, now, runtime.config.tz)
     return total
 
 
 def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None) -> int:
-    """Exits first, then every account, then pending events; returns enrollments made."""
+    """Goals and exits first, then every account, then pending events; returns enrollments made."""
+    measure(runtime, engine, now)
     exit_matching(runtime, engine, now)
     return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
 
@@ -235,7 +245,7 @@ def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
             return total
         for event_ids, chunk in batches:
             with transaction(engine) as conn:
-                total += enroll(conn, _first_per_pair(chunk), now)
+                total += enroll(conn, _first_per_pair(chunk), now, runtime.config.tz)
                 conn.execute(update(events).where(events.c.id.in_(event_ids)).values(processed_at=now))
 
 

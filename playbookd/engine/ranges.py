@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.engine import enroll
 from playbookd.engine.exits import exit_matching
+from playbookd.engine.goals import measure
 from playbookd.runtime import Runtime
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER, alive
@@ -83,6 +84,7 @@ def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
             return done
         run_at = aware(row.run_at)
         assert run_at is not None
+        measure(runtime, engine, run_at, (row.lo, row.hi))
         exit_matching(runtime, engine, run_at, (row.lo, row.hi))
         enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
         with transaction(engine) as conn:

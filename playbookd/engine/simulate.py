@@ -15,7 +15,18 @@ from playbookd.config.durations import format_duration
 from playbookd.delivery.recipients import eligible, load_contacts
 from playbookd.engine.enroll import Candidate, candidates
 from playbookd.errors import UserError
-from playbookd.model.steps import EmailStep, SetStep, Step, TaskStep, WaitStep, WebhookStep, pick_variant, step_kind
+from playbookd.model.steps import (
+    CONTROL,
+    EmailStep,
+    SetStep,
+    Step,
+    TaskStep,
+    WaitStep,
+    WebhookStep,
+    entry_group,
+    pick_variant,
+    step_kind,
+)
 from playbookd.runtime import Runtime
 from playbookd.store.chunks import chunked
 
@@ -46,6 +57,8 @@ def _email(runtime: Runtime, conn: Connection, c: Candidate, step: EmailStep,
 
 
 def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[str, list[Any]]) -> dict[str, Any]:
+    if entry_group(c.playbook, c.account_id) == CONTROL:
+        return {"action": "none", "group": CONTROL, "note": "held back: the control group gets no steps"}
     step: Step = c.playbook.steps[0]
     if isinstance(step, EmailStep):
         return _email(runtime, conn, c, step, people)
@@ -77,5 +90,6 @@ def as_json(entry: Entry) -> str:
 
 def as_row(entry: Entry) -> tuple[str, ...]:
     d = entry.as_dict()
-    what = d.get("template") or d.get("title") or d.get("wait") or d.get("url") or json.dumps(d.get("set"))
+    what = (d.get("template") or d.get("title") or d.get("note") or d.get("wait") or d.get("url")
+            or json.dumps(d.get("set")))
     return (d["playbook"], d["account"], d["segment"], d["action"], str(what), ", ".join(d.get("to", [])))

@@ -27,7 +27,7 @@ from playbookd.model.steps import (
 )
 
 TOP_KEYS = ("id", "name", "description", "enabled", "category", "priority", "audience",
-            "trigger", "reenter_after", "exit_when", "steps", "goal")
+            "trigger", "reenter_after", "exit_when", "steps", "goal", "control")
 SPECIAL_RECIPIENTS = ("all", "primary")
 KNOWN_ROLES = frozenset({"admin", "champion", "user", "billing", "owner", "executive"})
 CATEGORIES_HINT = "e.g. product_tips, renewals, surveys, onboarding, operational"
@@ -265,12 +265,31 @@ def _goal(reader: _Reader, data: Any) -> Goal | None:
     if data is None:
         return None
     if not isinstance(data, dict) or "when" not in data:
-        reader.fail(("goal",), "'goal' takes {when: CONDITION, within: DURATION}")
+        reader.fail(("goal",), "'goal' takes {when: CONDITION, within: DURATION, exit: true|false}")
         return None
-    _unknown_keys(reader, data, ("when", "within"), ("goal",))
+    _unknown_keys(reader, data, ("when", "within", "exit"), ("goal",))
     within = data.get("within")
     seconds = None if within is None else reader.duration(within, ("goal", "within"))
-    return Goal(reader.condition(("goal", "when")), seconds)
+    leaves = data.get("exit", True)
+    if not isinstance(leaves, bool):
+        reader.fail(("goal", "exit"), "'exit' is true (a met goal ends the enrollment) or false")
+    return Goal(reader.condition(("goal", "when")), seconds, leaves is not False, reader.where(("goal", "when")))
+
+
+def _control(reader: _Reader, data: Any) -> float:
+    """`control: 10%`: the share of entrants held back as the control group."""
+    if data is None:
+        return 0.0
+    text = data.strip() if isinstance(data, str) else ""
+    try:
+        share = float(text[:-1]) if text.endswith("%") else -1.0
+    except ValueError:
+        share = -1.0
+    if not 0 <= share < 100:
+        reader.fail(("control",), f"'control' is a percentage of entrants to hold back, from 0% to below 100% "
+                                  f"(e.g. control: 10%), not {data!r}")
+        return 0.0
+    return share / 100
 
 
 def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, Any]:
@@ -310,6 +329,7 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
         reenter_after=None if reenter is None else reader.duration(reenter, ("reenter_after",)),
         exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
         steps=steps, step_keys=keys, goal=_goal(reader, data.get("goal")),
+        control=_control(reader, data.get("control")),
         where=Where(doc.file, 1, 1),
     )
     return playbook, reader.problems

@@ -62,6 +62,8 @@ STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook":
 class Goal:
     when: Condition
     within: Span | None
+    exit: bool = True  # a met goal ends the enrollment (never one already met at entry)
+    where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Playbook:
     goal: Goal | None
     where: Where = field(compare=False)
     step_keys: tuple[str, ...] = ()  # each step's stable identity, in order
+    control: float = 0.0  # the share of entrants held back, 0 <= control < 1
 
     def position(self, step: int, key: str | None) -> tuple[int, str | None]:
         """Where an enrollment that was to run step `step` (known as `key`) stands in this version of
@@ -94,6 +97,9 @@ class Playbook:
 
     def key_at(self, step: int) -> str | None:
         return self.step_keys[step] if step < len(self.step_keys) else None
+
+    def variant_steps(self) -> list[tuple[int, EmailStep]]:
+        return [(i, s) for i, s in enumerate(self.steps) if isinstance(s, EmailStep) and len(s.variants) > 1]
 
     def templates(self) -> Iterable[tuple[str, Where]]:
         for step in self.steps:
@@ -117,3 +123,45 @@ def pick_variant(variants: Sequence[Variant], playbook_id: str, account_id: str)
         if point < 0:
             return variant
     return variants[-1]
+
+
+CONTROL, TREATMENT = "control", "treatment"
+_GROUP_SEPARATOR = ", "
+
+
+def in_control(share: float, playbook_id: str, account_id: str) -> bool:
+    """A uniform point in [0, 1) from a hash of (playbook, account), compared with the share: the same
+    account is always on the same side, and raising the share keeps every earlier control one."""
+    digest = hashlib.sha256(f"control\x1f{playbook_id}\x1f{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def entry_group(playbook: Playbook, account_id: str) -> str:
+    """The group an account enters in: `control`, its variant (`short`), `<step id>:<variant>` for each
+    step when several steps have variants, or `treatment` when none has."""
+    if playbook.control and in_control(playbook.control, playbook.id, account_id):
+        return CONTROL
+    steps = playbook.variant_steps()
+    if not steps:
+        return TREATMENT
+    if len(steps) == 1:
+        return pick_variant(steps[0][1].variants, playbook.id, account_id).name
+    return _GROUP_SEPARATOR.join(f"{playbook.step_keys[i]}:{pick_variant(s.variants, playbook.id, account_id).name}"
+                                 for i, s in steps)
+
+
+def group_parts(group: str) -> list[str]:
+    """The groups an enrollment counts in: one per step with variants."""
+    return group.split(_GROUP_SEPARATOR)
+
+
+def variant_for(playbook: Playbook, index: int, step: EmailStep, group: str | None, account_id: str) -> Variant:
+    """The variant the enrollment's group names for this step; else (a variant added or renamed since
+    it entered, or an enrollment from before groups) the sticky pick."""
+    if group and len(step.variants) > 1:
+        parts = set(group_parts(group))
+        key = playbook.key_at(index)
+        for variant in step.variants:
+            if variant.name in parts or f"{key}:{variant.name}" in parts:
+                return variant
+    return pick_variant(step.variants, playbook.id, account_id)

@@ -44,6 +44,8 @@ class Entry:
                                           ("step", self.step), ("contact", self.contact)) if v is not None]
         if self.reason:
             parts.append(f"reason={self.reason}")
+        if isinstance(self.detail, dict) and self.detail.get("group"):
+            parts.append(f"group={self.detail['group']}")
         if isinstance(self.detail, dict) and self.detail.get("error"):
             parts.append(f"error={self.detail['error']!r}")  # the full text: a reason code alone says too little
         return "  ".join(parts)

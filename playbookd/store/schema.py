@@ -73,13 +73,17 @@ enrollments = Table(
     Column("entered_at", When, nullable=False),
     Column("finished_at", When),
     Column("reason", Text),
-    Column("goal_met_at", When),
+    Column("goal_met_at", When),  # the first evaluation at which the goal held (a conversion)
+    Column("goal_at_entry", Boolean),  # the goal already held at entry: never a conversion
+    Column("group_name", String(400)),  # control, a variant, `<step>:<variant>, ...`, or treatment
+    Column("segment", String(100)),  # the account's segment at entry
     Column("event_id", BigInteger),
     # one live enrollment per (playbook, account): NULL for finished rows
     Column("active_key", String(420), unique=True),
 )
 Index("ix_enrollments_due", enrollments.c.state, enrollments.c.next_due_at)
 Index("ix_enrollments_pa", enrollments.c.playbook_id, enrollments.c.account_id)
+Index("ix_enrollments_entered", enrollments.c.playbook_id, enrollments.c.entered_at)
 
 outbox = Table(
     "outbox", metadata,

@@ -6,6 +6,7 @@ cycle run (12 enrolled, 6 sent, 6 deferred by quiet hours), an event and a suppr
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -50,3 +51,13 @@ def test_a_cycle_on_an_existing_database_sends_nothing_twice(tmp_path: Path) -> 
     assert len({key for key, _, _ in rows}) == len(rows)  # one row per (enrollment, step, contact)
     after = {key: (message_id, state) for key, message_id, state in rows}
     assert all(after[key] == (message_id, "sent") for key, message_id in sent_before)
+
+
+def test_enrollments_from_before_groups_are_reported_as_ungrouped(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    result = playbookd("report", "--format", "json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sum(line["entered"] for line in lines) == 12
+    assert {g["name"] for line in lines for g in line["groups"]} == {"ungrouped"}
+    assert all(line["comparisons"] == [] for line in lines)
