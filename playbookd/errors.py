@@ -67,3 +67,7 @@ class DependencyError(PlaybookdError):
     """A dependency (database, SMTP server) cannot be reached."""
 
     exit_code = 3
+
+
+class ConflictError(UserError):
+    """A request that contradicts what is stored, e.g. an event id already used for another account."""

@@ -24,7 +24,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: the decoder alone ignores stray characters and the unused low bits of the last one,
+    so several spellings would decode alike and an altered token could still verify."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return data
 
 
 def sign(secret: bytes, email: str, category: str) -> str:

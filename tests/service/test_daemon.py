@@ -89,7 +89,6 @@ def test_health_turns_503_when_a_job_failed_its_last_three_runs(daemon: Daemon) 
             assert answer.status == 200 and json.loads(answer.read())["failing_jobs"] == {}
     finally:
         site.shutdown()
-        site.server_close()
 
 
 def test_events_email_and_webhooks_never_wait_behind_a_long_sync(daemon: Daemon) -> None:

@@ -1,15 +1,12 @@
-"""The HTTP listener over real HTTP on loopback: one-click unsubscribe and the health check."""
+"""The HTTP endpoints over real HTTP on loopback: one-click unsubscribe, events, health and metrics."""
 
 from __future__ import annotations
 
 import json
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from smtp_server import free_port
+from http_helpers import post_events, post_raw_events, raw_request, request, serving
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -22,19 +19,8 @@ SECRET = b"s3cret"
 
 @pytest.fixture
 def site(engine: Engine) -> Iterator[str]:
-    server = http.Server(f"127.0.0.1:{free_port()}", http.Site(engine, SECRET, "Acme", lambda: http.health(engine)))
-    server.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def request(url: str, data: bytes | None = None) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    with serving(http.Site(engine, SECRET, "Acme", lambda: http.health(engine))) as url:
+        yield url
 
 
 def suppressed(engine: Engine) -> list[tuple[str, str, str, str]]:
@@ -133,22 +119,9 @@ def events_site(engine: Engine) -> Iterator[tuple[str, list[int]]]:
         conn.execute(accounts.insert(), [{"id": i, "segment": "s", "data": {}, "changes": {}, "synced_at": utcnow(),
                                           "created_at": utcnow()} for i in ("A", "ACC-1", "ACC-2")])
     nudges: list[int] = []
-    site_ = http.Site(engine, SECRET, "Acme", lambda: http.health(engine), "tok3n", lambda: nudges.append(1))
-    server = http.Server(f"127.0.0.1:{free_port()}", site_)
-    server.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", nudges
-    server.shutdown()
-    server.server_close()
-
-
-def post_events(url: str, body: object, token: str | None = "tok3n") -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(f"{url}/events", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    with serving(http.Site(engine, SECRET, "Acme", lambda: http.health(engine), "tok3n",
+                           lambda: nudges.append(1))) as url:
+        yield url, nudges
 
 
 def stored_events(engine: Engine) -> list[tuple[str, str, object]]:
@@ -194,17 +167,6 @@ def test_events_endpoint_is_off_without_a_token(site: str, engine: Engine) -> No
     assert stored_events(engine) == []
 
 
-def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
-    """A hand-written request, for headers no well-behaved client would send."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=15) as conn:
-        conn.sendall(head.encode() + b"\r\n\r\n" + body)
-        reply = b""
-        while chunk := conn.recv(65536):
-            reply += chunk
-    return int(reply.split(b" ", 2)[1]), reply
-
-
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3", " +5"])
 def test_a_content_length_that_is_not_a_plain_number_is_refused(events_site: tuple[str, list[int]],
                                                                 engine: Engine, length: str) -> None:
@@ -233,8 +195,57 @@ def test_json_too_deep_or_not_storable_is_a_400_not_a_traceback(events_site: tup
     assert status == 400 and b"not acceptable JSON" in reply and stored_events(engine) == []
 
 
-def test_a_client_that_stops_sending_is_dropped(site: str) -> None:
-    host, port = site.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=http.READ_SECONDS + 10) as conn:
-        conn.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\n")  # and never the rest
-        assert conn.recv(1024) == b""  # the server closed it after READ_SECONDS
+def test_json_nested_past_the_depth_limit_is_refused_naming_it(events_site: tuple[str, list[int]],
+                                                               engine: Engine) -> None:
+    def nested(levels: int) -> object:
+        data: object = 1
+        for _ in range(levels):
+            data = {"x": data}
+        return data
+
+    # the event object is one level, its data the rest: the limit counts the whole document
+    accepted = {"account": "A", "name": "deep", "data": nested(http.MAX_JSON_DEPTH - 1)}
+    refused = {"account": "A", "name": "deeper", "data": nested(http.MAX_JSON_DEPTH)}
+    assert post_events(events_site[0], accepted)[0] == 202
+    status, answer = post_events(events_site[0], refused)
+    assert status == 400 and f"nested deeper than {http.MAX_JSON_DEPTH} levels" in str(answer["error"])
+    assert [name for _, name, _ in stored_events(engine)] == ["deep"]
+
+
+def test_an_event_id_reused_for_another_account_is_a_conflict(events_site: tuple[str, list[int]],
+                                                              engine: Engine) -> None:
+    url, nudges = events_site
+    first = {"account": "ACC-1", "name": "nps_response", "data": {"score": 3}, "id": "typeform-981"}
+    assert post_events(url, first) == (202, {"accepted": 1, "duplicates": 0})
+    assert post_events(url, first) == (202, {"accepted": 0, "duplicates": 1})  # the same event again: a retry
+    status, answer = post_events(url, {**first, "account": "ACC-2"})
+    assert status == 409
+    assert answer["error"] == ("event 1: id 'typeform-981' is already used by an event of another account; "
+                               "an id must name one event")
+    # within one batch too, and nothing of the batch is kept
+    batch = [{"account": "ACC-1", "name": "x", "id": "zap-1"}, {"account": "ACC-2", "name": "x", "id": "zap-1"}]
+    assert post_events(url, batch)[0] == 409
+    assert stored_events(engine) == [("ACC-1", "nps_response", {"score": 3})]
+    assert nudges == [1, 1]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"account": "A", "name": "nps", "data": {"score": 1e400}}',
+     "event 1: `data.score` is Infinity, which is not a number JSON or a database can store"),
+    (b'[{"account": "A", "name": "nps"}, {"account": "A", "name": "nps", "data": {"s": [1, -1e999]}}]',
+     "event 2: `data.s[1]` is -Infinity"),
+    (b'{"account": "A", "name": "nps", "data": {"comment": "a\\u0000b"}}',
+     "event 1: `data.comment` contains a NUL character (\\u0000), which PostgreSQL cannot store"),
+    (b'{"account": "A", "name": "nps", "data": {"k\\u0000": 1}}', "event 1: `data` has a key that contains a NUL"),
+    (b'{"account": "A", "name": "nps\\u0000"}', "event 1: `name` contains a NUL character"),
+    (b'{"account": "A", "name": "nps", "id": "\\ud800"}', "event 1: `id` contains an unpaired surrogate"),
+    (b'{"account": "A", "name": "nps", "data": {"c": ["\\udc80"]}}', "event 1: `data.c[0]` contains an unpaired"),
+    (b'{"account": "A", "name": "nps", "data": {"score": NaN}}', "not acceptable JSON: NaN is not a number"),
+], ids=["1e400", "-1e999 in a list", "NUL in data", "NUL in a key", "NUL in name", "surrogate in id",
+        "surrogate in data", "NaN"])
+def test_values_the_database_cannot_store_are_a_permanent_400(events_site: tuple[str, list[int]], engine: Engine,
+                                                              body: bytes, message: str) -> None:
+    # on PostgreSQL these were a 503 "retry" (or stored, to fail later): a sender would retry forever
+    status, answer = post_raw_events(events_site[0], body)
+    assert status == 400 and str(answer["error"]).startswith(message)
+    assert stored_events(engine) == []
