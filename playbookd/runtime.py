@@ -132,7 +132,8 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
     ctx = Context(FieldTypes(types), tuple(config.segment_names), KNOWN_ROLES | store_roles)
     playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
     problems += errors
-    templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types)
+    templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types,
+                          limits=config.limits)
     required: dict[str, list[Where]] = {}
     for playbook in playbooks:
         for name, where in playbook.templates():
