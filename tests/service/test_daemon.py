@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,8 +15,10 @@ import pytest
 from cli_helpers import edit_config
 from smtp_server import free_port
 
+from playbookd import workers
 from playbookd.errors import PlaybookdError
-from playbookd.service.daemon import Daemon
+from playbookd.service.daemon import STUCK_GRACE, Daemon
+from playbookd.service.notify import Notifier
 
 HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
 
@@ -90,3 +94,30 @@ def test_events_email_and_webhooks_never_wait_behind_a_long_sync(daemon: Daemon)
     jobs = {job.id: job.executor for job in daemon.scheduler._scheduler.get_jobs()}
     assert jobs["cycle"] == jobs["sync:crm_accounts"] == "work"
     assert len({jobs["cycle"], jobs["events"], jobs["deliver"], jobs["webhooks"], jobs["lead"]}) == 5
+
+
+def test_work_stuck_past_its_limit_turns_health_503_and_stops_the_watchdog(daemon: Daemon, tmp_path: Any) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        systemd.settimeout(0.5)
+        daemon.notifier = Notifier(str(tmp_path / "notify"))
+        daemon.notifier.watchdog_usec = 1  # every heartbeat pings
+        daemon.heartbeat()
+        assert systemd.recv(100) == b"WATCHDOG=1"
+        # a render whose waiting thread enforces nothing (wedged): its limit passes unnoticed
+        worker = workers.Worker()
+        try:
+            worker.submit(workers.Call(time.sleep, (3600,), 0.1, "rendering x.html.j2 for account ACC-1"))
+            while worker.free_at is None:
+                worker.receive()
+                time.sleep(0.05)
+            time.sleep(0.1 + STUCK_GRACE + 1)
+            assert "ACC-1" in daemon.failing()["stuck"]
+            daemon.heartbeat()
+            with pytest.raises(TimeoutError):
+                systemd.recv(100)
+        finally:
+            worker.kill()
+        assert daemon.failing() == {}
+        daemon.heartbeat()
+        assert systemd.recv(100) == b"WATCHDOG=1"
