@@ -54,7 +54,7 @@ def main() -> None:
     templates = Templates(ROOT / "email_templates", SEGMENTS, company=COMPANY)
     jobs = [(name, segment) for name in sorted(templates.names()) for segment in SEGMENTS]
     contexts = {segment: Templates.sample_context(COMPANY, segment=segment) for segment in SEGMENTS}
-    local = Compiled(Spec("bench", templates.root, 256 * 2**20))
+    local = Compiled(Spec("bench", str(templates.root), 256 * 2**20))
 
     def unguarded(name: str, segment: str) -> Rendered:
         rel = templates.resolve(name, segment)

@@ -224,12 +224,13 @@ class Worker:
             return None
         return max(self.call.sent_at, self.free_at) + self.call.seconds
 
-    def receive(self) -> Reply | None:
-        """Read what the child sent, if anything; a Reply when it settles the call in flight."""
+    def receive(self, ready: bool = False) -> Reply | None:
+        """Read what the child sent, if anything (`ready`: a wait said there is); a Reply when it
+        settles the call in flight."""
         if self.dead:
             return self._lost("the worker process died")
         try:
-            if not self.conn.poll():
+            if not ready and not self.conn.poll():
                 return None
             kind, at, value = self.conn.recv()
         except (EOFError, OSError):
@@ -299,7 +300,7 @@ def settle(workers: Iterable[Worker], timeout: float = POLL_SECONDS) -> list[Rep
     ready = wait([w.conn for w in busy if not w.dead], max(until - now, 0)) if busy else []
     replies = []
     for worker in busy:
-        reply = worker.receive() if worker.dead or worker.conn in ready else None
+        reply = worker.receive(ready=True) if worker.dead or worker.conn in ready else None
         reply = reply or worker.expire(time.monotonic())
         if reply is not None:
             replies.append(reply)

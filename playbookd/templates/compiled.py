@@ -28,7 +28,7 @@ KEEP = 4  # specs whose compiled templates a worker keeps: the running set and a
 @dataclass(frozen=True)
 class Spec:
     token: str  # one per Templates object: a reload never reuses what an older one compiled
-    root: Path
+    root: str  # text, not a Path: it crosses a pipe with every call
     max_bytes: int
 
 
@@ -49,8 +49,8 @@ def _shows(html: str, value: str) -> bool:
 
 class Compiled:
     def __init__(self, spec: Spec) -> None:
-        self.root = spec.root
-        self._env = environment(spec.root, spec.max_bytes)
+        self.root = Path(spec.root)
+        self._env = environment(self.root, spec.max_bytes)
         self._heads: dict[str, Head] = {}
         self._strings: dict[str, jinja2.Template] = {}
 

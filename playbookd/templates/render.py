@@ -117,7 +117,7 @@ class Templates:
         self._fields = dict(fields or {})
         self._files = _scan(self.root)
         self.limits = limits or Limits()
-        self._spec = Spec(uuid.uuid4().hex, self.root, self.limits.render_memory_mb * 2**20)
+        self._spec = Spec(uuid.uuid4().hex, str(self.root), self.limits.render_memory_mb * 2**20)
 
     def _call(self, file: str, who: str, method: str, *args: Any) -> Any:
         """`method` of the compiled templates, in a render worker, under the render limits."""
