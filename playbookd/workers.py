@@ -155,7 +155,7 @@ def interrupt_all() -> None:
         _stopping = True
         live = list(_live)
     for worker in live:
-        worker.kill()
+        worker.terminate()
 
 
 def resume() -> None:
@@ -275,13 +275,19 @@ class Worker:
         self.process.join(1)
         return self.process.exitcode
 
+    def terminate(self) -> None:
+        """SIGKILL the child, from any thread; the thread waiting on it sees the pipe close and cleans up."""
+        if self.process.pid is not None and self.process.exitcode is None:  # never a reaped (reusable) pid
+            with contextlib.suppress(OSError):
+                os.kill(self.process.pid, signal.SIGKILL)
+
     def kill(self) -> None:
+        """Terminate and reap the child and close the pipe: by the thread that uses this worker."""
         self.dead = True
         with _lock:
             _live.discard(self)
         if self.process.pid is not None and self.process.exitcode is None:
-            with contextlib.suppress(OSError):
-                self.process.kill()
+            self.terminate()
             self.process.join(5)
         with contextlib.suppress(OSError):
             self.conn.close()
