@@ -133,7 +133,7 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
     playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
     problems += errors
     templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types,
-                          header_chars=config.limits.header_chars)
+                          limits=config.limits)
     required: dict[str, list[Where]] = {}
     for playbook in playbooks:
         for name, where in playbook.templates():

@@ -39,6 +39,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
 from playbookd.store.schema import outbox, tasks, webhooks
+from playbookd.workers import Interrupted
 
 log = logging.getLogger("playbookd.cadence")
 
@@ -164,8 +165,8 @@ def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
         # does not hold up other accounts.
         with ctx.conn.begin_nested():
             runner(ctx, index, step)
-    except SQLAlchemyError:
-        raise  # the store's problem, not this account's: the whole transaction is retried later
+    except (SQLAlchemyError, Interrupted):
+        raise  # the store's problem or a stop, not this account's: the whole transaction is retried later
     except Exception as exc:
         raise StepFailed(f"{step_kind(step)} step {index + 1}: {exc}") from exc
     return None

@@ -61,8 +61,8 @@ def worker_count(runtime: Runtime) -> int:
 def rule_engine(runtime: Runtime, playbooks: Sequence[Playbook], workers: int | None = None) -> RuleEngine:
     rules = [(p.id, entry_condition(p, runtime.exit_when)) for p in playbooks]
     count = worker_count(runtime) if workers is None else workers
-    return RuleEngine(rules, runtime.config.tz, workers=count,
-                      batch_size=runtime.config.evaluation.batch_size)
+    return RuleEngine(rules, runtime.config.tz, workers=count, batch_size=runtime.config.evaluation.batch_size,
+                      batch_seconds=runtime.config.limits.evaluate_batch_seconds)
 
 
 def active_keyed(playbook_id: str, account_id: str) -> str:
@@ -227,7 +227,8 @@ def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
     if playbooks:
         records = {r["id"] + f"#{eid}": (eid, r) for eid, r in pending}
         keyed = [{**r, "id": key} for key, (_, r) in records.items()]
-        with rule_engine(runtime, playbooks, workers=0) as rules:
+        # one worker process, paid only when events wait: a batch stays under evaluate_batch_seconds
+        with rule_engine(runtime, playbooks, workers=1) as rules:
             for key, matched in rules.match(keyed, now):
                 eid, record = records[key]
                 found += [Candidate(by_id[p], record["id"], record["segment"], eid) for p in sorted(matched)]

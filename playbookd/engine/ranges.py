@@ -23,6 +23,7 @@ from playbookd.runtime import Runtime
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER, alive
 from playbookd.store.schema import accounts, ranges
+from playbookd.workers import Interrupted
 
 log = logging.getLogger("playbookd.cluster")
 KEEP_DONE = timedelta(days=1)
@@ -74,6 +75,13 @@ def _requeue_abandoned(engine: Engine) -> None:
                          .values(state="queued", claimed_by=None, claimed_at=None))
 
 
+def _hand_back(engine: Engine, range_id: int) -> None:
+    """A stop in the middle of a range: queue it again for whoever evaluates next."""
+    with transaction(engine) as conn:
+        conn.execute(update(ranges).where(ranges.c.id == range_id, ranges.c.state == "running")
+                     .values(state="queued", claimed_by=None, claimed_at=None))
+
+
 def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
     """Evaluate queued ranges until none is left; returns how many this process did."""
     _requeue_abandoned(engine)
@@ -84,9 +92,13 @@ def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
             return done
         run_at = aware(row.run_at)
         assert run_at is not None
-        measure(runtime, engine, run_at, (row.lo, row.hi))
-        exit_matching(runtime, engine, run_at, (row.lo, row.hi))
-        enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
+        try:
+            measure(runtime, engine, run_at, (row.lo, row.hi))
+            exit_matching(runtime, engine, run_at, (row.lo, row.hi))
+            enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
+        except Interrupted:
+            _hand_back(engine, row.id)
+            raise
         with transaction(engine) as conn:
             conn.execute(update(ranges).where(ranges.c.id == row.id).values(state="done", enrolled=enrolled))
         done += 1

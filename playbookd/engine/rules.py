@@ -5,20 +5,18 @@ rather than through `durable.lang`: the library's Host runs timer threads that d
 pending actions on their own, which would race with collecting a batch's matches, and
 its wrapper turns "no rule matched" into an exception. Each batch of facts is asserted
 on ONE session which is then deleted, so live sessions stay far below the count at which
-the engine crashes. Worker processes contain the engine's segfaults: a crashed batch is
-retried alone, then bisected down to the accounts that crash it.
+the engine crashes. Worker processes (engine.pool) contain the engine's segfaults and bound
+each batch's time: a batch that crashes or runs too long is bisected down to the account
+behind it. `matches` never reaches the engine's own regex operator (full-value only, other
+syntax); facts carry it precomputed with RE2, as the reference evaluator computes it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -27,6 +25,7 @@ from zoneinfo import ZoneInfo
 import durable_rules_engine as engine
 
 from playbookd.engine.facts import MARKER, FactBuilder, encode_literal, fact_builder
+from playbookd.engine.pool import BatchPool
 from playbookd.model.account import AccountRecord
 from playbookd.model.conditions import FUTURE, PAST, All, Condition, Leaf, Not
 from playbookd.store.chunks import chunked
@@ -235,28 +234,25 @@ def _work(records: list[AccountRecord], now: datetime) -> Outcome:
 
 
 class RuleEngine:
-    """Matches accounts against rules; `workers` >= 1 evaluates in a pool of processes."""
+    """Matches accounts against rules; `workers` >= 1 evaluates in worker processes, each batch under
+    `batch_seconds` (see engine.pool); 0 evaluates in this process, without that bound (tests, and
+    callers that must not start processes)."""
 
     def __init__(self, rules: Sequence[tuple[str, Condition]], tz: ZoneInfo, workers: int = 0,
-                 batch_size: int = 500) -> None:
-        if workers < 0 or batch_size < 1:
-            raise ValueError("workers must be >= 0 and batch_size >= 1")
+                 batch_size: int = 500, batch_seconds: float = 60.0) -> None:
+        if workers < 0 or batch_size < 1 or batch_seconds <= 0:
+            raise ValueError("workers must be >= 0, batch_size >= 1 and batch_seconds > 0")
         self.rules = list(rules)
         self.tz = tz
         self.workers = workers
         self.batch_size = batch_size
         self.failures: list[tuple[str, str]] = []
         self._local = _Evaluator(self.rules, tz)  # also proves the ruleset compiles before workers start
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: BatchPool | None = None
         self._closed = False
         if workers:
             self._local.close()
-            self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn: a forked child would inherit the parent's engine handles and threads
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.rules, self.tz))
+            self._pool = BatchPool(workers, _init_worker, (self.rules, tz), _work, batch_seconds)
 
     def match(self, records: Iterable[AccountRecord], now: datetime) -> Iterator[Match]:
         chunks = chunked(records, self.batch_size)
@@ -264,64 +260,16 @@ class RuleEngine:
             for chunk in chunks:
                 yield from self._take(self._local.run(chunk, now))
             return
-        yield from self._pipeline(chunks, now)
+        for outcome in self._pool.run(chunks, now):
+            yield from self._take(outcome)
 
     def _take(self, outcome: Outcome) -> list[Match]:
         self.failures.extend(outcome[1])
         return outcome[0]
 
-    def _submit(self, chunk: list[AccountRecord], now: datetime) -> Future[Outcome]:
-        assert self._pool is not None
-        try:
-            return self._pool.submit(_work, chunk, now)
-        except BrokenProcessPool as error:
-            # a crash in an earlier batch can break the pool before this one is queued
-            failed: Future[Outcome] = Future()
-            failed.set_exception(error)
-            return failed
-
-    def _pipeline(self, chunks: Iterator[list[AccountRecord]], now: datetime) -> Iterator[Match]:
-        pending: deque[tuple[list[AccountRecord], Future[Outcome]]] = deque()
-        while True:
-            while len(pending) < 2 * self.workers and (chunk := next(chunks, None)) is not None:
-                pending.append((chunk, self._submit(chunk, now)))
-            if not pending:
-                return
-            chunk, future = pending.popleft()
-            try:
-                outcome = future.result()
-            except BrokenProcessPool:
-                lost = [chunk, *(other for other, _ in pending)]
-                pending.clear()
-                self._restart()
-                for one in lost:
-                    yield from self._alone(one, now)
-                continue
-            yield from self._take(outcome)
-
-    def _restart(self) -> None:
-        assert self._pool is not None
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = self._new_pool()
-
-    def _alone(self, chunk: list[AccountRecord], now: datetime) -> Iterator[Match]:
-        """Run a batch by itself so a crash points at it; bisect it while it keeps crashing."""
-        try:
-            outcome = self._submit(chunk, now).result()
-        except BrokenProcessPool:
-            self._restart()
-            if len(chunk) == 1:
-                self.failures.append((str(chunk[0].get("id")), "the rules engine crashed on this account"))
-                return
-            half = len(chunk) // 2
-            yield from self._alone(chunk[:half], now)
-            yield from self._alone(chunk[half:], now)
-            return
-        yield from self._take(outcome)
-
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None
         elif not self._closed:
             self._local.close()

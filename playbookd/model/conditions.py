@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -11,6 +10,7 @@ from playbookd.config.durations import as_span, parse_span
 from playbookd.config.yaml_loader import Key, Located
 from playbookd.errors import Problem, did_you_mean
 from playbookd.model import fields as F
+from playbookd.model.patterns import PatternError, compile_pattern
 
 COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte")
 PAST = ("older_than", "within_last")
@@ -172,8 +172,8 @@ def _typed_value(op: str, value: Any, kind: str | None) -> Any:
             raise ValueError("takes a text value")
         if op == "matches":
             try:
-                re.compile(value)
-            except re.error as exc:
+                compile_pattern(value)
+            except PatternError as exc:
                 raise ValueError(f"bad regular expression: {exc}") from exc
         return value
     if op in ("in", "not_in"):

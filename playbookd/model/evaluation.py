@@ -9,7 +9,6 @@ but `exists` and `changed` is false on a missing value; `ne` and `not_in` includ
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from playbookd.config.durations import Months, format_duration
+from playbookd.model import patterns
 from playbookd.model.account import CHANGES, encode, lookup
 from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Compared, Condition, Leaf, Not
 
@@ -134,7 +134,7 @@ def _present(op: str, value: Any, expected: Any, now: datetime, tz: ZoneInfo) ->
     if op == "contains":
         return _contains(value, expected, tz)
     if op == "matches":
-        return isinstance(value, str) and re.search(expected, value) is not None
+        return isinstance(value, str) and patterns.search(expected, value)
     if op in PAST or op in FUTURE:
         return _relative(op, value, expected, now, tz)
     raise ValueError(f"unknown operator {op!r}")

@@ -1,9 +1,11 @@
 """`playbookd run`: the long-running daemon.
 
 Shutdown has two stages: the first SIGTERM or SIGINT stops taking new work and lets the
-job in flight finish (delivery stops after the message it is sending); a second one exits
-at once. SIGHUP reloads config, playbooks and templates, keeping the running set when the
-new one does not validate.
+job in flight finish (delivery stops after the message it is sending; a render or rules
+batch in a worker process is abandoned at once, to run again on the next start); a second
+one exits at once. No worker process outlives the daemon (see playbookd.workers). SIGHUP
+reloads config, playbooks and templates, keeping the running set when the new one does not
+validate.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from playbookd import runtime
+from playbookd import runtime, workers
 from playbookd.config.settings import load_config
 from playbookd.delivery import recovery
 from playbookd.delivery.unsubscribe import resolve_secret
@@ -38,6 +40,7 @@ from playbookd.sync import health
 log = logging.getLogger("playbookd.daemon")
 LEAD_EVERY = timedelta(seconds=5)  # a replica takes over within this of the leader's death
 FAILING_RUNS = 3  # consecutive failed runs of a job before /healthz answers 503
+STUCK_GRACE = 10.0  # seconds a render or rules batch may run past its limit before the daemon is unhealthy
 CANCELLED = 130  # like an interrupted shell command; 1 means a configuration error
 
 
@@ -124,6 +127,8 @@ class Daemon:
             return
         try:
             job()  # type: ignore[operator]
+        except workers.Interrupted:
+            log.info("%s stopped mid-job; what it had not finished runs again on the next start", what)
         except PlaybookdError as exc:
             log.error("%s failed: %s", what, exc)
             self._failed(what, str(exc))
@@ -139,8 +144,16 @@ class Daemon:
         del errors[:-FAILING_RUNS]  # only the latest runs matter
 
     def failing(self) -> dict[str, str]:
-        """Jobs that failed their last FAILING_RUNS runs, with the last error: what /healthz reports."""
-        return {job: errors[-1] for job, errors in list(self.failures.items()) if len(errors) >= FAILING_RUNS}
+        """Jobs that failed their last FAILING_RUNS runs, with the last error, and work stuck past its
+        limit (nobody is enforcing it any more): what /healthz reports."""
+        failing = {job: errors[-1] for job, errors in list(self.failures.items()) if len(errors) >= FAILING_RUNS}
+        stuck = workers.overdue(STUCK_GRACE)
+        return {**failing, "stuck": "; ".join(stuck)} if stuck else failing
+
+    def heartbeat(self) -> None:
+        """The watchdog ping, withheld while work is stuck past its limit: then systemd restarts us."""
+        if not workers.overdue(STUCK_GRACE):
+            self.notifier.watchdog()
 
     def schedule(self) -> None:
         config = self.runtime.config
@@ -231,10 +244,11 @@ class Daemon:
                                    "http": self.runtime.config.http.listen})
         self.notifier.ready("running")
         while not self.stop.wait(0.2):
-            self.notifier.watchdog()
+            self.heartbeat()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
+        workers.interrupt_all()  # a render or rules batch in flight ends now, not at its limit
         self.scheduler.shutdown(wait=True)
         self.leadership.release()
         http.shutdown()

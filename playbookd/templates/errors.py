@@ -86,8 +86,8 @@ def located(root: Path, file: str, offset: int | None = None, source: str | None
     """
     try:
         yield
-    except TemplateError:
-        raise
+    except (TemplateError, MemoryError):
+        raise  # a MemoryError is the render's limit, which the render worker reports as such
     except Exception as exc:
         where, line = _where(exc, str(root))
         text = _line_of(source, line) if source is not None else ""

@@ -21,32 +21,36 @@ that does not exist is an error, and so is printing an empty value (None): write
 `company.postal_address` (itself or through its layout); the text part must carry the link.
 
 Filters (date, money, days_until, first_name): see template_filters.
+
+Every compile and render runs in a render worker process (playbookd.workers) under
+`limits.render_seconds` and `limits.render_memory_mb`: a nested loop driven by a synced
+number, or a filter asked for a gigabyte, fails that one email with a message naming the
+template, the account and the limit, and the worker is replaced. A process, not checks in
+the sandbox, because nothing in-process can stop a Jinja loop or a C-level allocation from
+another thread, and a memory cap (RLIMIT_AS) can only be set on a whole process. The cost,
+one pipe round trip per email, is measured by bench/bench_render.py; the sandbox adds a
+cheap size check on `*` and `**` that fails `"a" * 10**9` before it allocates anything.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import escape
-
-from playbookd.config.settings import Company
+from playbookd import workers
+from playbookd.config.settings import Company, Limits
 from playbookd.errors import Problem, Where, did_you_mean
-from playbookd.model.headers import header_value
-from playbookd.templates.errors import EmptyValue, TemplateError, fail, located
-from playbookd.templates.filters import FILTERS
-from playbookd.templates.front_matter import Head, Part, check_front, front_end, front_matter, header_line
-from playbookd.templates.text_part import html_to_text
+from playbookd.templates import compiled
+from playbookd.templates.compiled import Rendered, Spec
+from playbookd.templates.errors import TemplateError, fail
+from playbookd.templates.sandbox import HTML, TEXT, is_email
 
-HTML, TEXT = ".html.j2", ".txt.j2"
 DEFAULT = "default"
 SHARED = ("_layouts", "_partials")
 _NAME = re.compile(r"[A-Za-z0-9][\w-]*(/[A-Za-z0-9][\w-]*)*")
@@ -63,66 +67,6 @@ class SampleEvent(dict[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         return True
-
-
-@dataclass(frozen=True)
-class Rendered:
-    template: str  # resolved path under the templates folder, e.g. "tech_touch/login_nudge.html.j2"
-    subject: str
-    preheader: str | None
-    html: str
-    text: str
-    cut: tuple[str, ...] = ()  # "subject", "preheader": cut at limits.header_chars, to be recorded
-
-
-# ---- Jinja environment ---------------------------------------------------------------------------
-
-def _is_email(rel: str) -> bool:
-    return rel.endswith(HTML) and "/" in rel and not rel.startswith("_")
-
-
-def _blank_front(source: str) -> str:
-    # blank lines instead of removing them keep Jinja's line numbers equal to the file's
-    lines = source.split("\n")
-    end = front_end(lines)
-    return source if end is None else "\n" * (end + 1) + "\n".join(lines[end + 1:])
-
-
-class _FrontMatterLoader(jinja2.FileSystemLoader):
-    def get_source(self, environment: jinja2.Environment,
-                   template: str) -> tuple[str, str, Callable[[], bool]]:
-        source, filename, uptodate = super().get_source(environment, template)
-        return (_blank_front(source) if _is_email(template) else source), filename, uptodate
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # a custom field named like a dict method (items, values, keys) is the field
-        if isinstance(obj, Mapping) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-
-def _finalize(value: Any) -> Any:
-    if value is None:
-        raise EmptyValue()
-    return value
-
-
-def _environment(root: Path) -> _Environment:
-    env = _Environment(
-        loader=_FrontMatterLoader(str(root)), undefined=jinja2.StrictUndefined, finalize=_finalize,
-        autoescape=lambda name: name is not None and not name.endswith(TEXT),
-        cache_size=-1, auto_reload=False, keep_trailing_newline=True,
-    )
-    env.filters.update(FILTERS)
-    return env
-
-
-def _shows(html: str, value: str) -> bool:
-    # an address may be split over lines (<br>) by the layout: every line of it must be there
-    parts = [p.strip() for p in value.splitlines() if p.strip()] or [value]
-    return all(p in html or str(escape(p)) in html for p in parts)
 
 
 # ---- the templates folder ------------------------------------------------------------------------
@@ -152,21 +96,53 @@ def without_optional(context: Mapping[str, Any]) -> dict[str, Any]:
     return {**context, "account": account, "contact": contact}
 
 
+_POOL = workers.Pool(compiled.ready, name="playbookd-render")
+
+
+def _account(context: Mapping[str, Any]) -> str:
+    account = context.get("account")
+    found = account.get("id") if isinstance(account, Mapping) else None
+    return f"account {found}" if found else "an account"
+
+
 class Templates:
     """The templates folder of one configuration; compiled templates are cached until rebuilt."""
 
     def __init__(self, root: Path, segments: Sequence[str], *, company: Company | None = None,
-                 fields: Mapping[str, str | None] | None = None, header_chars: int = 200) -> None:
+                 fields: Mapping[str, str | None] | None = None, limits: Limits | None = None) -> None:
         # company and fields only shape the sample context that validate() renders with
         self.root = Path(os.path.abspath(root))
         self.segments = tuple(segments)
         self._company = company or _SAMPLE_COMPANY
         self._fields = dict(fields or {})
-        self.header_chars = header_chars
         self._files = _scan(self.root)
-        self._env = _environment(self.root)
-        self._heads: dict[str, Head] = {}
-        self._strings: dict[str, jinja2.Template] = {}
+        self.limits = limits or Limits()
+        self._spec = Spec(uuid.uuid4().hex, str(self.root), self.limits.render_memory_mb * 2**20,
+                          self.limits.header_chars)
+
+    def _call(self, file: str, who: str, method: str, *args: Any) -> Any:
+        """`method` of the compiled templates, in a render worker, under the render limits."""
+        call = workers.Call(compiled.run, (self._spec, method, *args), self.limits.render_seconds,
+                            f"rendering {file} for {who}")
+        for attempt in (1, 2):
+            try:
+                kind, value = _POOL.call(call, self.limits.render_memory_mb)
+            except workers.TimedOut:
+                fail(file, None, f"rendering for {who} took longer than limits.render_seconds "
+                                 f"({self.limits.render_seconds:g} s) and was stopped (a loop over a large number?)")
+            except workers.OutOfMemory:
+                fail(file, None, f"rendering for {who} took more memory than limits.render_memory_mb "
+                                 f"({self.limits.render_memory_mb} MB) and was stopped")
+            except workers.WorkerDied as exc:
+                if attempt == 1:
+                    continue  # a worker killed from outside, not by this template: once more on a fresh one
+                fail(file, None, f"rendering for {who}: {exc}")
+            except workers.WorkerFailed as exc:
+                fail(file, None, str(exc))
+            if kind == "problem":
+                raise TemplateError(value)
+            return value
+        raise AssertionError("unreachable")
 
     def _path(self, rel: str) -> str:
         return str(self.root / rel)
@@ -178,7 +154,7 @@ class Templates:
         """Logical names (`login_nudge`) of every email in default/ and the segment folders."""
         folders = self._folders()
         return {rel.partition("/")[2][: -len(HTML)] for rel in self._files
-                if _is_email(rel) and rel.partition("/")[0] in folders}
+                if is_email(rel) and rel.partition("/")[0] in folders}
 
     def _hint(self, name: str) -> str:
         return did_you_mean(name, sorted(self.names() - {name}))
@@ -197,72 +173,17 @@ class Templates:
         return next((rel for rel in (f"{segment}/{name}{suffix}", f"{DEFAULT}/{name}{suffix}")
                      if rel in self._files), None)
 
-    def _head(self, rel: str) -> Head:
-        head = self._heads.get(rel)
-        if head is None:
-            head = self._heads[rel] = self._compile_head(rel)
-        return head
-
-    def _compile_head(self, rel: str) -> Head:
-        file = self._path(rel)
-        try:
-            source = (self.root / rel).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(file, None, f"cannot read: {exc}")
-        meta, lines = front_matter(source.removeprefix("\ufeff"), file)
-        check_front(meta, lines, file)
-        parts = {}
-        for key, value in meta.items():
-            if value in (None, ""):
-                continue  # an empty preheader is no preheader
-            with located(self.root, file, lines[key] - 1):
-                parts[key] = Part(self._env.from_string(str(value)), file, lines[key])
-        return Head(parts["subject"], parts.get("preheader"))
-
     def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
         """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
         rel = self.resolve(name, segment)
-        head = self._head(rel)
-        subject, cut = header_line(head.subject.render(self.root, context), head.subject, "subject", self.header_chars)
-        preheader, cut_preheader = None, False
-        if head.preheader is not None:
-            preheader, cut_preheader = header_value(head.preheader.render(self.root, context), self.header_chars)
-        # the blanked front matter (kept for line numbers) would open the HTML with empty lines
-        html = self._render_file(rel, {**context, "preheader": preheader}).lstrip()
-        text_rel = self._pick(name, segment, TEXT)
-        text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
-        self._check_footer(rel, text_rel, html, text, context)
-        return Rendered(rel, subject, preheader or None, html, text,
-                        tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was))
-
-    def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
-        with located(self.root, self._path(rel)):
-            return self._env.get_template(rel).render(context)
-
-    def _check_footer(self, rel: str, text_rel: str | None, html: str, text: str,
-                      context: Mapping[str, Any]) -> None:
-        company = context.get("company") or {}
-        needed = {"unsubscribe_url": context.get("unsubscribe_url"),
-                  "company.postal_address": company.get("postal_address")}
-        for key, value in needed.items():
-            if not value:
-                fail(self._path(rel), None, f"the context has no {key}")
-            if not _shows(html, str(value)):
-                fail(self._path(rel), None, f"the email does not show {{{{ {key} }}}} "
-                      "(every customer email must, itself or through its layout)")
-        if str(needed["unsubscribe_url"]) not in text:
-            where = self._path(text_rel) if text_rel else self._path(rel) + " (text part derived from it)"
-            fail(where, None, "the text part does not contain the unsubscribe_url")
+        rendered: Rendered = self._call(self._path(rel), _account(context), "render", rel,
+                                        self._pick(name, segment, TEXT), context)
+        return rendered
 
     def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
         """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""
-        with located(self.root, where, 0, source):
-            template = self._strings.get(source)
-            if template is None:
-                if len(self._strings) > 1000:  # titles are few; this only bounds a pathological caller
-                    self._strings.clear()
-                template = self._strings[source] = self._env.from_string(source)
-            return template.render(context)
+        text: str = self._call(where, _account(context), "render_string", source, context, where)
+        return text
 
     @staticmethod
     def sample_context(company: Company, *, segment: str = DEFAULT,
@@ -317,20 +238,12 @@ class Templates:
             yield Problem(self._path(rel), None, None, "not a usable template: emails are "
                           f"<folder>/<name>{HTML} (body) and <folder>/<name>{TEXT} (text part)")
             return
-        if _is_email(rel):
-            try:
-                self._head(rel)
-            except TemplateError as exc:
-                yield exc.problem
-        if rel.endswith(".j2"):
-            yield from self._compile_problems(rel)
-
-    def _compile_problems(self, rel: str) -> Iterator[Problem]:
-        try:
-            with located(self.root, self._path(rel)):
-                self._env.get_template(rel)
-        except TemplateError as exc:
-            yield exc.problem
+        for check, wanted in (("check_head", is_email(rel)), ("compile", rel.endswith(".j2"))):
+            if wanted:
+                try:
+                    self._call(self._path(rel), "the check", check, rel)
+                except TemplateError as exc:
+                    yield exc.problem
 
     def _render_both_ways(self, name: str, segment: str, context: dict[str, Any]) -> Iterator[Problem]:
         """With every field filled in, then with every optional one missing, as some accounts will be."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -272,6 +273,32 @@ def test_an_account_that_keeps_crashing_workers_is_isolated() -> None:
         got = run(engine, recs, NOW)
         assert [account for account, _ in engine.failures] == ["poison"]
     assert got == expected(REALISTIC, recs[:37] + recs[38:], tz, NOW)
+
+
+class Hang:
+    """Never finishes unpickling: stands in for an account the engine would spin on for good."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return time.sleep, (3600,)
+
+
+def test_an_account_that_runs_past_the_batch_limit_is_isolated_and_the_rest_evaluated() -> None:
+    tz = ZoneInfo("UTC")
+    recs = list(generate(40, seed=9))
+    recs[13] = {"id": "spinner", "arr": Hang(), "_changes": {}}
+    with RuleEngine(REALISTIC, tz, workers=2, batch_size=8, batch_seconds=2) as engine:
+        got = run(engine, recs, NOW)
+        ((account, why),) = engine.failures
+    assert account == "spinner" and "limits.evaluate_batch_seconds (2 s)" in why
+    assert got == expected(REALISTIC, recs[:13] + recs[14:], tz, NOW)
+
+
+def test_a_matches_condition_that_backtracks_in_python_is_evaluated_through_the_workers() -> None:
+    rules: Rules = [("aaa", Leaf("name", "matches", "^(a+)+$"))]
+    recs = [{"id": "x", "name": "a" * 40 + "b", "_changes": {}}, {"id": "y", "name": "a" * 40, "_changes": {}}]
+    with RuleEngine(rules, ZoneInfo("UTC"), workers=1, batch_seconds=30) as engine:
+        assert run(engine, recs, NOW) == {"y": frozenset({"aaa"})}
+        assert engine.failures == []
 
 
 @pytest.mark.parametrize("op", ["older_than", "within_last", "within_next", "beyond_next"])

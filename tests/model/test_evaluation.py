@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -177,3 +179,15 @@ def test_explain_dict_is_json_safe() -> None:
     assert third["children"][0]["expected"] == ["a", "b"]
     assert tree.lines()[2] == "  ✓ plan changed_from basic (previous: basic, actual: pro)"
     assert data["result"] is False
+
+
+def test_matches_takes_linear_time_on_a_pattern_that_backtracks() -> None:
+    # Python's re needs about 2**40 steps here; the child process stands in for the evaluation
+    # that used to hang for good, and the timeout turns a hang into a failure.
+    code = ("from datetime import UTC, datetime\nfrom zoneinfo import ZoneInfo\n"
+            "from playbookd.model.conditions import Leaf\nfrom playbookd.model.evaluation import evaluate\n"
+            "leaf = Leaf('name', 'matches', '^(a+)+$')\nnow = datetime.now(UTC)\n"
+            "print(evaluate(leaf, {'id': 'x', 'name': 'a' * 40 + 'b'}, now, ZoneInfo('UTC')),"
+            " evaluate(leaf, {'id': 'y', 'name': 'a' * 40}, now, ZoneInfo('UTC')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.split() == ["False", "True"], result.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,11 +16,12 @@ import yaml
 from cli_helpers import edit_config
 from smtp_server import free_port
 
-from playbookd import runtime
+from playbookd import runtime, workers
 from playbookd.config.settings import load_config
 from playbookd.errors import PlaybookdError
-from playbookd.service.daemon import Daemon
+from playbookd.service.daemon import STUCK_GRACE, Daemon
 from playbookd.service.metrics import exposition
+from playbookd.service.notify import Notifier
 from playbookd.store.database import utcnow
 from playbookd.sync import health
 
@@ -129,3 +132,30 @@ def test_a_source_that_cannot_be_read_is_retried_with_backoff_and_named_by_healt
         assert 'playbookd_source_failed_attempts{source="usage"} 3.0' in exposition(project.engine).decode()
     finally:
         daemon.scheduler.shutdown(wait=True)
+
+
+def test_work_stuck_past_its_limit_turns_health_503_and_stops_the_watchdog(daemon: Daemon, tmp_path: Any) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        systemd.settimeout(0.5)
+        daemon.notifier = Notifier(str(tmp_path / "notify"))
+        daemon.notifier.watchdog_usec = 1  # every heartbeat pings
+        daemon.heartbeat()
+        assert systemd.recv(100) == b"WATCHDOG=1"
+        # a render whose waiting thread enforces nothing (wedged): its limit passes unnoticed
+        worker = workers.Worker()
+        try:
+            worker.submit(workers.Call(time.sleep, (3600,), 0.1, "rendering x.html.j2 for account ACC-1"))
+            while worker.free_at is None:
+                worker.receive()
+                time.sleep(0.05)
+            time.sleep(0.1 + STUCK_GRACE + 1)
+            assert "ACC-1" in daemon.failing()["stuck"]
+            daemon.heartbeat()
+            with pytest.raises(TimeoutError):
+                systemd.recv(100)
+        finally:
+            worker.kill()
+        assert daemon.failing() == {}
+        daemon.heartbeat()
+        assert systemd.recv(100) == b"WATCHDOG=1"

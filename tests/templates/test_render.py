@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from playbookd.config.settings import Company
+from playbookd.config.settings import Company, Limits
 from playbookd.errors import Problem, Where
 from playbookd.templates.render import Rendered, TemplateError, Templates
 
@@ -197,7 +197,7 @@ def test_a_subject_from_data_is_one_capped_line(root: Path) -> None:
     long = render(root, account={"name": "A" * 10_000_000})
     assert len(long.subject) == 200 and long.subject.endswith("…") and long.cut == ("subject",)
     assert render(root).cut == ()
-    short = Templates(root, SEGMENTS, company=COMPANY, header_chars=40).render(
+    short = Templates(root, SEGMENTS, company=COMPANY, limits=Limits(header_chars=40)).render(
         "login_nudge", "tech_touch", context(account={"name": "Harbor Foods International Holdings plc"}))
     assert len(short.subject) == 40 and short.cut == ("subject",)  # limits.header_chars
     text = "---\npreheader: x\nsubject: '{{ account.name }}'\n---\nx\n"

@@ -1,0 +1,124 @@
+"""Worker processes: a call past its time is killed, one past its memory fails alone, a stop
+interrupts, and no child outlives its parent, kill -9 included."""
+
+from __future__ import annotations
+
+import operator
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from playbookd import workers
+from playbookd.workers import Call, Interrupted, OutOfMemory, TimedOut, Worker, WorkerDied
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_until_gone(pid: int, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_call_past_its_time_is_killed_and_named() -> None:
+    worker = Worker()
+    pid = worker.pid
+    assert workers.run(worker, Call(operator.add, (2, 3), 30, "warm-up")) == 5
+    with pytest.raises(TimedOut, match=r"sleepy: took longer than 0\.5 s"):
+        workers.run(worker, Call(time.sleep, (3600,), 0.5, "sleepy"))
+    assert pid is not None and wait_until_gone(pid)
+
+
+def test_a_call_over_its_memory_fails_and_the_worker_carries_on() -> None:
+    worker = Worker(memory_mb=64)
+    try:
+        with pytest.raises(OutOfMemory, match="huge: took more than 64 MB"):
+            workers.run(worker, Call(operator.mul, ("a", 10**9), 60, "huge"))
+        assert workers.run(worker, Call(operator.mul, ("a", 3), 60, "small")) == "aaa"
+    finally:
+        worker.kill()
+
+
+def test_a_crash_is_reported_as_the_call_s() -> None:
+    worker = Worker()
+    with pytest.raises(WorkerDied, match="exit code 70"):
+        workers.run(worker, Call(os._exit, (70,), 60, "crash"))
+
+
+def test_interrupt_stops_a_call_in_flight_and_refuses_new_ones() -> None:
+    worker = Worker()
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            workers.run(worker, Call(time.sleep, (3600,), 3600, "long"))
+        except BaseException as exc:  # the test inspects what it was
+            failed.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(1.0)
+    try:
+        workers.interrupt_all()
+        thread.join(15)
+        assert not thread.is_alive()
+        assert [type(e) for e in failed] == [Interrupted]
+        with pytest.raises(Interrupted):
+            Worker()
+    finally:
+        workers.resume()
+
+
+def test_a_call_nobody_enforces_is_reported_overdue() -> None:
+    worker = Worker()
+    try:
+        worker.submit(Call(time.sleep, (3600,), 0.2, "unwatched"))
+        deadline = time.monotonic() + 30
+        while worker.free_at is None and time.monotonic() < deadline:
+            worker.receive()  # reads "ready" and enforces nothing
+            time.sleep(0.05)
+        time.sleep(1.5)
+        assert any("unwatched" in line for line in workers.overdue(1.0))
+    finally:
+        worker.kill()
+    assert workers.overdue(0) == []
+
+
+CHILD = """
+import operator, sys, time
+from playbookd import workers
+worker = workers.Worker()
+print(worker.pid, flush=True)
+workers.run(worker, workers.Call(time.sleep, (3600,), 3600, "forever"))
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_no_worker_outlives_its_parent(how: int) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the call is running
+        assert alive(worker)
+        parent.send_signal(how)
+        parent.wait(15)
+        assert wait_until_gone(worker), "the worker outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
