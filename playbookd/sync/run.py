@@ -22,6 +22,7 @@ from playbookd.store.schema import state
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport
 from playbookd.sync.contacts import ContactRun, EventRun
+from playbookd.sync.health import refresh as refresh_health
 from playbookd.sync.segments import Segmenter
 
 ENTITIES = ("accounts", "contacts", "events")
@@ -80,4 +81,8 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None,
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
         _record(engine, report, now)
         reports.append(report)
-    return SyncReport(reports)
+    health = None
+    if any(s.entity != "events" for s in chosen):  # events move no field
+        done = refresh_health(engine, config, now)
+        health = None if done is None else done.line()
+    return SyncReport(reports, health)
