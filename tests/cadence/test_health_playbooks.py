@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cli_helpers import ROOT
+from cli_helpers import ROOT, playbookd
 from sqlalchemy import select
 
 from playbookd.engine.explain import explain
@@ -53,6 +53,10 @@ def test_a_drop_of_15_points_within_30_days_enters_the_playbook_once(make: Any, 
         "children": []}
     later = explain(project.runtime, project.engine, "H", T0 + timedelta(days=36), "health-drop")
     assert later["playbooks"][0]["trigger"]["children"][0]["result"] is False  # the drop left the window
+
+    movers = playbookd("health", "--since", "2026-03-04", cwd=project.path).stdout.splitlines()
+    assert movers[-2:] == ["ACCOUNT  SEGMENT     THEN  NOW  CHANGE  COLOR", "H        high_touch  100   80   -20.0   green"]
+    assert playbookd("health", "--since", "2026-03-02", cwd=project.path).stdout.splitlines()[-1] == "  none"
 
 
 def test_turning_red_gives_high_touch_a_csm_task_and_tech_touch_an_email(make: Any, db_url: str) -> None:

@@ -13,7 +13,7 @@ import yaml
 from playbookd.config.health import HealthSettings
 from playbookd.model import fields as F
 from playbookd.model.conditions import FieldTypes
-from playbookd.model.health import HealthRules, compute
+from playbookd.model.health import HealthRules, compute, health_fields
 from playbookd.model.health_rules import build_rules
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -136,3 +136,11 @@ def test_measures_are_checked_against_the_known_fields(measure: str, problem: st
     known = FieldTypes({**TYPES, "health_score": F.DECIMAL, "health_color": F.STRING})
     _, problems = build_rules(settings, known, UTC_ZONE, "config.yaml")
     assert any(problem in p.message for p in problems), problems
+
+
+def test_what_sync_stores_is_what_the_breakdown_says() -> None:
+    for values in ({}, {"seat_utilization": 55}, {"nps": 9, "usage_fit": "no", "open_escalations": 2},
+                   {"seat_utilization": 80, "nps": 3, "open_escalations": 7, "usage_fit": "maybe"}):
+        for segment in ("high_touch", "tech_touch"):
+            record = account(segment, **values)
+            assert health_fields(rules(), record, NOW) == compute(rules(), record, NOW).fields()
