@@ -55,7 +55,8 @@ def test_a_drop_of_15_points_within_30_days_enters_the_playbook_once(make: Any, 
     assert later["playbooks"][0]["trigger"]["children"][0]["result"] is False  # the drop left the window
 
     movers = playbookd("health", "--since", "2026-03-04", cwd=project.path).stdout.splitlines()
-    assert movers[-2:] == ["ACCOUNT  SEGMENT     THEN  NOW  CHANGE  COLOR", "H        high_touch  100   80   -20.0   green"]
+    assert movers[-2:] == ["ACCOUNT  SEGMENT     THEN  NOW  CHANGE  COLOR",
+                           "H        high_touch  100   80   -20.0   green"]
     assert playbookd("health", "--since", "2026-03-02", cwd=project.path).stdout.splitlines()[-1] == "  none"
 
 
