@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from playbookd.config.durations import Months, Span
 from playbookd.config.settings import Config, load_config
-from playbookd.config.yaml_loader import load_yaml_file
+from playbookd.config.yaml_loader import Located, load_yaml_file
 from playbookd.errors import Problem, UserError, ValidationError, Where
 from playbookd.model import evaluation
 from playbookd.model import fields as F
 from playbookd.model.account import AccountRecord, account_types
-from playbookd.model.conditions import Condition, FieldTypes, parse_condition
+from playbookd.model.conditions import TREND, Condition, FieldTypes, Leaf, leaves, parse_condition
+from playbookd.model.health import HEALTH_FIELDS, HealthRules
+from playbookd.model.health_rules import build_rules
 from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks, set_step_fields
 from playbookd.model.steps import Playbook, SetStep, Step, TaskStep, WebhookStep, step_kind
 from playbookd.sources.base import SourceError
@@ -41,6 +44,14 @@ class Runtime:
     segments: tuple[tuple[str, Condition | None], ...]
     types: dict[str, str | None] = field(default_factory=dict)
     exit_when: Condition | None = None  # config.yaml's project-wide exit
+    health: HealthRules | None = None
+    trend_spans: tuple[Span, ...] = ()  # the windows of the trend conditions in use
+
+    def history_from(self, now: datetime) -> date | None:
+        """The first day of health history that evaluating at `now` needs; None when no condition reads it."""
+        if not self.trend_spans:
+            return None
+        return min(evaluation.window_start(span, now, self.config.tz) for span in self.trend_spans)
 
     def leaves_everything(self, record: AccountRecord, now: datetime) -> bool:
         """The account matches config.yaml's project-wide exit_when (churned, cancelled ...)."""
@@ -96,10 +107,38 @@ def field_types(config: Config, engine: Engine | None) -> tuple[dict[str, str | 
     types.update(store_types)
     types.update(config.custom_fields)
     types.update(account_types({}))
+    if config.health is not None:
+        types.update(HEALTH_FIELDS)
     for name in set_step_fields(Path(config.playbooks)):  # a field a playbook writes exists before any sync
         types.setdefault(name, None)
     types.setdefault("risk_flag", F.STRING)
     return types, problems
+
+
+def _health(config: Config, doc: Located, types: dict[str, str | None]) -> tuple[HealthRules | None, list[Problem]]:
+    if config.health is None:
+        return None, []
+    return build_rules(config.health, FieldTypes(types), config.tz, str(config.path), doc)
+
+
+def _trend_leaves(playbooks: Sequence[Playbook], exit_when: Condition | None) -> list[tuple[str, Leaf]]:
+    conds: list[tuple[str, Condition | None]] = [("", exit_when)]
+    for p in playbooks:
+        conds += [(p.file, p.trigger), (p.file, p.exit_when), (p.file, p.goal.when if p.goal else None)]
+    return [(file, leaf) for file, cond in conds if cond is not None for leaf in leaves(cond) if leaf.op in TREND]
+
+
+def _reach_problems(config: Config, found: list[tuple[str, Leaf]]) -> list[Problem]:
+    """A trend window longer than the history kept would silently look at less than it says."""
+    kept = config.health.history_days if config.health is not None else 0
+    problems = []
+    for file, leaf in found:
+        within = leaf.value.within
+        if (within.count * 31 if isinstance(within, Months) else within / 86_400) > kept:
+            problems.append(Problem(file or str(config.path), leaf.line, leaf.col,
+                                    f"{leaf.field} {leaf.op}: the window is longer than the {kept} days of "
+                                    "history kept (health.history_days)"))
+    return problems
 
 
 def _conditions(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[str, Condition | None]],
@@ -128,6 +167,9 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
     types, problems = field_types(config, engine)
     segments, exit_when, errors = _conditions(config, types)
     problems += errors
+    doc, _ = load_yaml_file(config.path)
+    health, errors = _health(config, doc, types) if doc is not None else (None, [])
+    problems += errors
     _, store_roles = store_catalog(engine)
     ctx = Context(FieldTypes(types), tuple(config.segment_names), KNOWN_ROLES | store_roles)
     playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
@@ -140,7 +182,10 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
             required.setdefault(name, []).append(where)
     problems += templates.validate(required)
     problems += inline_problems(playbooks, templates, config, types)
-    runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types, exit_when)
+    trends = _trend_leaves(playbooks, exit_when)
+    problems += _reach_problems(config, trends)
+    runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types, exit_when, health,
+                      tuple(dict.fromkeys(leaf.value.within for _, leaf in trends)))
     return runtime, problems
 
 

@@ -119,7 +119,7 @@ def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datet
         playbook = runtime.playbook(row.playbook_id)
         if playbook is None or not playbook.enabled:
             return _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
-        account = get_account(conn, row.account_id, types)
+        account = get_account(conn, row.account_id, types, runtime.history_from(now))
         if account is None:
             return _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)

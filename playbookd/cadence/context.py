@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from playbookd.model.account import CHANGES, AccountRecord
+from playbookd.model.account import INTERNAL, AccountRecord
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
@@ -50,7 +50,7 @@ def template_context(runtime: Runtime, playbook: Playbook, account: AccountRecor
                      event: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every key a template may use; unknown values are None, never missing. `event` in event playbooks."""
     fields = {name: None for name in runtime.types}
-    fields.update({k: v for k, v in account.items() if k != CHANGES})
+    fields.update({k: v for k, v in account.items() if k not in INTERNAL})
     company = runtime.config.company
     return {
         "account": fields, "contact": contact or {}, "segment": account.get("segment"),

@@ -145,8 +145,9 @@ def _set_value(ctx: StepContext, value: Any) -> Any:
 
 def run_set(ctx: StepContext, index: int, step: SetStep) -> None:
     values = {name: _set_value(ctx, value) for name, value in step.values.items()}
-    set_fields(ctx.conn, ctx.account["id"], values, ctx.now)
+    health = set_fields(ctx.conn, ctx.account["id"], values, ctx.now, ctx.runtime.health)
     ctx.account.update(values)
+    ctx.account.update(health)  # the steps after this one see the score the new values give
     ctx.log(audit.STEP_DONE, index, detail={"action": "set", "values": {k: encode(v) for k, v in values.items()}})
 
 

@@ -13,6 +13,7 @@ import click
 from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
+from playbookd.cli.health import echo_health
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
@@ -107,6 +108,19 @@ def explain(config_path: Path, account: str, playbook: str | None, at: str | Non
     """Explain, condition by condition, why ACCOUNT is or is not in each playbook."""
     rt, engine = _loaded(config_path)
     output.echo_explain(rt, engine, account, playbook, _at(at), fmt)
+
+
+@cli.command()
+@config_option
+@click.option("--segment", help="Only accounts of this segment.")
+@click.option("--account", help="One account's breakdown: each measure's value, score and weight.")
+@click.option("--since", metavar="ISO", help="Movers from this date on (default: 30 days ago).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: one object per account per line.")
+def health(config_path: Path, segment: str | None, account: str | None, since: str | None, fmt: str) -> None:
+    """Health scores: red, yellow and green per segment and the biggest movers, or one account's breakdown."""
+    rt, engine = _loaded(config_path)
+    echo_health(rt, engine, utcnow(), segment, account, _at(since) if since else None, fmt)
 
 
 @cli.command()

@@ -67,6 +67,7 @@ def echo_explain(rt: Runtime, engine: Engine, account: str, playbook: str | None
                  fmt: str) -> None:
     result = explain.explain(rt, engine, account, at, playbook)
     if fmt == "json":
+        result.pop("_health")
         for p in result["playbooks"]:
             p.pop("_tree")
         click.echo(json.dumps(result, indent=2, default=str))

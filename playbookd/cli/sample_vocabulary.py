@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 ACCOUNT_COLUMNS = (
     "id", "name", "annual_revenue", "plan", "lifecycle_stage", "status", "renewal_date",
     "last_login_at", "open_escalations", "nps", "health", "csm_email", "seats_purchased",
-    "seats_used", "seat_utilization", "signup_date", "region",
+    "seats_used", "seat_utilization", "signup_date", "region", "usage_fit",
 )
 CONTACT_COLUMNS = (
     "account_id", "email", "first_name", "last_name", "role", "timezone", "status", "is_primary",
@@ -64,6 +64,9 @@ _PLANS = ((10_000, "starter", 240), (40_000, "growth", 360), (150_000, "business
 _ENTERPRISE = ("enterprise", 600)
 _STAGES = ("adopted", "expanding", "at_risk", "onboarding")
 _STAGE_WEIGHTS = (55, 77, 95, 100)  # cumulative, for accounts past their first two months
+_FITS = ("yes", "investigate", "no")
+_FIT_WEIGHTS = {"at_risk": (25, 60, 100)}  # cumulative; at-risk accounts are rarely a good fit
+_FIT_USUAL = (70, 90, 100)
 _DAY = 86_400
 
 

@@ -22,6 +22,9 @@ from playbookd.cli.sample_vocabulary import (
     _ENTERPRISE,
     _FIRST,
     _FIRST_SLUGS,
+    _FIT_USUAL,
+    _FIT_WEIGHTS,
+    _FITS,
     _LAST,
     _LAST_SLUGS,
     _PLANS,
@@ -145,6 +148,15 @@ def _seats(rng: random.Random, arr: int, price: int, stage: str) -> tuple[int, i
     return purchased, max(1, int(purchased * share))
 
 
+def _usage_fit(rng: random.Random, segment: str, stage: str) -> str:
+    """The CSM's judgement: does the account use us the way that brings it value? Tech-touch accounts
+    have no named CSM to judge, and some judgements are still to be made. It is drawn apart from
+    utilization on purpose: a busy account can still be a poor fit (green outside, red inside)."""
+    if segment == "tech_touch" or rng.random() < 0.15:
+        return ""
+    return _pick(rng, _FITS, _FIT_WEIGHTS.get(stage, _FIT_USUAL))
+
+
 def _utilization(used: int, purchased: int) -> int:
     return (used * 200 + purchased) // (2 * purchased)  # percent, rounded half up
 
@@ -161,7 +173,8 @@ class _Firm:
     taken: set[str] = field(default_factory=set)
 
 
-def _account(rng: random.Random, index: int, now: datetime, seed: int) -> tuple[dict[str, str], _Firm]:
+def _account(rng: random.Random, index: int, now: datetime, seed: int,
+             fits: random.Random) -> tuple[dict[str, str], _Firm]:
     today = now.date()
     arr = _arr(rng)
     plan, price = _plan(arr)
@@ -190,6 +203,7 @@ def _account(rng: random.Random, index: int, now: datetime, seed: int) -> tuple[
         "signup_date": (today - timedelta(days=age)).isoformat(),
         "region": _pick(rng, _REGIONS, _REGION_WEIGHTS),
     }
+    row["usage_fit"] = _usage_fit(fits, segment, row["lifecycle_stage"])
     return row, _Firm(row["id"], domain, segment, _ZONES[row["region"]], _below(rng, 3))
 
 
@@ -252,8 +266,9 @@ def iter_rows(n_accounts: int, now: datetime, seed: int = 7) -> Iterator[tuple[R
         raise ValueError(f"n_accounts must be 0 or more, got {n_accounts}")
     moment = _utc(now).replace(microsecond=0)
     rng = random.Random(seed)  # one stream drawn in row order: row k never depends on n
+    fits = random.Random(seed + 1_000_003)  # a stream of its own: adding the column moved no other value
     for index in range(n_accounts):
-        account, firm = _account(rng, index, moment, seed)
+        account, firm = _account(rng, index, moment, seed, fits)
         yield account, _contacts(rng, firm)
 
 

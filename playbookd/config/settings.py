@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from playbookd.config.durations import format_duration, parse_duration
+from playbookd.config.health import HealthSettings, color_problems
+from playbookd.config.reserved import reserved_field
 from playbookd.config.yaml_loader import Located, load_yaml_file
 from playbookd.errors import Problem, UserError, did_you_mean
 from playbookd.errors import ValidationError as PlaybookdValidationError
@@ -167,6 +169,8 @@ class Config(_Model):
         "a synced value that does not fit is a row problem")
     exit_when: dict[str, Any] | None = Field(None, description="Condition: an account that matches it leaves every "
                                              "playbook and gets nothing more (e.g. churned)")
+    health: HealthSettings | None = Field(None, description="Health score: measures, weights and colour limits per "
+                                          "segment; unset: no health_score or health_color")
     delivery: Delivery = Field(default_factory=Delivery)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -245,6 +249,22 @@ def _problems(exc: ValidationError, doc: Located) -> list[Problem]:
     return problems
 
 
+def _names_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
+    """Reserved account field names used as custom fields or source columns, and colour limits that do
+    not fit the segments: checks across sections, located at the offending key."""
+    found: list[tuple[tuple[Any, ...], str]] = [(("custom_fields", name), f"custom_fields: {why}; rename it")
+             for name in config.custom_fields if (why := reserved_field(name))]
+    for index, source in enumerate(config.sources):
+        if source.entity != "accounts":
+            continue
+        for section in ("fields", "types"):
+            found += [(("sources", index, section, name), f"sources.{index}.{section}: {why}; rename it")
+                      for name in getattr(source, section) if (why := reserved_field(name))]
+    if config.health is not None:
+        found += color_problems(config.health, config.segment_names)
+    return found
+
+
 def _resolve_paths(config: Config, base: Path) -> Config:
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else (base / p)
@@ -284,6 +304,8 @@ def load_config(path: Path | None = None) -> Config:
         config = Config.model_validate(expand_env(doc.data))
     except ValidationError as exc:
         raise PlaybookdValidationError(_problems(exc, doc), f"{path}: invalid config") from None
+    if found := _names_problems(config):
+        raise PlaybookdValidationError([doc.problem(loc, why) for loc, why in found], f"{path}: invalid config")
     config.path = path.resolve()
     return _resolve_paths(config, path.resolve().parent)
 
@@ -305,6 +327,12 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return next((m for arg in get_args(annotation) if (m := _model_in(arg)) is not None), None)
 
 
+def _nesting(annotation: Any) -> str:
+    """How a nested setting's key continues: `sources[].name`, `health.colors.<segment>.red`, `smtp.port`."""
+    origins = {get_origin(annotation), *(get_origin(arg) for arg in get_args(annotation))}
+    return "[]." if list in origins else ".<segment>." if dict in origins else "."
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(key, default, help) for every setting, for `playbookd settings` and the docs."""
     rows: list[tuple[str, str, str]] = []
@@ -319,7 +347,7 @@ def describe_settings() -> list[tuple[str, str, str]]:
                 default = "(required)" if info.is_required() else _shown(info.get_default(call_default_factory=True))
                 rows.append((key, default, info.description or ""))
             if sub is not None:
-                walk(sub, key + ("[]." if get_origin(info.annotation) is list else "."))
+                walk(sub, key + _nesting(info.annotation))
 
     walk(Config, "")
     return rows

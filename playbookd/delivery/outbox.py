@@ -77,7 +77,7 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     types = load_account_types(conn)
     found = set()
     for account_id in {row.account_id for row in rows}:
-        record = get_account(conn, account_id, types)
+        record = get_account(conn, account_id, types, runtime.history_from(now))
         if record is not None and runtime.leaves_everything(record, now):
             found.add(account_id)
     return found

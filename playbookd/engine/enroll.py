@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -118,7 +118,8 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
     def records() -> Iterator[AccountRecord]:
-        for record in iter_accounts(engine, types, runtime.config.evaluation.batch_size, id_range):
+        for record in iter_accounts(engine, types, runtime.config.evaluation.batch_size, id_range,
+                                    runtime.history_from(now)):
             segments[record["id"]] = record["segment"]
             if record[CHANGES]:
                 changed.append(record["id"])
@@ -202,12 +203,14 @@ def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
 
 
-def _event_records(conn: Connection, types: dict[str, str], limit: int) -> list[tuple[int, AccountRecord]]:
+def _event_records(conn: Connection, types: dict[str, str], limit: int,
+                   history_since: date | None) -> list[tuple[int, AccountRecord]]:
     rows = conn.execute(select(events).where(events.c.processed_at.is_(None))
                         .order_by(events.c.id).limit(limit)).all()
     out: list[tuple[int, AccountRecord]] = []
     for row in rows:
-        record = get_account(conn, row.account_id, types) or {"id": row.account_id, "segment": "", "_changes": {}}
+        record = get_account(conn, row.account_id, types, history_since) or {"id": row.account_id, "segment": "",
+                                                                              "_changes": {}}
         record = {**record, "event": {**(row.data or {}), "name": row.name}}
         out.append((row.id, record))
     return out
@@ -220,7 +223,7 @@ def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
     by_id = {p.id: p for p in playbooks}
     with engine.connect() as conn:
         types = load_account_types(conn)
-        pending = _event_records(conn, types, batch)
+        pending = _event_records(conn, types, batch, runtime.history_from(now))
     if not pending:
         return
     found: list[Candidate] = []

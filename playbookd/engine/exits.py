@@ -57,7 +57,8 @@ def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] 
 
 def _exits(runtime: Runtime, engine: Engine, rows: list[Any], types: dict[str, str],
            now: datetime) -> list[tuple[Any, str]]:
-    records = {r["id"]: r for r in records_by_id(engine, {row.account_id for row in rows}, types)}
+    ids = {row.account_id for row in rows}
+    records = {r["id"]: r for r in records_by_id(engine, ids, types, runtime.history_from(now))}
     found = []
     for row in rows:
         playbook, record = runtime.playbook(row.playbook_id), records.get(row.account_id)

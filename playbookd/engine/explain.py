@@ -9,9 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from playbookd.engine.enroll import _history, entry_block
+from playbookd.engine.health import breakdown_lines
 from playbookd.errors import UserError
 from playbookd.model import evaluation
-from playbookd.model.account import CHANGES, AccountRecord, encode
+from playbookd.model.account import CHANGES, INTERNAL, AccountRecord, encode
+from playbookd.model.health import compute
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
@@ -72,7 +74,7 @@ def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, recor
 def explain(runtime: Runtime, engine: Engine, account_id: str, at: datetime,
             playbook_id: str | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
-        record = get_account(conn, account_id, load_account_types(conn))
+        record = get_account(conn, account_id, load_account_types(conn), runtime.history_from(at))
         recent = [e for e in audit.history(conn, account_id=account_id, playbook_id=playbook_id, limit=50)]
     if record is None:
         raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
@@ -81,15 +83,20 @@ def explain(runtime: Runtime, engine: Engine, account_id: str, at: datetime,
         playbooks = [p for p in playbooks if p.id == playbook_id]
         if not playbooks:
             raise UserError(f"no playbook {playbook_id!r}; known: {', '.join(p.id for p in runtime.playbooks)}")
-    fields = {k: encode(v) for k, v in record.items() if k != CHANGES}
+    fields = {k: encode(v) for k, v in record.items() if k not in INTERNAL}
+    health = None if runtime.health is None else compute(runtime.health, record, at)
     return {"account": account_id, "at": at.isoformat(), "segment": record.get("segment"), "fields": fields,
             "changes": {k: encode(v) for k, v in record[CHANGES].items()},
+            "health": None if health is None else health.as_json(account_id, record.get("segment")),
+            "_health": health,
             "playbooks": [explain_playbook(runtime, engine, p, record, at) for p in playbooks],
             "history": [e.line() for e in recent]}
 
 
 def render_text(report: dict[str, Any]) -> list[str]:
     lines = [f"Account {report['account']} (segment {report['segment']}) at {report['at']}"]
+    if report.get("_health") is not None:
+        lines += breakdown_lines(report["_health"])
     for p in report["playbooks"]:
         lines += ["", f"{p['playbook']}: {p['verdict']}"]
         if p["enrollment"]:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from playbookd.errors import Problem, did_you_mean
 from playbookd.model import fields as F
 from playbookd.model.conditions import Condition, Leaf, leaves
+from playbookd.model.health import COLORS, HEALTH_COLOR
 from playbookd.runtime import Runtime
 from playbookd.store.accounts import iter_accounts, load_account_types
 
@@ -37,7 +38,8 @@ def _text_leaves(runtime: Runtime) -> list[tuple[str, Leaf]]:
     found = []
     for file, cond in _conditions(runtime):
         for leaf in leaves(cond):
-            if leaf.op in TEXT_OPS and runtime.types.get(leaf.field) == F.STRING and _literals(leaf):
+            ops = (*TEXT_OPS, "changed_from", "changed_to") if leaf.field == HEALTH_COLOR else TEXT_OPS
+            if leaf.op in ops and runtime.types.get(leaf.field) == F.STRING and _literals(leaf):
                 found.append((file, leaf))
     return found
 
@@ -57,9 +59,14 @@ def _seen(engine: Engine, names: set[str]) -> dict[str, set[str]]:
 def unseen_values(runtime: Runtime, engine: Engine) -> list[Problem]:
     """Warnings, located in the playbook (or config.yaml), for text no synced account holds."""
     uses = _text_leaves(runtime)
-    seen = _seen(engine, {leaf.field for _, leaf in uses}) if uses else {}
+    seen = _seen(engine, {leaf.field for _, leaf in uses if leaf.field != HEALTH_COLOR}) if uses else {}
     warnings = []
     for file, leaf in uses:
+        if leaf.field == HEALTH_COLOR:  # a closed set: an account not red today may turn red tomorrow
+            warnings += [Problem(file, leaf.line, leaf.col, f"{leaf.field}: {text!r} is not a health colour"
+                                 + did_you_mean(text, COLORS, f"; colours are {', '.join(COLORS)}"))
+                         for text in _literals(leaf) if text not in COLORS]
+            continue
         known = seen[leaf.field]
         for text in (t for t in _literals(leaf) if known and t not in known):
             shown = ", ".join(sorted(known)[:8]) + (" ..." if len(known) > 8 else "")

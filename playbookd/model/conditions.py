@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from playbookd.config.durations import as_span, parse_span
+from playbookd.config.durations import Span, as_span, format_duration, parse_span
 from playbookd.config.yaml_loader import Key, Located
 from playbookd.errors import Problem, did_you_mean
 from playbookd.model import fields as F
@@ -16,8 +16,10 @@ COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte")
 PAST = ("older_than", "within_last")
 FUTURE = ("within_next", "beyond_next")
 CHANGE = ("changed", "changed_from", "changed_to")
+TREND = ("dropped_by", "rose_by")
+TREND_FIELD = "health_score"  # the one field whose history is kept
 OPERATORS = (*COMPARE, "in", "not_in", "exists", "contains", "matches", "between",
-             *PAST, *FUTURE, *CHANGE)
+             *PAST, *FUTURE, *CHANGE, *TREND)
 ORDERED_TYPES = F.NUMERIC | F.TEMPORAL | {F.STRING}
 
 
@@ -123,6 +125,9 @@ class _Parser:
             ops = ", ".join(OPERATORS)
             self.fail(path, f"unknown operator {op!r} on {name}; operators are {ops}")
             return TRUE
+        if op in TREND and name != TREND_FIELD:
+            self.fail(path, f"'{op}' works on {TREND_FIELD}, the one field whose history playbookd keeps")
+            return TRUE
         try:
             typed = _compared(value, kind) if op in CHANGE[1:] and isinstance(value, dict) else \
                 _typed_value(op, value, kind)
@@ -148,6 +153,26 @@ class Compared:
         return f"{{{self.op}: {self.value!r}}}"
 
 
+@dataclass(frozen=True)
+class Trend:
+    """`dropped_by: {points: 15, within: 30d}`: how far the score moved within a window of days."""
+
+    points: float
+    within: Span
+
+    def __str__(self) -> str:
+        return f"{{points: {self.points:g}, within: {format_duration(self.within, largest='d')}}}"
+
+
+def _trend(value: Any) -> Trend:
+    if not isinstance(value, dict) or set(value) != {"points", "within"}:
+        raise ValueError("takes {points: N, within: DURATION}, e.g. {points: 15, within: 30d}")
+    points = value["points"]
+    if isinstance(points, bool) or not isinstance(points, int | float) or not 0 < points <= 100:
+        raise ValueError(f"points is a number above 0 and at most 100, got {points!r}")
+    return Trend(float(points), as_span(parse_span(value["within"])))
+
+
 COMPARABLE = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "between")
 
 
@@ -159,6 +184,8 @@ def _compared(spec: dict[Any, Any], kind: str | None) -> Compared:
 
 
 def _typed_value(op: str, value: Any, kind: str | None) -> Any:
+    if op in TREND:
+        return _trend(value)
     if op in PAST or op in FUTURE:
         _require(kind is None or kind in F.TEMPORAL, op, kind, "a date or datetime field")
         return as_span(parse_span(value))  # seconds, or Months (calendar months in the project's zone)

@@ -12,13 +12,14 @@ import math
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from playbookd.config.durations import Months, format_duration
+from playbookd.config.durations import Months, Span, format_duration
 from playbookd.model import patterns
-from playbookd.model.account import CHANGES, encode, lookup
-from playbookd.model.conditions import CHANGE, FUTURE, PAST, All, Any_, Compared, Condition, Leaf, Not
+from playbookd.model.account import CHANGES, HISTORY, encode, lookup
+from playbookd.model.conditions import CHANGE, FUTURE, PAST, TREND, All, Any_, Compared, Condition, Leaf, Not, Trend
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
@@ -140,9 +141,43 @@ def _present(op: str, value: Any, expected: Any, now: datetime, tz: ZoneInfo) ->
     raise ValueError(f"unknown operator {op!r}")
 
 
+def window_start(span: Span, now: datetime, tz: ZoneInfo) -> date:
+    """The first day of a trend window: the day, in the project's zone, `span` before `now`."""
+    start = span.before(now, tz) if isinstance(span, Months) else now - timedelta(seconds=span)
+    return start.astimezone(tz).date()
+
+
+def trend_range(record: dict[str, Any], field: str, within: Span, now: datetime,
+                tz: ZoneInfo) -> tuple[Decimal, Decimal, Decimal] | None:
+    """(highest, lowest, current) of the score over the window's days, the current one included; None
+    without a current score. A day's row holds the value before its first move too, so the score in
+    effect when the window opened is always counted."""
+    current = lookup(record, field)
+    if value_class(current) != "n" or not math.isfinite(current):
+        return None
+    first, last = window_start(within, now, tz), now.astimezone(tz).date()
+    values = [Decimal(str(current))]
+    for day, high, low in record.get(HISTORY) or ():
+        if first <= day <= last:
+            values += [Decimal(str(v)) for v in (high, low) if v is not None and math.isfinite(v)]
+    return max(values), min(values), values[0]
+
+
+def _trend(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
+    trend: Trend = leaf.value
+    found = trend_range(record, leaf.field, trend.within, now, tz)
+    if found is None:
+        return False
+    high, low, current = found
+    moved = high - current if leaf.op == "dropped_by" else current - low
+    return moved >= Decimal(str(trend.points))
+
+
 def evaluate_leaf(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
     if leaf.op in CHANGE:
         return _changed(leaf, record, now, tz)
+    if leaf.op in TREND:
+        return _trend(leaf, record, now, tz)
     value = lookup(record, leaf.field)
     if leaf.op == "exists":
         return (value is not None) is leaf.value
@@ -200,6 +235,9 @@ def _show(value: Any) -> str:
 
 
 def _show_actual(actual: Any) -> str:
+    if isinstance(actual, dict) and "highest" in actual:
+        return (f"actual: {_show(actual['current'])}, highest {_show(actual['highest'])}, lowest "
+                f"{_show(actual['lowest'])} in the window")
     if isinstance(actual, dict) and "previous" in actual:
         return f"previous: {_show(actual['previous'])}, actual: {_show(actual['current'])}"
     return f"actual: {_show(actual)}"
@@ -225,8 +263,12 @@ def _expected(leaf: Leaf) -> Any:
     return leaf.value
 
 
-def _actual(leaf: Leaf, record: dict[str, Any]) -> Any:
+def _actual(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> Any:
     current = lookup(record, leaf.field)
+    if leaf.op in TREND:
+        found = trend_range(record, leaf.field, leaf.value.within, now, tz)
+        return current if found is None else {"current": current, "highest": float(found[0]),
+                                              "lowest": float(found[1])}
     if leaf.op not in CHANGE:
         return current
     changes = record.get(CHANGES) or {}
@@ -236,7 +278,7 @@ def _actual(leaf: Leaf, record: dict[str, Any]) -> Any:
 def explain(cond: Condition, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> Explained:
     if isinstance(cond, Leaf):
         return Explained("leaf", evaluate_leaf(cond, record, now, tz), cond.field, cond.op,
-                         _expected(cond), _actual(cond, record))
+                         _expected(cond), _actual(cond, record, now, tz))
     if isinstance(cond, Not):
         child = explain(cond.item, record, now, tz)
         return Explained("not", not child.result, children=[child])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from playbookd.config.durations import Span, as_span, parse_span
+from playbookd.config.reserved import reserved_field
 from playbookd.config.yaml_loader import Key, Located, load_yaml_file
 from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
@@ -159,7 +160,9 @@ def _set(reader: _Reader, spec: Any, path: Key) -> SetStep | None:
         reader.fail(path, "set takes {field: value, ...}")
         return None
     for key, value in spec.items():
-        if key in ("id", "segment") or isinstance(value, (dict, list)):
+        if why := reserved_field(str(key)):
+            reader.fail((*path, key), f"set: {why}; a step cannot write it")
+        elif key in ("id", "segment") or isinstance(value, (dict, list)):
             reader.fail((*path, key), f"cannot set {key!r} to {value!r}: one plain value per field")
     return SetStep(dict(spec), reader.where(path))
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select, update
 
 from playbookd.model import fields as F
 from playbookd.model.account import AccountRecord, account_types, decode_account, encode, note_change, same
+from playbookd.model.health import HealthRules, health_fields
+from playbookd.store import health as H
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, fields
@@ -27,18 +29,22 @@ def load_account_types(conn: Connection) -> dict[str, str]:
     return account_types(custom_types(conn))
 
 
-def records_by_id(engine: Engine, ids: Iterable[str], types: Mapping[str, str]) -> Iterator[AccountRecord]:
+def records_by_id(engine: Engine, ids: Iterable[str], types: Mapping[str, str],
+                  history_since: date | None = None) -> Iterator[AccountRecord]:
+    """The accounts of `ids` that exist; with their health history from `history_since` when given."""
     for batch in chunked(ids):
         with engine.connect() as conn:
             query = select(*RECORD).where(accounts.c.id.in_(batch)).order_by(accounts.c.id)
-            rows = conn.execute(query).all()
-        for row in rows:
-            yield decode_account(row.id, row.segment, row.data, row.changes, types)
+            records = [decode_account(row.id, row.segment, row.data, row.changes, types) for row in conn.execute(query)]
+            H.attach(conn, records, history_since)
+        yield from records
 
 
 def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 1000,
-                  id_range: tuple[str | None, str | None] | None = None) -> Iterator[AccountRecord]:
-    """Accounts ordered by id, `batch_size` at a time (keyset); id_range is [low, high)."""
+                  id_range: tuple[str | None, str | None] | None = None,
+                  history_since: date | None = None) -> Iterator[AccountRecord]:
+    """Accounts ordered by id, `batch_size` at a time (keyset); id_range is [low, high). With
+    `history_since`, each carries its health history from that day on (for trend conditions)."""
     low, high = id_range or (None, None)
     last: str | None = None
     while True:
@@ -51,16 +57,22 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
             query = query.where(accounts.c.id < high)
         with engine.connect() as conn:
             rows = conn.execute(query).all()
-        for row in rows:
-            yield decode_account(row.id, row.segment, row.data, row.changes, types)
+            records = [decode_account(row.id, row.segment, row.data, row.changes, types) for row in rows]
+            H.attach(conn, records, history_since)
+        yield from records
         if len(rows) < batch_size:
             return
         last = rows[-1].id
 
 
-def get_account(conn: Connection, account_id: str, types: Mapping[str, str]) -> AccountRecord | None:
+def get_account(conn: Connection, account_id: str, types: Mapping[str, str],
+                history_since: date | None = None) -> AccountRecord | None:
     row = conn.execute(select(*RECORD).where(accounts.c.id == account_id)).first()
-    return None if row is None else decode_account(row.id, row.segment, row.data, row.changes, types)
+    if row is None:
+        return None
+    record = decode_account(row.id, row.segment, row.data, row.changes, types)
+    H.attach(conn, [record], history_since)
+    return record
 
 
 def among(conn: Connection, column: Any, values: list[str]) -> Any:
@@ -70,22 +82,38 @@ def among(conn: Connection, column: Any, values: list[str]) -> Any:
     return column.in_(values)
 
 
-def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: datetime) -> None:
-    """Write playbook-chosen values, each a change other playbooks' `changed*` see, as a sync's are."""
-    row = conn.execute(select(accounts.c.data, accounts.c.changes).where(accounts.c.id == account_id)).first()
+def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: datetime,
+               health: HealthRules | None = None) -> dict[str, Any]:
+    """Write playbook-chosen values, each a change other playbooks' `changed*` see, as a sync's are; with
+    `health`, recompute the account's health from the new values. Returns the health fields as now
+    stored (none without `health`)."""
+    row = conn.execute(select(*RECORD).where(accounts.c.id == account_id)).first()
     if row is None:
-        return
+        return {}
     data, changes = dict(row.data), dict(row.changes or {})
     for name, value in values.items():
         new = encode(value)
         if not same(data.get(name), new):
             note_change(changes, name, data.get(name), new, now.isoformat())
         data[name] = new
-    conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
-                                                                            synced_at=now))
     known = set(F.ACCOUNT_FIELDS) | set(F.DERIVED_FIELDS)
     insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
                                        for k, v in values.items() if k not in known])
+    scored = {} if health is None else _rescore(conn, row, data, changes, health, now)
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
+                                                                            synced_at=now))
+    return scored
+
+
+def _rescore(conn: Connection, row: Any, data: dict[str, Any], changes: dict[str, Any], health: HealthRules,
+             now: datetime) -> dict[str, Any]:
+    record = decode_account(row.id, row.segment, data, {}, load_account_types(conn))
+    values = health_fields(health, record, now)
+    before = data.get("health_score")
+    if H.apply(data, changes, values, now.isoformat()):
+        move = H.Move(row.id, before, values["health_score"], values["health_color"])
+        H.record_moves(conn, [move], now.astimezone(health.tz).date(), now)
+    return values
 
 
 def _recorded_after(change: Mapping[str, Any], moment: datetime) -> bool:

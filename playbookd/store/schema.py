@@ -7,7 +7,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -203,6 +205,21 @@ suppressions = Table(
     Column("note", Text),
     Column("created_at", When, nullable=False),
 )
+
+# Health score history, one row per account and day (in the configured time zone) on which its score or
+# colour moved: the last score and colour of the day, and its highest and lowest, the value it had
+# before the day's first move included. A day without a row repeats the one before.
+health_history = Table(
+    "health_history", metadata,
+    Column("account_id", String(200), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("score", Float),
+    Column("color", String(20)),
+    Column("high", Float),
+    Column("low", Float),
+    Column("updated_at", When, nullable=False),
+)
+Index("ix_health_history_day", health_history.c.day)
 
 # Small named values: last successful cycle, leader heartbeat, schema facts.
 state = Table(

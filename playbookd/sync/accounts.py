@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from playbookd.config.reserved import reserved_field
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
@@ -34,6 +35,8 @@ class AccountRun(Run):
         self.columns: set[str] = set()
         self.segmenter: Segmenter | None = None
         self.ignored: set[str] = set()
+        self.skip: set[str] = set(_NOT_SUPPLIED)
+        self.columns_seen: set[str] = set()
 
     def item(self, row: Row) -> Item | None:
         values = row.values
@@ -52,7 +55,9 @@ class AccountRun(Run):
         if not self.first(account_id, row.line, f"account {account_id}: id"):
             return None
         self._note_derived(values)
-        typed, errors = self.typer.row(values, _NOT_SUPPLIED)
+        if not self.columns_seen.issuperset(values):
+            self._note_reserved(values)
+        typed, errors = self.typer.row(values, self.skip)
         if errors:
             self.problem(row.line, f"account {account_id}: " + "; ".join(errors))
             return None
@@ -64,6 +69,14 @@ class AccountRun(Run):
             if name in values and name not in self.ignored:
                 self.ignored.add(name)
                 self.problem(None, f"column {name!r} is maintained by playbookd; rename it in the source")
+
+    def _note_reserved(self, values: Mapping[str, Any]) -> None:
+        """A column with a reserved name (health_score, contacts ...) is reported once and not synced."""
+        for name in values:
+            if name not in self.columns_seen and (why := reserved_field(name)):
+                self.skip.add(name)
+                self.problem(None, f"column {why}; rename it in the source (its values are not synced)")
+        self.columns_seen.update(values)
 
     def types(self) -> dict[str, str]:
         return account_types(self.typer.types)

@@ -49,6 +49,7 @@ class SourceReport:
 @dataclass
 class SyncReport:
     sources: list[SourceReport]
+    health: str | None = None  # what recomputing health scores did, when they are configured
 
     @property
     def ok(self) -> bool:
@@ -70,7 +71,7 @@ class SyncReport:
             lines.append(f"{s.source} ({s.entity}): read {s.read}, inserted {s.inserted}, "
                          f"updated {s.updated}, unchanged {s.unchanged}, {len(s.problems)} problem(s)")
             lines += [f"  {p}" for p in s.problems]
-        return lines
+        return lines + ([self.health] if self.health else [])
 
 
 class Run:

@@ -25,6 +25,7 @@ from playbookd.sync import health
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport
 from playbookd.sync.contacts import ContactRun, EventRun
+from playbookd.sync.scores import refresh as rescore
 from playbookd.sync.segments import Segmenter
 
 ENTITIES = ("accounts", "contacts", "events")
@@ -92,4 +93,8 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
         _record(engine, report, now, None if retry_in is None else functools.partial(retry_in, source))
         reports.append(report)
-    return SyncReport(reports)
+    scored = None
+    if any(s.entity != "events" for s in chosen):  # events move no field
+        done = rescore(engine, config, now)
+        scored = None if done is None else done.line()
+    return SyncReport(reports, scored)

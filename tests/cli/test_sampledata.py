@@ -180,3 +180,12 @@ def test_committed_sample_is_what_the_generator_writes() -> None:
     accounts, contacts = generate(300, NOW, seed=7)
     assert _read(REPO / "data" / "accounts.csv") == accounts
     assert _read(REPO / "data" / "contacts.csv") == contacts
+
+
+def test_the_csm_judges_usage_fit_where_there_is_a_csm_and_busy_accounts_can_be_a_poor_fit(sample: Sample) -> None:
+    judged = Counter((_segment(a), a["usage_fit"]) for a in sample[0])
+    assert {fit for (segment, fit) in judged if segment == "tech_touch"} == {""}, "no named CSM to judge"
+    for segment in ("high_touch", "low_touch"):
+        assert {fit for (s, fit) in judged if s == segment} == {"yes", "investigate", "no", ""}
+    watermelons = [a for a in sample[0] if int(a["seat_utilization"]) >= 80 and a["usage_fit"] == "no"]
+    assert watermelons, "high usage is not high value: some busy accounts are judged a poor fit"

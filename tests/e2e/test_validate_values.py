@@ -13,6 +13,7 @@ trigger:
     all:
       - status: Active
       - lifecycle_stage: {in: [onbording, adopted]}
+      - health_color: {changed_to: rde}
 steps:
   - task: {title: "{{ account.name }}", assign: csm}
 """
@@ -32,9 +33,10 @@ def test_unseen_values_are_warnings_and_strict_makes_them_problems(tmp_path: Pat
         f"warning: {playbook}:5:17: status: 'Active' is in no synced account; did you mean 'active'?",
         f"warning: {playbook}:6:31: lifecycle_stage: 'onbording' is in no synced account; "
         "did you mean 'onboarding'?",
+        f"warning: {playbook}:7:36: health_color: 'rde' is not a health colour; did you mean 'red'?",
     ]
     strict = playbookd("validate", "--strict", cwd=project)
-    assert strict.returncode == 1 and "validation failed (--strict: warnings count) (2 problem(s))" in strict.stderr
-    playbook.write_text(TYPOS.replace("Active", "active").replace("onbording", "onboarding"))
+    assert strict.returncode == 1 and "validation failed (--strict: warnings count) (3 problem(s))" in strict.stderr
+    playbook.write_text(TYPOS.replace("Active", "active").replace("onbording", "onboarding").replace("rde", "red"))
     clean = playbookd("validate", "--strict", cwd=project)
     assert clean.returncode == 0 and clean.stderr == ""

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from playbookd.config.durations import Months
 from playbookd.engine.facts import fact_builder
 from playbookd.engine.rules import RuleEngine
-from playbookd.model.conditions import TRUE, All, Any_, Condition, Leaf, Not
+from playbookd.model.conditions import TRUE, All, Any_, Condition, Leaf, Not, Trend
 from playbookd.model.evaluation import evaluate
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -48,12 +48,17 @@ def _literal(op: str) -> st.SearchStrategy[Any]:
         return REGEXES
     if op in ("older_than", "within_last", "within_next", "beyond_next"):
         return SPANS
+    if op in ("dropped_by", "rose_by"):
+        return st.builds(Trend, st.sampled_from((0.1, 5.0, 15.0)), st.sampled_from((DAY, 30 * DAY, Months(1))))
     return SCALARS
 
 
 Rules = list[tuple[str, Condition]]
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "matches", "between",
-       "older_than", "within_last", "within_next", "beyond_next", "changed", "changed_from", "changed_to")
+       "older_than", "within_last", "within_next", "beyond_next", "changed", "changed_from", "changed_to",
+       "dropped_by", "rose_by")
+HISTORY_ROW = st.tuples(st.integers(-40, 1).map(lambda k: NOW.date() + timedelta(days=k)),
+                        st.sampled_from((None, 12.5, 60.0, 75.3)), st.sampled_from((None, 10.0, 60.0)))
 
 
 @st.composite
@@ -85,6 +90,7 @@ def records(draw: st.DrawFn, index: int) -> dict[str, Any]:
                 record[name] = value
     changed = draw(st.lists(st.sampled_from(FIELDS[:7]), max_size=3, unique=True))
     record["_changes"] = {name: draw(SCALARS | st.none()) for name in changed}
+    record["_health_history"] = tuple(draw(st.lists(HISTORY_ROW, max_size=3)))  # what trend leaves read
     return record
 
 
