@@ -10,6 +10,7 @@ from typing import Any
 from playbookd.config.durations import Span
 from playbookd.errors import Where
 from playbookd.model.conditions import Condition
+from playbookd.model.launch import Launch
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Playbook:
     id: str
     name: str
     file: str
-    enabled: bool
+    status: str  # as the file says; see model.launch (the database may pause or resume it)
     category: str
     priority: int
     segments: tuple[str, ...] | None
@@ -81,6 +82,7 @@ class Playbook:
     goal: Goal | None
     where: Where = field(compare=False)
     step_keys: tuple[str, ...] = ()  # each step's stable identity, in order
+    launch: Launch = field(default_factory=Launch)
 
     def position(self, step: int, key: str | None) -> tuple[int, str | None]:
         """Where an enrollment that was to run step `step` (known as `key`) stands in this version of
