@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.engine.enroll import Candidate, _eligible, enroll, statuses
+from playbookd.engine.statuses import apply
 from playbookd.model.launch import Launch
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
@@ -99,6 +100,7 @@ def _admit_some(runtime: Runtime, engine: Engine, playbook: Playbook, at: dateti
 def admit(runtime: Runtime, engine: Engine, at: datetime, sweep: bool = False) -> int:
     """Let waiting accounts into live playbooks, as many as each one's day allows; returns how many.
     `sweep` (once an evaluation at `at` is complete) first drops those it no longer found qualifying."""
+    apply(runtime, engine, at)  # a hold that ended moves its waits on before anyone new enters
     status = statuses(runtime, engine)
     with engine.connect() as conn:
         waiting = set(conn.execute(select(launch_queue.c.playbook_id).distinct()).scalars())

@@ -62,7 +62,8 @@ def _release(conn: Connection, playbook_id: str, status: str, at: datetime) -> N
         return
     held = max(at - began, timedelta(0))
     moved = _shift(conn, enrollments, enrollments.c.next_due_at,
-                   (enrollments.c.playbook_id == playbook_id, enrollments.c.state == "active"), held)
+                   (enrollments.c.playbook_id == playbook_id, enrollments.c.state == "active",
+                    enrollments.c.entered_at < began), held)
     messages = _shift(conn, outbox, outbox.c.created_at,
                       (outbox.c.playbook_id == playbook_id, outbox.c.state == "queued"), held)
     _shift(conn, webhooks, webhooks.c.created_at,
@@ -110,11 +111,22 @@ def _changes(runtime: Runtime, engine: Engine) -> list[tuple[str, str, bool]]:
     return changes
 
 
+def _outdated(runtime: Runtime, engine: Engine) -> list[str]:
+    """Playbooks whose file's status changed since a command set theirs: the file, newer, wins for good."""
+    with engine.connect() as conn:
+        found = rows(conn)
+    return [p.id for p in runtime.playbooks
+            if (row := found.get(p.id)) is not None and row.status is not None and row.yaml_status != p.status]
+
+
 def apply(runtime: Runtime, engine: Engine, now: datetime) -> None:
     """Bring holds in line with each playbook's status now, and end the enrollments of retired ones."""
-    changes = _changes(runtime, engine)
-    if changes:
+    changes, outdated = _changes(runtime, engine), _outdated(runtime, engine)
+    if changes or outdated:
         with transaction(engine) as conn:
+            if outdated:
+                conn.execute(update(playbook_states).where(playbook_states.c.playbook_id.in_(outdated))
+                             .values(status=None, yaml_status=None))
             for playbook_id, status, hold in changes:
                 (_hold if hold else _release)(conn, playbook_id, status, now)
     _end_retired(engine, [p.id for p in runtime.playbooks if p.status == "retired"], now)

@@ -66,8 +66,8 @@ def read_launch(doc: Located, data: Mapping[str, Any]) -> tuple[Launch, list[Pro
         return Launch(), []
     if not isinstance(raw, dict):
         return Launch(), [doc.problem(("launch",), "'launch' takes {max_new_per_day: N, warn_over: N}")]
-    problems = [doc.problem(("launch", key), f"unknown key {key!r}{did_you_mean(str(key), LAUNCH_KEYS)}; "
-                                             f"allowed: {', '.join(LAUNCH_KEYS)}")
+    allowed = f"; allowed: {', '.join(LAUNCH_KEYS)}"
+    problems = [doc.problem(("launch", key), f"unknown key {key!r}{did_you_mean(str(key), LAUNCH_KEYS, allowed)}")
                 for key in raw if key not in LAUNCH_KEYS]
     launch = Launch(_whole(doc, raw, "max_new_per_day", problems), _whole(doc, raw, "warn_over", problems))
     return launch, problems
