@@ -3,8 +3,10 @@ evaluations and across replicas on PostgreSQL, and `playbooks pause|resume` act 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from cli_helpers import Daemon, playbookd, small_project
 from smtp_server import SmtpServer, free_port
 from sqlalchemy import create_engine, func, select
 
-from playbookd.store.schema import enrollments, launch_days, outbox, ranges
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import audit, enrollments, launch_days, outbox, ranges
 
 DRAFT = """\
 id: draft
@@ -138,3 +141,43 @@ def test_replicas_sharing_ranges_hold_the_ramp(tmp_path: Path, pg_url: str, smtp
     assert per_playbook(pg_url) == {"ramped": 5}
     assert len(smtp_server.received) == 5
     assert len(workers) >= 2, f"the ranges were shared out: {workers}"
+
+
+WAITS = """\
+id: waits
+trigger: {when: {status: active}}
+steps:
+  - email: {template: login_nudge, to: admin}
+  - wait: 15s
+  - email: {template: login_nudge_short, to: admin}
+"""
+
+
+def _table(db_url: str, table: object, order: object) -> list:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(table).order_by(order)))  # type: ignore[call-overload]
+    finally:
+        engine.dispose()
+
+
+def test_a_pause_freezes_the_waits_of_a_running_daemon(tmp_path: Path, db_url: str, smtp_server: SmtpServer,
+                                                        daemons: list[Daemon]) -> None:
+    path = daemon_project(tmp_path, db_url, smtp_server, {"waits": WAITS}, accounts=2)
+    daemons.append(Daemon(path))
+    daemon = daemons[0]
+    daemon.wait_for("the first emails", lambda: len(smtp_server.received) == 2)
+    assert playbookd("playbooks", "pause", "waits", cwd=path).returncode == 0
+    before = {r.id: aware(r.next_due_at) for r in _table(db_url, enrollments, enrollments.c.id)}
+    latest = max(due for due in before.values() if due is not None)
+    time.sleep(max(0.0, (latest - utcnow()).total_seconds()) + 4)  # the waits would be over by now
+    assert len(smtp_server.received) == 2
+    assert playbookd("playbooks", "resume", "waits", cwd=path).returncode == 0
+    after = {r.id: aware(r.next_due_at) for r in _table(db_url, enrollments, enrollments.c.id)}
+    marks = {r.event: aware(r.at) for r in _table(db_url, audit, audit.c.id) if r.event in ("held", "resumed")}
+    held = marks["resumed"] - marks["held"]
+    assert held > timedelta(seconds=4)
+    assert all(after[i] == due + held for i, due in before.items() if due is not None)  # each keeps what it had left
+    daemon.wait_for("the second emails", lambda: len(smtp_server.received) == 4)
+    assert daemon.stop() == 0
