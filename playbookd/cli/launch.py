@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.cli.output import table
@@ -18,7 +18,7 @@ from playbookd.engine import launch, statuses, summary
 from playbookd.model.launch import HOLDING, declared
 from playbookd.runtime import Runtime
 from playbookd.store.database import connect
-from playbookd.store.schema import outbox
+from playbookd.store.schema import enrollments, outbox
 
 
 def echo_summary(rt: Runtime, engine: Engine, at: datetime, fmt: str, only: Sequence[str]) -> None:
@@ -44,15 +44,21 @@ def playbooks_data(config: Config, engine: Engine, at: datetime) -> list[dict[st
     with engine.connect() as conn:
         for item in statuses.shown(engine, list(files.values())):
             ramp = launch.ramp(conn, item.id, files[item.id].launch, at, config.tz)
-            held = conn.execute(select(func.count()).select_from(outbox).where(
-                outbox.c.playbook_id == item.id, outbox.c.state == "queued")).scalar_one() \
-                if item.status in HOLDING else 0
+            holds = item.status in HOLDING
+            held = _count(conn, outbox, outbox.c.playbook_id == item.id, outbox.c.state == "queued") if holds else 0
+            waiting = _count(conn, enrollments, enrollments.c.playbook_id == item.id,
+                             enrollments.c.state == "active") if holds else 0
             out.append({"playbook": item.id, "status": item.status, "file_status": item.file_status,
                         "set_by": item.origin(), "held_since": item.held_since, "held_messages": held,
+                        "held_enrollments": waiting,
                         "max_new_per_day": ramp.per_day if ramp else None,
                         "entered_today": ramp.entered_today if ramp else None,
                         "waiting": ramp.waiting if ramp else None})
     return out
+
+
+def _count(conn: Connection, table: Any, *where: Any) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def echo_playbooks(data: list[dict[str, Any]]) -> None:
@@ -61,8 +67,10 @@ def echo_playbooks(data: list[dict[str, Any]]) -> None:
             f"{p['entered_today']}/{p['max_new_per_day']} today, {p['waiting']} waiting"
 
     def held(p: dict[str, Any]) -> str:
-        return "-" if p["held_since"] is None else \
-            f"since {p['held_since']:%Y-%m-%d %H:%M}, {p['held_messages']} message(s) held"
+        if p["held_since"] is None or not (p["held_messages"] or p["held_enrollments"]):
+            return "-"
+        return (f"since {p['held_since']:%Y-%m-%d %H:%M}: {p['held_enrollments']} enrollment(s), "
+                f"{p['held_messages']} message(s)")
 
     table(("PLAYBOOK", "STATUS", "SET BY", "RAMP", "HOLDING"),
           [(p["playbook"], p["status"], p["set_by"], ramp(p), held(p)) for p in data])
