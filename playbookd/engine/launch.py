@@ -87,6 +87,8 @@ def _admit_some(runtime: Runtime, engine: Engine, playbook: Playbook, at: dateti
             _sweep(conn, playbook, at)
         room = _room(conn, playbook, at, tz) if playbook.launch.ramped else BATCH
         taken = _next(conn, playbook, at, min(room, BATCH)) if room else []
+        if not taken:
+            return 0, False
         made = enroll(conn, _eligible(conn, taken, at, tz), at)
         conn.execute(delete(launch_queue).where(launch_queue.c.playbook_id == playbook.id,
                                                 launch_queue.c.account_id.in_([c.account_id for c in taken])))
@@ -94,7 +96,7 @@ def _admit_some(runtime: Runtime, engine: Engine, playbook: Playbook, at: dateti
             day, _, _ = day_of(at, tz)
             conn.execute(update(launch_days).where(launch_days.c.playbook_id == playbook.id, launch_days.c.day == day)
                          .values(entered=launch_days.c.entered + made))
-    return made, len(taken) == min(room, BATCH) > 0
+    return made, len(taken) == min(room, BATCH)
 
 
 def admit(runtime: Runtime, engine: Engine, at: datetime, sweep: bool = False) -> int:
@@ -112,8 +114,8 @@ def admit(runtime: Runtime, engine: Engine, at: datetime, sweep: bool = False) -
         while more:
             made, more = _admit_some(runtime, engine, playbook, at, sweep and first)
             total, first = total + made, False
-    gone = waiting - {p.id for p in runtime.playbooks if status[p.id] in ("live", "paused")}
-    if sweep and gone:  # retired, back to draft, or removed: nobody waits for it any more
+    gone = waiting - {p.id for p in runtime.playbooks if status[p.id] != "retired"}
+    if sweep and gone:  # retired or removed: nobody waits for it any more
         with transaction(engine) as conn:
             conn.execute(delete(launch_queue).where(launch_queue.c.playbook_id.in_(sorted(gone))))
     if total:
