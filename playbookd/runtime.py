@@ -62,7 +62,8 @@ class Runtime:
 
     @property
     def active(self) -> tuple[Playbook, ...]:
-        return tuple(p for p in self.playbooks if p.enabled)
+        """Live as their files say; `store.launch.statuses` adds what `playbookd playbooks pause` set."""
+        return tuple(p for p in self.playbooks if p.status == "live")
 
 
 def store_catalog(engine: Engine | None) -> tuple[dict[str, str], set[str]]:

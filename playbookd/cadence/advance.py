@@ -18,13 +18,13 @@ from sqlalchemy.engine import Engine
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.delivery.unsubscribe import resolve_secret
-from playbookd.engine import goals
+from playbookd.engine import goals, statuses
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
 from playbookd.model import evaluation
 from playbookd.model.steps import CONTROL, WaitStep, step_kind
 from playbookd.runtime import Runtime
-from playbookd.store import audit
+from playbookd.store import audit, launch
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction
 from playbookd.store.schema import enrollments, events
@@ -117,7 +117,7 @@ def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datet
         if row is None:
             return
         playbook = runtime.playbook(row.playbook_id)
-        if playbook is None or not playbook.enabled:
+        if playbook is None or playbook.status == "retired":
             return _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
         account = get_account(conn, row.account_id, types, runtime.history_from(now))
         if account is None:
@@ -136,15 +136,19 @@ def _event(conn: Connection, event_id: int | None) -> dict[str, Any] | None:
 
 
 def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -> int:
-    """Advance every enrollment due at `now`; returns how many were advanced."""
+    """Advance every enrollment due at `now`, except those of a paused or draft playbook (they keep
+    their place and the time their wait has left); returns how many were advanced."""
+    statuses.apply(runtime, engine, now)
     with engine.connect() as conn:
         types = load_account_types(conn)
     done = 0
     last = 0
     while True:
         with engine.connect() as conn:
+            held = launch.holding(runtime.playbooks, conn)
             ids = list(conn.execute(select(enrollments.c.id).where(
-                enrollments.c.state == "active", enrollments.c.next_due_at <= now, enrollments.c.id > last)
+                enrollments.c.state == "active", enrollments.c.next_due_at <= now, enrollments.c.id > last,
+                enrollments.c.playbook_id.not_in(held))
                 .order_by(enrollments.c.id).limit(batch)).scalars())
         if not ids:
             return done

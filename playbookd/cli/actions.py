@@ -26,6 +26,7 @@ from playbookd.engine.goal_overlap import goal_overlaps
 from playbookd.engine.values import unseen_values
 from playbookd.errors import DependencyError, Problem, UserError, ValidationError
 from playbookd.model.addresses import AddressError, canonical, lookup_form
+from playbookd.model.launch import deprecations
 from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
 from playbookd.store.accounts import get_account, load_account_types
@@ -75,6 +76,7 @@ def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
     if store is not None and (failures := rehearse(rt, store)):
         raise ValidationError(failures, "templates fail for synced accounts")
     warnings = sorted(unseen_values(rt, store) + goal_overlaps(rt, store, utcnow())) if store is not None else []
+    warnings += deprecations(Path(config.playbooks))
     if strict and warnings:
         raise ValidationError(warnings, "validation failed (--strict: warnings count)")
     names = {name for p in rt.playbooks for name, _ in p.templates()}
@@ -86,7 +88,7 @@ def _preview_playbook() -> Playbook:
     from playbookd.errors import Where
     from playbookd.model.conditions import TRUE
 
-    return Playbook("preview", "Preview", "", True, "general", 0, None, None, TRUE, None, None, (), None,
+    return Playbook("preview", "Preview", "", "live", "general", 0, None, None, TRUE, None, None, (), None,
                     Where("", None, None))
 
 

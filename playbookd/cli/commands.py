@@ -13,6 +13,7 @@ import click
 from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
+from playbookd.cli import launch as launch_output
 from playbookd.cli.health import echo_health
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery.forget import forget as erase
@@ -92,10 +93,17 @@ def sync_cmd(config_path: Path, sources: tuple[str, ...]) -> None:
 @config_option
 @at_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def simulate(config_path: Path, at: str | None, fmt: str) -> None:
+@click.option("--playbook", "only", multiple=True, metavar="ID",
+              help="Only this playbook, whatever its status: a draft is simulated as if live (repeatable).")
+@click.option("--summary", is_flag=True, help="Counts per playbook, segment and first action, and the emails of "
+              "each playbook's first cycle, with a warning over launch.warn_over.")
+def simulate(config_path: Path, at: str | None, fmt: str, only: tuple[str, ...], summary: bool) -> None:
     """Show who would enter which playbook at --at, and their first step. Changes nothing."""
     rt, engine = _loaded(config_path)
-    output.echo_simulation(rt, engine, _at(at), fmt)
+    if summary:
+        launch_output.echo_summary(rt, engine, _at(at), fmt, only)
+        return
+    output.echo_simulation(rt, engine, _at(at), fmt, only)
 
 
 @cli.command()
@@ -197,9 +205,47 @@ def event(config_path: Path, account: str, name: str, data: str, event_id: str |
 @config_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status(config_path: Path, fmt: str) -> None:
-    """Counts of accounts, enrollments and emails; messages needing attention; last runs."""
+    """Counts of accounts, enrollments and emails; each playbook's status; messages needing attention; last runs."""
     config = _config(config_path)
-    output.echo_status(connect(config.database), fmt, [source.name for source in config.sources])
+    engine = connect(config.database)
+    playbooks = launch_output.playbooks_data(config, engine, utcnow())
+    output.echo_status(engine, fmt, playbooks, [source.name for source in config.sources])
+    if fmt == "text" and playbooks:
+        click.echo("\nPlaybooks (`playbookd playbooks pause|resume ID` changes one):")
+        launch_output.echo_playbooks(playbooks)
+
+
+@cli.group("playbooks")
+def playbooks_group() -> None:
+    """Playbooks' statuses; pause and resume them in the database (the files may be read-only)."""
+
+
+@playbooks_group.command("list")
+@config_option
+def playbooks_list(config_path: Path) -> None:
+    """Each playbook's status, where it comes from, and its ramp."""
+    config = _config(config_path)
+    launch_output.echo_playbooks(launch_output.playbooks_data(config, connect(config.database), utcnow()))
+
+
+@playbooks_group.command("pause")
+@config_option
+@click.argument("playbook_id", metavar="ID")
+@click.option("--note", help="Why, for the history.")
+@at_option
+def playbooks_pause(config_path: Path, playbook_id: str, note: str | None, at: str | None) -> None:
+    """Pause ID: no new entrants, its queued mail held, its waits frozen, until resumed."""
+    click.echo(launch_output.set_status(_config(config_path), playbook_id, "paused", _at(at), note))
+
+
+@playbooks_group.command("resume")
+@config_option
+@click.argument("playbook_id", metavar="ID")
+@click.option("--note", help="Why, for the history.")
+@at_option
+def playbooks_resume(config_path: Path, playbook_id: str, note: str | None, at: str | None) -> None:
+    """Make ID live again: its waits go on with the time they had left, its held mail goes out."""
+    click.echo(launch_output.set_status(_config(config_path), playbook_id, "live", _at(at), note))
 
 
 @cli.command()

@@ -52,8 +52,8 @@ def _raise_for(report: SyncReport) -> None:
         raise UserError("sync finished with rejected rows (the good rows were applied)")
 
 
-def echo_simulation(rt: Runtime, engine: Engine, at: datetime, fmt: str) -> None:
-    entries = simulate.simulate(rt, engine, at)
+def echo_simulation(rt: Runtime, engine: Engine, at: datetime, fmt: str, only: Sequence[str] = ()) -> None:
+    entries = simulate.simulate(rt, engine, at, only)
     if fmt == "json":
         for entry in entries:
             click.echo(simulate.as_json(entry))
@@ -177,8 +177,12 @@ def _evaluation_failures(engine: Engine, limit: int = 20) -> list[dict[str, Any]
         return [{"at": aware(r.at), "account": r.account_id, "error": (r.detail or {}).get("error")} for r in rows]
 
 
-def echo_status(engine: Engine, fmt: str, sources: Sequence[str] | None = None) -> None:
+def echo_status(engine: Engine, fmt: str, playbooks: list[dict[str, Any]] | None = None,
+                sources: Sequence[str] | None = None) -> None:
+    """`status`; each playbook's status is printed after it (cli.launch) or is in its JSON."""
     data = status_data(engine, sources)
+    if playbooks is not None:
+        data["playbooks"] = playbooks
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return

@@ -150,6 +150,11 @@ class Limits(_Model):
                               "longer is cut with a warning")
 
 
+class Launch(_Model):
+    warn_over: int = Field(500, ge=1, description="`simulate --summary` warns when a playbook would send more emails "
+                           "than this in its first cycle; a playbook's `launch: {warn_over: N}` overrides it")
+
+
 class Logging(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
@@ -177,6 +182,7 @@ class Config(_Model):
     webhooks: Webhooks = Field(default_factory=Webhooks)
     http: Http = Field(default_factory=Http)
     limits: Limits = Field(default_factory=Limits)
+    launch: Launch = Field(default_factory=Launch)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
 

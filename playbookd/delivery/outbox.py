@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.runtime import Runtime
-from playbookd.store import audit
+from playbookd.store import audit, launch
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
@@ -57,12 +57,13 @@ class DeliveryReport:
                 + (f", held {self.held}" if self.held else "") + (f"; {self.paused}" if self.paused else ""))
 
 
-def _due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
+def _due(conn: Connection, now: datetime, limit: int, held: Sequence[str] = ()) -> list[Row[Any]]:
+    """Queued mail due now, but for that of paused (or draft) playbooks `held`: it stays queued."""
     query = (select(outbox, contacts.c.timezone, contacts.c.status.label("contact_status"),
                     enrollments.c.state.label("enrollment_state"))
              .join(contacts, contacts.c.id == outbox.c.contact_id, isouter=True)
              .join(enrollments, enrollments.c.id == outbox.c.enrollment_id, isouter=True)
-             .where(outbox.c.state == "queued", outbox.c.not_before <= now)
+             .where(outbox.c.state == "queued", outbox.c.not_before <= now, outbox.c.playbook_id.not_in(held))
              .order_by(outbox.c.priority.desc(), outbox.c.not_before, outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=outbox)
@@ -244,7 +245,7 @@ async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Except
 def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryReport,
            limit: int) -> tuple[list[Row[Any]], bool]:
     with transaction(engine) as conn:
-        rows = _due(conn, now, limit)
+        rows = _due(conn, now, limit, launch.holding(runtime.playbooks, conn))
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
         exiting = _exiting(runtime, conn, rows, now)

@@ -16,7 +16,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +37,7 @@ MAX_RETRY_DELAY = timedelta(hours=1)  # a receiver that is down usually comes ba
 WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
 WEBHOOK_SKIPPED = "webhook_skipped"
 log = logging.getLogger("playbookd.webhooks")
+Hold = Callable[[Connection], Sequence[str]]
 
 
 @dataclass
@@ -76,11 +77,12 @@ def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
         raise Retry(str(getattr(exc, "reason", exc))) from exc
 
 
-def _due(engine: Engine, now: datetime, limit: int) -> list[Row[Any]]:
+def _due(engine: Engine, now: datetime, limit: int, hold: Hold | None = None) -> list[Row[Any]]:
     with engine.connect() as conn:
+        held = hold(conn) if hold is not None else []  # webhooks of paused playbooks stay queued
         query = (select(webhooks, enrollments.c.state.label("enrollment_state"))
                  .join(enrollments, enrollments.c.id == webhooks.c.enrollment_id, isouter=True)
-                 .where(webhooks.c.state == "queued", webhooks.c.not_before <= now)
+                 .where(webhooks.c.state == "queued", webhooks.c.not_before <= now, webhooks.c.playbook_id.not_in(held))
                  .order_by(webhooks.c.not_before, webhooks.c.id).limit(limit))
         return list(conn.execute(query))
 
@@ -153,11 +155,13 @@ def _skip(engine: Engine, row: Row[Any], now: datetime, report: WebhookReport) -
 
 
 def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
-             clock: Callable[[], datetime] = utcnow, batch: int = 50, allow_private: bool = False) -> WebhookReport:
-    """Post every webhook due now, oldest first, until none is due or `stop` is set."""
+             clock: Callable[[], datetime] = utcnow, batch: int = 50, allow_private: bool = False,
+             hold: Hold | None = None) -> WebhookReport:
+    """Post every webhook due now, oldest first, until none is due or `stop` is set; `hold` names the
+    playbooks whose webhooks wait."""
     report = WebhookReport()
     while not (stop and stop.is_set()):
-        rows = _due(engine, clock(), batch)
+        rows = _due(engine, clock(), batch, hold)
         for row in rows:
             if stop and stop.is_set():
                 break

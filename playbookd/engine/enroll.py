@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from playbookd.model.account import CHANGES, AccountRecord
 from playbookd.model.conditions import All, Condition, Leaf, Not
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
-from playbookd.store import audit
+from playbookd.store import audit, launch
 from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
@@ -107,8 +107,8 @@ def _eligible(conn: Connection, chunk: list[Candidate], now: datetime, tz: ZoneI
 
 
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
-             id_range: tuple[str | None, str | None] | None, audited: bool) -> Iterator[Candidate]:
-    playbooks = [p for p in runtime.active if p.event is None]
+             id_range: tuple[str | None, str | None] | None, audited: bool,
+             playbooks: Sequence[Playbook]) -> Iterator[Candidate]:
     if not playbooks:
         return
     by_id = {p.id: p for p in playbooks}
@@ -154,13 +154,40 @@ def _trim(segments: dict[str, str], keep: int = 100_000) -> None:
         segments.pop(next(iter(segments)))
 
 
+def statuses(runtime: Runtime, engine: Engine) -> dict[str, str]:
+    """Each playbook's status now: its file's, or what `playbookd playbooks pause|resume` set."""
+    with engine.connect() as conn:
+        return launch.statuses(runtime.playbooks, conn)
+
+
 def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
-               id_range: tuple[str | None, str | None] | None = None, audited: bool = False) -> Iterator[Candidate]:
-    """Accounts that would enter a state-triggered playbook at `now`, eligibility applied; `audited`
-    records the accounts the rules engine failed on (evaluation does, simulate changes nothing)."""
-    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited)):
+               id_range: tuple[str | None, str | None] | None = None, audited: bool = False,
+               playbooks: Sequence[Playbook] | None = None) -> Iterator[Candidate]:
+    """Accounts that would enter a state-triggered playbook at `now` (the live ones, unless `playbooks`
+    names others), eligibility applied; `audited` records the accounts the rules engine failed on
+    (evaluation does, simulate changes nothing)."""
+    if playbooks is None:
+        status = statuses(runtime, engine)
+        playbooks = [p for p in runtime.playbooks if p.event is None and status[p.id] == "live"]
+    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited, playbooks)):
         with engine.connect() as conn:
             yield from _eligible(conn, chunk, now, runtime.config.tz)
+
+
+def _enter(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: ZoneInfo,
+           paused: Collection[str] = ()) -> int:
+    """Enroll the candidates, except those of a ramped or paused playbook: they join its waiting list,
+    and engine.launch lets them in (a day's number at a time, or once it is live again)."""
+    now_in: list[Candidate] = []
+    waits: list[dict[str, Any]] = []
+    for c in chunk:
+        if c.playbook.launch.ramped or c.playbook.id in paused:
+            waits.append({"playbook_id": c.playbook.id, "account_id": c.account_id, "segment": c.segment,
+                          "event_id": c.event_id})
+        else:
+            now_in.append(c)
+    launch.wait(conn, waits, now)
+    return enroll(conn, now_in, now, tz)
 
 
 def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: ZoneInfo) -> int:
@@ -192,7 +219,7 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
     total = 0
     for chunk in chunked(candidates(runtime, engine, now, workers, id_range, audited=True)):
         with transaction(engine) as conn:
-            total += enroll(conn, chunk, now, runtime.config.tz)
+            total += _enter(conn, chunk, now, runtime.config.tz)
     return total
 
 
@@ -218,8 +245,10 @@ def _event_records(conn: Connection, types: dict[str, str], limit: int,
 
 def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
                      batch: int = 500) -> Iterator[tuple[list[int], list[Candidate]]]:
-    """Pending events, a batch at a time: (event ids, eligible candidates)."""
-    playbooks = [p for p in runtime.active if p.event is not None]
+    """Pending events, a batch at a time: (event ids, eligible candidates). A paused playbook's events
+    are matched too: their accounts wait for it to be live again, so no event is lost to a pause."""
+    status = statuses(runtime, engine)
+    playbooks = [p for p in runtime.playbooks if p.event is not None and status[p.id] in ("live", "paused")]
     by_id = {p.id: p for p in playbooks}
     with engine.connect() as conn:
         types = load_account_types(conn)
@@ -247,9 +276,10 @@ def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
         batches = list(event_candidates(runtime, engine, now))
         if not batches:
             return total
+        paused = {pid for pid, status in statuses(runtime, engine).items() if status == "paused"}
         for event_ids, chunk in batches:
             with transaction(engine) as conn:
-                total += enroll(conn, _first_per_pair(chunk), now, runtime.config.tz)
+                total += _enter(conn, _first_per_pair(chunk), now, runtime.config.tz, paused)
                 conn.execute(update(events).where(events.c.id.in_(event_ids)).values(processed_at=now))
 
 

@@ -27,7 +27,7 @@ from playbookd.store.schema import enrollments
 PROJECT_EXIT = "account matches config exit_when"
 PLAYBOOK_EXIT = "exit_when matched"
 LEFT_AUDIENCE = "left the audience"
-PLAYBOOK_GONE = "playbook removed or disabled"
+PLAYBOOK_GONE = "playbook removed or retired"
 ACCOUNT_GONE = "account no longer in the store"
 
 
@@ -62,7 +62,7 @@ def _exits(runtime: Runtime, engine: Engine, rows: list[Any], types: dict[str, s
     found = []
     for row in rows:
         playbook, record = runtime.playbook(row.playbook_id), records.get(row.account_id)
-        if playbook is not None and playbook.enabled and record is not None:
+        if playbook is not None and playbook.status != "retired" and record is not None:
             reason = exit_reason(runtime, playbook, record, now)
             if reason is not None:
                 found.append((row, reason))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
+from playbookd.engine import launch
 from playbookd.engine.enroll import _history, entry_block
 from playbookd.engine.health import breakdown_lines
 from playbookd.errors import UserError
@@ -19,6 +20,7 @@ from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware
+from playbookd.store.launch import statuses
 from playbookd.store.schema import enrollments
 
 
@@ -38,8 +40,6 @@ def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, 
 
 def _verdict(playbook: Playbook, record: AccountRecord, audience_ok: bool, trigger_ok: bool,
              block: str | None) -> str:
-    if not playbook.enabled:
-        return "not evaluated: the playbook is disabled"
     if playbook.event is not None:
         return f"enters when a '{playbook.event}' event arrives and its condition holds"
     if not audience_ok:
@@ -51,6 +51,25 @@ def _verdict(playbook: Playbook, record: AccountRecord, audience_ok: bool, trigg
     return "would enter now"
 
 
+def _launch_verdict(conn: Connection, runtime: Runtime, playbook: Playbook, status: str, account_id: str,
+                    at: datetime, verdict: str) -> str:
+    """The verdict as if the playbook were live (a draft is explained so, to be checked before launch),
+    and what its status or ramp does to it."""
+    if status == "retired":
+        return "not evaluated: the playbook is retired"
+    if status == "draft":
+        return f"draft, enters nothing until 'status: live'; if live: {verdict}"
+    if status == "paused":
+        return f"paused, takes no new entrants until resumed; if live: {verdict}"
+    ramp = launch.ramp(conn, playbook.id, playbook.launch, at, runtime.config.tz)
+    if ramp is None or verdict != "would enter now":
+        return verdict
+    since = launch.waiting_since(conn, playbook.id, [account_id]).get(account_id)
+    queued = f"waiting to enter since {since.isoformat()}" if since else "would join the waiting list"
+    return (f"{queued} (launch.max_new_per_day {ramp.per_day}: {ramp.entered_today} entered today, "
+            f"{ramp.waiting} waiting)")
+
+
 def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, record: AccountRecord,
                      at: datetime) -> dict[str, Any]:
     tz = runtime.config.tz
@@ -58,10 +77,12 @@ def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, recor
     tree = evaluation.explain(playbook.trigger, record, at, tz)
     with engine.connect() as conn:
         seen = _history(conn, {(playbook.id, record["id"])}).get((playbook.id, record["id"]))
-    block = entry_block(playbook, seen, at, runtime.config.tz)
+        status = statuses(runtime.playbooks, conn)[playbook.id]
+        verdict = _launch_verdict(conn, runtime, playbook, status, record["id"], at,
+                                  _verdict(playbook, record, audience_ok, tree.result,
+                                           entry_block(playbook, seen, at, runtime.config.tz)))
     out: dict[str, Any] = {
-        "playbook": playbook.id, "name": playbook.name,
-        "verdict": _verdict(playbook, record, audience_ok, tree.result, block),
+        "playbook": playbook.id, "name": playbook.name, "status": status, "verdict": verdict,
         "audience": {"segments": list(playbook.segments) if playbook.segments else None, "ok": audience_ok},
         "trigger": tree.to_dict(), "enrollment": _enrollment(engine, playbook.id, record["id"]),
     }

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.engine import Engine
 
-from playbookd.engine import enroll
+from playbookd.engine import enroll, launch
 from playbookd.engine.exits import exit_matching
 from playbookd.engine.goals import measure
 from playbookd.runtime import Runtime
@@ -101,5 +101,15 @@ def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
             raise
         with transaction(engine) as conn:
             conn.execute(update(ranges).where(ranges.c.id == row.id).values(state="done", enrolled=enrolled))
+        if _complete(engine, run_at):
+            launch.admit(runtime, engine, run_at, sweep=True)
         done += 1
     return done
+
+
+def _complete(engine: Engine, run_at: datetime) -> bool:
+    """Every range of the evaluation at `run_at` is done: its waiting lists are final. Two replicas
+    finishing the last ranges together may both see it; admitting twice lets in no one more."""
+    with engine.connect() as conn:
+        return conn.execute(select(ranges.c.id).where(ranges.c.run_at == run_at, ranges.c.state != "done")
+                            .limit(1)).first() is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,11 +13,13 @@ from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import format_duration
 from playbookd.delivery.recipients import eligible, load_contacts
-from playbookd.engine.enroll import Candidate, candidates
-from playbookd.errors import UserError
+from playbookd.engine import launch
+from playbookd.engine.enroll import Candidate, candidates, statuses
+from playbookd.errors import UserError, did_you_mean
 from playbookd.model.steps import (
     CONTROL,
     EmailStep,
+    Playbook,
     SetStep,
     Step,
     TaskStep,
@@ -35,11 +37,13 @@ from playbookd.store.chunks import chunked
 class Entry:
     candidate: Candidate
     first: dict[str, Any]
+    waits: bool = False  # past its ramped playbook's number for the day: it waits for a later day
+    emails: int = 0  # emails its first cycle sends (the steps before the first wait)
 
     def as_dict(self) -> dict[str, Any]:
         c = self.candidate
         return {"playbook": c.playbook.id, "account": c.account_id, "segment": c.segment, "step": 0,
-                **self.first}
+                **self.first, **({"waits": True} if self.waits else {})}
 
 
 def _email(runtime: Runtime, conn: Connection, c: Candidate, step: EmailStep,
@@ -74,14 +78,61 @@ def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[st
     return {"action": step_kind(step), **extra}
 
 
-def simulate(runtime: Runtime, engine: Engine, at: datetime) -> Iterator[Entry]:
+def first_cycle_emails(conn: Connection, c: Candidate, people: dict[str, list[Any]]) -> int:
+    count = 0
+    for step in c.playbook.steps:
+        if isinstance(step, WaitStep):
+            break
+        if isinstance(step, EmailStep):
+            count += len(eligible(conn, people.get(c.account_id, []), step.to, c.playbook.category)[0])
+    return count
+
+
+def chosen(runtime: Runtime, engine: Engine, only: Sequence[str] = ()) -> list[Playbook]:
+    """The state-triggered playbooks to simulate: the live ones, or those asked for whatever their status
+    (a draft is simulated as if it were live: that is how it is checked before it goes live)."""
+    if not only:
+        status = statuses(runtime, engine)
+        return [p for p in runtime.playbooks if p.event is None and status[p.id] == "live"]
+    known = {p.id: p for p in runtime.playbooks}
+    for pid in only:
+        if pid not in known:
+            raise UserError(f"no playbook {pid!r}{did_you_mean(pid, known, '')}; known: {', '.join(known)}")
+        if known[pid].event is not None:
+            raise UserError(f"{pid} starts on '{known[pid].event}' events; simulate covers state-triggered playbooks")
+    return [known[pid] for pid in dict.fromkeys(only)]
+
+
+def _waiting(runtime: Runtime, engine: Engine, found: list[Candidate], at: datetime) -> set[tuple[str, str]]:
+    """(playbook, account) of candidates past their ramped playbook's room today, first qualified first."""
+    waits: set[tuple[str, str]] = set()
+    by_playbook: dict[str, list[Candidate]] = {}
+    for c in found:
+        if c.playbook.launch.ramped:
+            by_playbook.setdefault(c.playbook.id, []).append(c)
+    with engine.connect() as conn:
+        for group in by_playbook.values():
+            playbook = group[0].playbook
+            ramp = launch.ramp(conn, playbook.id, playbook.launch, at, runtime.config.tz)
+            assert ramp is not None
+            since = launch.waiting_since(conn, playbook.id, [c.account_id for c in group])
+            ordered = sorted(group, key=lambda c: (since.get(c.account_id, at), c.account_id))
+            waits.update((playbook.id, c.account_id) for c in ordered[ramp.room:])
+    return waits
+
+
+def simulate(runtime: Runtime, engine: Engine, at: datetime, only: Sequence[str] = ()) -> Iterator[Entry]:
     """Entries sorted by playbook then account."""
-    found = sorted(candidates(runtime, engine, at), key=lambda c: (c.playbook.id, c.account_id))
+    found = sorted(candidates(runtime, engine, at, playbooks=chosen(runtime, engine, only)),
+                   key=lambda c: (c.playbook.id, c.account_id))
+    waits = _waiting(runtime, engine, found, at)
     for chunk in chunked(found, 500):
         with engine.connect() as conn:
             people = load_contacts(conn, {c.account_id for c in chunk})
             for c in chunk:
-                yield Entry(c, first_step(runtime, conn, c, people))
+                waiting = (c.playbook.id, c.account_id) in waits
+                yield Entry(c, first_step(runtime, conn, c, people), waiting,
+                            0 if waiting else first_cycle_emails(conn, c, people))
 
 
 def as_json(entry: Entry) -> str:
@@ -92,4 +143,5 @@ def as_row(entry: Entry) -> tuple[str, ...]:
     d = entry.as_dict()
     what = (d.get("template") or d.get("title") or d.get("note") or d.get("wait") or d.get("url")
             or json.dumps(d.get("set")))
-    return (d["playbook"], d["account"], d["segment"], d["action"], str(what), ", ".join(d.get("to", [])))
+    action = d["action"] + (" (a later day: launch.max_new_per_day)" if entry.waits else "")
+    return (d["playbook"], d["account"], d["segment"], action, str(what), ", ".join(d.get("to", [])))

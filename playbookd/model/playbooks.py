@@ -14,6 +14,7 @@ from playbookd.config.reserved import reserved_field
 from playbookd.config.yaml_loader import Key, Located, load_yaml_file
 from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
+from playbookd.model.launch import Launch, read_launch, read_status
 from playbookd.model.steps import (
     STEP_KINDS,
     EmailStep,
@@ -28,7 +29,7 @@ from playbookd.model.steps import (
 )
 
 TOP_KEYS = ("id", "name", "description", "enabled", "category", "priority", "audience",
-            "trigger", "reenter_after", "exit_when", "steps", "goal", "control")
+            "trigger", "reenter_after", "exit_when", "steps", "goal", "control", "status", "launch")
 SPECIAL_RECIPIENTS = ("all", "primary")
 KNOWN_ROLES = frozenset({"admin", "champion", "user", "billing", "owner", "executive"})
 CATEGORIES_HINT = "e.g. product_tips, renewals, surveys, onboarding, operational"
@@ -300,9 +301,6 @@ def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, An
     if not isinstance(pid, str) or not pid.strip():
         reader.fail(("id",), "'id' must be non-empty text")
         pid = stem
-    enabled = data.get("enabled", True)
-    if not isinstance(enabled, bool):
-        reader.fail(("enabled",), "'enabled' is true or false")
     priority = data.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         reader.fail(("priority",), "'priority' is a whole number (higher goes first)")
@@ -311,7 +309,9 @@ def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, An
     if not isinstance(category, str) or not category.isidentifier():
         reader.fail(("category",), f"'category' is a short name, {CATEGORIES_HINT}")
         category = "general"
-    return {"id": pid, "name": str(data.get("name") or pid), "enabled": enabled is not False,
+    status, problems = read_status(reader.doc, data)
+    reader.problems += problems
+    return {"id": pid, "name": str(data.get("name") or pid), "status": status,
             "priority": priority, "category": category}
 
 
@@ -333,9 +333,15 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
         exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
         steps=steps, step_keys=keys, goal=_goal(reader, data.get("goal")),
         control=_control(reader, data.get("control")),
-        where=Where(doc.file, 1, 1),
+        where=Where(doc.file, 1, 1), launch=_launch(reader, data),
     )
     return playbook, reader.problems
+
+
+def _launch(reader: _Reader, data: Mapping[str, Any]) -> Launch:
+    launch, problems = read_launch(reader.doc, data)
+    reader.problems += problems
+    return launch
 
 
 def playbook_files(directory: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from typing import Any
 from playbookd.config.durations import Span
 from playbookd.errors import Where
 from playbookd.model.conditions import Condition
+from playbookd.model.launch import Launch
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Playbook:
     id: str
     name: str
     file: str
-    enabled: bool
+    status: str  # as the file says; see model.launch (the database may pause or resume it)
     category: str
     priority: int
     segments: tuple[str, ...] | None
@@ -84,6 +85,7 @@ class Playbook:
     where: Where = field(compare=False)
     step_keys: tuple[str, ...] = ()  # each step's stable identity, in order
     control: float = 0.0  # the share of entrants held back, 0 <= control < 1
+    launch: Launch = field(default_factory=Launch)
 
     def position(self, step: int, key: str | None) -> tuple[int, str | None]:
         """Where an enrollment that was to run step `step` (known as `key`) stands in this version of

@@ -18,9 +18,10 @@ from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.transports import make_transport
 from playbookd.engine import enroll, ranges
+from playbookd.engine.launch import admit
 from playbookd.runtime import Runtime
 from playbookd.service import metrics
-from playbookd.store import audit
+from playbookd.store import audit, launch
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
 from playbookd.sync.run import SyncReport, sync
@@ -70,6 +71,7 @@ def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None
 def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
         report.enrolled = enroll.evaluate(runtime, engine, now)
+        report.enrolled += admit(runtime, engine, now, sweep=True)
         report.advanced = advance(runtime, engine, now)
     report.failed_accounts = audit.count_at(engine, audit.EVALUATION_FAILED, now)
     report.failed_steps = audit.count_at(engine, audit.STEP_FAILED, now)
@@ -109,6 +111,7 @@ def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | No
 def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
     """Enroll from pending events and run the new enrollments' first steps; returns enrollments made."""
     enrolled = enroll.process_events(runtime, engine, now)
+    enrolled += admit(runtime, engine, now)
     if enrolled:
         advance(runtime, engine, now)
         log.info("events processed", extra={"enrolled": enrolled})
@@ -133,7 +136,8 @@ def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None =
 def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
                   clock: Callable[[], datetime] = utcnow) -> webhooks.WebhookReport:
     report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock,
-                               allow_private=runtime.config.webhooks.allow_private)
+                               allow_private=runtime.config.webhooks.allow_private,
+                               hold=lambda conn: launch.holding(runtime.playbooks, conn))
     if report.sent or report.failed or report.retried:
         log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})
     return report

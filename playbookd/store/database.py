@@ -91,11 +91,12 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     return inserted
 
 
-def upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """Insert rows, or update the non-key columns of those whose `keys` already exist."""
+def upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]],
+           only: Sequence[str] | None = None) -> None:
+    """Insert rows, or update the non-key columns (or `only` these) of those whose `keys` already exist."""
     if not rows:
         return
     stmt = _insert(conn, table)
-    others = [c for c in rows[0] if c not in keys]
+    others = list(only) if only is not None else [c for c in rows[0] if c not in keys]
     conn.execute(stmt.on_conflict_do_update(index_elements=keys,
                                             set_={c: stmt.excluded[c] for c in others}), rows)

@@ -229,3 +229,37 @@ state = Table(
     Column("updated_at", When, nullable=False),
 )
 
+
+# Launch controls (engine/launch.py). A playbook's status set in the database by `playbookd playbooks
+# pause|resume`, which stands while the file still says `yaml_status`; and since when it holds.
+playbook_states = Table(
+    "playbook_states", metadata,
+    Column("playbook_id", String(200), primary_key=True),
+    Column("status", String(20)),  # live | paused; NULL: as the file says
+    Column("yaml_status", String(20)),  # what the file said when it was set
+    Column("set_at", When),
+    Column("note", Text),
+    Column("held_since", When),  # its waits are frozen from here (paused or draft); NULL while it acts
+)
+
+# Accounts that qualified for a ramped (launch.max_new_per_day) or paused playbook and wait to enter,
+# first qualified first; `seen_at` is the latest evaluation that found them still qualifying.
+launch_queue = Table(
+    "launch_queue", metadata,
+    Column("playbook_id", String(200), primary_key=True),
+    Column("account_id", String(200), primary_key=True),
+    Column("segment", String(100), nullable=False),
+    Column("event_id", BigInteger),
+    Column("qualified_at", When, nullable=False),
+    Column("seen_at", When, nullable=False),
+)
+Index("ix_launch_queue_order", launch_queue.c.playbook_id, launch_queue.c.qualified_at)
+
+# New enrollments per ramped playbook per calendar day (config.yaml's timezone): the row every replica
+# locks before admitting more, so the day's number holds across evaluation ranges.
+launch_days = Table(
+    "launch_days", metadata,
+    Column("playbook_id", String(200), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("entered", Integer, nullable=False),
+)

@@ -147,8 +147,8 @@ def test_enrollments_of_a_removed_playbook_exit_with_the_reason(make: Any) -> No
     project.runtime = runtime.load(engine=project.engine, config=project.config)
     project.run(T0 + timedelta(days=4))
     (two,) = project.rows(enrollments, enrollments.c.playbook_id == "two")
-    assert (two.state, two.reason) == ("exited", "playbook removed or disabled")
-    assert [e.reason for e in project.rows(audit, audit.c.event == "exited")] == ["playbook removed or disabled"]
+    assert (two.state, two.reason) == ("exited", "playbook removed or retired")
+    assert [e.reason for e in project.rows(audit, audit.c.event == "exited")] == ["playbook removed or retired"]
 
 
 def test_a_wait_of_a_month_follows_the_calendar(make: Any) -> None:
