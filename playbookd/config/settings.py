@@ -150,6 +150,14 @@ class Limits(_Model):
                               "longer is cut with a warning")
 
 
+class Retention(_Model):
+    bodies: timedelta = Field(timedelta(days=30), description="Rendered bodies of sent, skipped and dropped mail are "
+                              "erased this long after; subject, recipient, state, message-id and times stay")
+    audit: timedelta = Field(timedelta(days=400), description="Audit entries older than this are deleted")
+    every: timedelta = Field(timedelta(hours=6), description="How often the daemon's leader applies retention")
+    batch: int = Field(1000, ge=1, le=100_000, description="Rows per transaction, so no writer waits long")
+
+
 class Logging(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
@@ -177,6 +185,7 @@ class Config(_Model):
     webhooks: Webhooks = Field(default_factory=Webhooks)
     http: Http = Field(default_factory=Http)
     limits: Limits = Field(default_factory=Limits)
+    retention: Retention = Field(default_factory=Retention)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
 
