@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import describe_settings
 from playbookd.delivery import circuit
+from playbookd.delivery.forget import HASHED
 from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
@@ -290,7 +291,11 @@ def echo_message(engine: Engine, message_id: int) -> None:
         if value is not None:
             click.echo(f"{name}: {value}")
     click.echo("")
-    click.echo(f"({DROPPED_NOTE})" if body_dropped(row.html, row.text) else row.text)
+    if body_dropped(row.html, row.text):
+        erased = row.to_addr.startswith(HASHED)  # `forget` replaces the address with its hash
+        click.echo("(body erased by forget)" if erased else f"({DROPPED_NOTE})")
+    else:
+        click.echo(row.text)
 
 
 def echo_enrollments(engine: Engine, state: str | None, playbook: str | None, account: str | None,

@@ -140,11 +140,12 @@ def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None
     return report
 
 
-def apply_retention(runtime: Runtime, engine: Engine, now: datetime | None = None) -> retention.Purged:
+def apply_retention(runtime: Runtime, engine: Engine, now: datetime | None = None,
+                    stop: threading.Event | None = None) -> retention.Purged:
     """Drop old bodies and audit entries (`retention.*`); the daemon's leader runs it on a slow schedule."""
     keep = runtime.config.retention
     with metrics.CYCLE_SECONDS.labels("retention").time():
-        purged = retention.apply(engine, now or utcnow(), keep.bodies, keep.audit, keep.batch)
+        purged = retention.apply(engine, now or utcnow(), keep.bodies, keep.audit, keep.batch, stop)
     if purged.bodies or purged.audit:
         log.info(purged.line(), extra={"bodies": purged.bodies, "audit": purged.audit})
     return purged

@@ -123,7 +123,7 @@ class Daemon:
 
     def retention(self) -> None:
         if self.leader:  # one replica is enough; all of them would only contend for the same rows
-            self._guard("retention", lambda: cycle.apply_retention(self.runtime, self.engine))
+            self._guard("retention", lambda: cycle.apply_retention(self.runtime, self.engine, stop=self.stop))
 
     def _guard(self, what: str, job: object) -> None:
         """A failing job is logged and retried on its next turn; it never takes the daemon down."""

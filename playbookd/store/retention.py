@@ -3,6 +3,7 @@ store does not grow without bound and no other writer (the delivery thread, a re
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,7 +33,7 @@ def body_dropped(html: str, text: str) -> bool:
     return not html and not text
 
 
-def drop_bodies(engine: Engine, before: datetime, batch: int) -> int:
+def drop_bodies(engine: Engine, before: datetime, batch: int, stop: threading.Event | None = None) -> int:
     """Erase the bodies of finished messages last touched before `before`, `batch` rows per transaction."""
     done, last = 0, 0
     old = or_(outbox.c.sent_at < before, (outbox.c.sent_at.is_(None)) & (outbox.c.created_at < before))
@@ -45,12 +46,12 @@ def drop_bodies(engine: Engine, before: datetime, batch: int) -> int:
             if ids:
                 conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(html="", text=""))
         done += len(ids)
-        if len(ids) < batch:
+        if len(ids) < batch or (stop is not None and stop.is_set()):  # the rest waits for the next turn
             return done
         last = ids[-1]
 
 
-def purge_audit(engine: Engine, before: datetime, batch: int) -> int:
+def purge_audit(engine: Engine, before: datetime, batch: int, stop: threading.Event | None = None) -> int:
     """Delete audit entries older than `before`; walking the primary key keeps each batch cheap, as
     entries are written roughly in time order."""
     done, last = 0, 0
@@ -61,10 +62,11 @@ def purge_audit(engine: Engine, before: datetime, batch: int) -> int:
             if ids:
                 conn.execute(delete(audit).where(audit.c.id.in_(ids)))
         done += len(ids)
-        if len(ids) < batch:
+        if len(ids) < batch or (stop is not None and stop.is_set()):  # the rest waits for the next turn
             return done
         last = ids[-1]
 
 
-def apply(engine: Engine, now: datetime, bodies: timedelta, audit_for: timedelta, batch: int) -> Purged:
-    return Purged(drop_bodies(engine, now - bodies, batch), purge_audit(engine, now - audit_for, batch))
+def apply(engine: Engine, now: datetime, bodies: timedelta, audit_for: timedelta, batch: int,
+          stop: threading.Event | None = None) -> Purged:
+    return Purged(drop_bodies(engine, now - bodies, batch, stop), purge_audit(engine, now - audit_for, batch, stop))
