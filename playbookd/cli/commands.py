@@ -314,6 +314,14 @@ def outbox_list(config_path: Path, states: tuple[str, ...], limit: int) -> None:
     output.echo_outbox(connect(_config(config_path).database), states, limit)
 
 
+@outbox_group.command("show")
+@config_option
+@click.argument("message_id", type=int)
+def outbox_show(config_path: Path, message_id: int) -> None:
+    """One message: its headers, state and text body (or why the body is gone)."""
+    output.echo_message(connect(_config(config_path).database), message_id)
+
+
 @outbox_group.command("resend")
 @config_option
 @click.argument("ids", nargs=-1, type=int, required=True)
@@ -328,6 +336,15 @@ def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
 def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
     """Give up on messages for good."""
     click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+
+
+@cli.command()
+@config_option
+@at_option
+def purge(config_path: Path, at: str | None) -> None:
+    """Apply retention now: drop old message bodies (retention.bodies), delete old audit entries (retention.audit)."""
+    rt, engine = _loaded(config_path)
+    click.echo(cycle.apply_retention(rt, engine, _at(at)).line())
 
 
 @cli.command()

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import describe_settings
 from playbookd.delivery import circuit
+from playbookd.delivery.forget import HASHED
 from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
@@ -21,6 +22,7 @@ from playbookd.runtime import Runtime
 from playbookd.service.cycle import CycleReport
 from playbookd.store import audit, state
 from playbookd.store.database import aware
+from playbookd.store.retention import DROPPED_NOTE, body_dropped
 from playbookd.store.schema import accounts, contacts, enrollments, outbox, suppressions, tasks
 from playbookd.store.schema import audit as audit_table
 from playbookd.sync import health
@@ -86,6 +88,8 @@ def echo_cycle(report: CycleReport) -> None:
     if hooks.sent or hooks.retried or hooks.failed or hooks.skipped:
         click.echo(f"webhooks: posted {hooks.sent}, retrying {hooks.retried}, failed {hooks.failed}, "
                    f"skipped {hooks.skipped}")
+    if report.purged.bodies or report.purged.audit:
+        click.echo(report.purged.line())
     if report.failed_accounts:
         click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
     if report.failed_steps:
@@ -277,6 +281,25 @@ def echo_outbox(engine: Engine, states: Sequence[str], limit: int) -> None:
                  r.not_before.strftime("%Y-%m-%d %H:%M") if r.not_before else "", (r.last_error or "")[:60])
                 for r in conn.execute(query)]
     table(("ID", "STATE", "TO", "PLAYBOOK", "ACCOUNT", "TRIES", "NOT BEFORE", "LAST ERROR"), rows)
+
+
+def echo_message(engine: Engine, message_id: int) -> None:
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox).where(outbox.c.id == message_id)).first()
+    if row is None:
+        raise UserError(f"message {message_id}: no such message")
+    sent = aware(row.sent_at)
+    for name, value in (("Message-ID", row.message_id), ("To", row.to_addr), ("Subject", row.subject),
+                        ("Playbook", row.playbook_id), ("Account", row.account_id), ("State", row.state),
+                        ("Created", aware(row.created_at)), ("Sent", sent), ("Last error", row.last_error)):
+        if value is not None:
+            click.echo(f"{name}: {value}")
+    click.echo("")
+    if body_dropped(row.html, row.text):
+        erased = row.to_addr.startswith(HASHED)  # `forget` replaces the address with its hash
+        click.echo("(body erased by forget)" if erased else f"({DROPPED_NOTE})")
+    else:
+        click.echo(row.text)
 
 
 def echo_enrollments(engine: Engine, state: str | None, playbook: str | None, account: str | None,

@@ -155,6 +155,15 @@ class Launch(_Model):
                            "than this in its first cycle; a playbook's `launch: {warn_over: N}` overrides it")
 
 
+class Retention(_Model):
+    bodies: timedelta = Field(timedelta(days=30), description="Rendered bodies of sent, skipped and dropped mail are "
+                              "erased this long after; subject, recipient, state, message-id and times stay")
+    audit: timedelta = Field(timedelta(days=400), description="Audit entries older than this are deleted")
+    every: timedelta = Field(timedelta(hours=6), description="How often the daemon's leader applies retention")
+    batch: int = Field(1000, ge=1, le=100_000, description="Rows per transaction, so no writer waits long")
+    _d = field_validator("bodies", "audit", "every", mode="before")(_duration)
+
+
 class Logging(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
@@ -183,6 +192,7 @@ class Config(_Model):
     http: Http = Field(default_factory=Http)
     limits: Limits = Field(default_factory=Limits)
     launch: Launch = Field(default_factory=Launch)
+    retention: Retention = Field(default_factory=Retention)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
 

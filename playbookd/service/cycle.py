@@ -21,7 +21,7 @@ from playbookd.engine import enroll, ranges
 from playbookd.engine.launch import admit
 from playbookd.runtime import Runtime
 from playbookd.service import metrics
-from playbookd.store import audit, launch
+from playbookd.store import audit, launch, retention
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
 from playbookd.sync.run import SyncReport, sync
@@ -40,6 +40,7 @@ class CycleReport:
     failed_accounts: int = 0  # accounts the rules engine could not evaluate
     failed_steps: int = 0  # enrollments stopped at a step that could not run
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
+    purged: retention.Purged = field(default_factory=retention.Purged)
 
     @property
     def ok(self) -> bool:
@@ -143,6 +144,17 @@ def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None
     return report
 
 
+def apply_retention(runtime: Runtime, engine: Engine, now: datetime | None = None,
+                    stop: threading.Event | None = None) -> retention.Purged:
+    """Drop old bodies and audit entries (`retention.*`); the daemon's leader runs it on a slow schedule."""
+    keep = runtime.config.retention
+    with metrics.CYCLE_SECONDS.labels("retention").time():
+        purged = retention.apply(engine, now or utcnow(), keep.bodies, keep.audit, keep.batch, stop)
+    if purged.bodies or purged.audit:
+        log.info(purged.line(), extra={"bodies": purged.bodies, "audit": purged.audit})
+    return purged
+
+
 def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
     """Exactly one full cycle, as `playbookd run --once` does."""
     started = time.monotonic()
@@ -155,6 +167,7 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
     report.webhooks = post_webhooks(runtime, engine, clock=clock)
+    report.purged = apply_retention(runtime, engine, now)
     report.seconds = time.monotonic() - started
     put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
     return report

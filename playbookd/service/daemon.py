@@ -121,6 +121,10 @@ class Daemon:
         """Beside delivery, not after it: a slow receiver never holds up email."""
         self._guard("webhooks", lambda: cycle.post_webhooks(self.runtime, self.engine, self.stop))
 
+    def retention(self) -> None:
+        if self.leader:  # one replica is enough; all of them would only contend for the same rows
+            self._guard("retention", lambda: cycle.apply_retention(self.runtime, self.engine, stop=self.stop))
+
     def _guard(self, what: str, job: object) -> None:
         """A failing job is logged and retried on its next turn; it never takes the daemon down."""
         if self.stop.is_set():
@@ -168,6 +172,7 @@ class Daemon:
         every = config.scheduler.deliver_every
         self.scheduler.every("events", every, self.react, executor=EVENTS, first_in=every)
         self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
+        self.scheduler.every("retention", config.retention.every, self.retention)
         self.scheduler.every("lead", LEAD_EVERY, self.lead, executor=CONTROL, first_in=LEAD_EVERY)
 
     def reload(self) -> None:

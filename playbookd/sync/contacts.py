@@ -117,7 +117,8 @@ class ContactRun(Run):
             changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE if c != "synced_at")
             self.report.updated += changed
             self.report.unchanged += not changed
-            updates.append({**new, "b_id": old.id})
+            if changed:  # an unchanged contact is not rewritten (see AccountRun._diff)
+                updates.append({**new, "b_id": old.id})
             if old.status != LEFT and new["status"] == LEFT and new["role"] in LEFT_ROLES:
                 left[values["account_id"]].add(LEFT_ROLES[new["role"]])
         self.report.inserted += len(inserts)
