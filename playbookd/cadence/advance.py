@@ -17,12 +17,13 @@ from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
+from playbookd.delivery import clicks
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import goals, statuses
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
 from playbookd.model import evaluation
-from playbookd.model.steps import CONTROL, WaitStep, step_kind
+from playbookd.model.steps import CONTROL, Step, WaitStep, step_kind
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
 from playbookd.store.accounts import get_account, load_account_types
@@ -69,11 +70,22 @@ def _goal_ends(ctx: StepContext) -> bool:
     return goals.mark_met(ctx.conn, ctx.enrollment, ctx.playbook, ctx.now)
 
 
+def _when_false(ctx: StepContext, step: Step) -> bool:
+    """A step's `when:` over the account and what happened in this enrollment (clicks, emails, days)."""
+    if step.when is None:
+        return False
+    record = {**ctx.account, **clicks.enrollment_facts(ctx.conn, ctx.enrollment, ctx.now)}
+    return not evaluation.evaluate(step.when, record, ctx.now, ctx.runtime.config.tz)
+
+
 def _run(ctx: StepContext, index: int) -> datetime | None:
     """Run a step; the control group waits as the others do but is held back from every action."""
     step = ctx.playbook.steps[index]
     if ctx.enrollment.group_name == CONTROL and not isinstance(step, WaitStep):
         ctx.log(audit.STEP_SKIPPED, index, "control_group", detail={"action": step_kind(step)})
+        return None
+    if _when_false(ctx, step):
+        ctx.log(audit.STEP_SKIPPED, index, "when_false", detail={"action": step_kind(step)})
         return None
     return run_step(ctx, index, step)
 

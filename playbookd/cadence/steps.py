@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from playbookd.cadence.context import StepContext
 from playbookd.config.durations import shift
 from playbookd.config.settings import expand_env
+from playbookd.delivery.clicks import Rewriter
 from playbookd.delivery.message import make_message_id
 from playbookd.delivery.recipients import Contact, eligible, load_contacts
 from playbookd.delivery.unsubscribe import sign, unsubscribe_url
@@ -74,13 +75,19 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
     if rendered.cut or cut:
         _record_cuts(ctx, index, contact, [*rendered.cut, *cut])
     key = f"{ctx.enrollment.id}:{index}:{contact.id}"
+    html, text = rendered.html, rendered.text
+    if ctx.runtime.config.delivery.track_clicks:
+        public = ctx.runtime.config.company.public_url
+        own = public.rstrip("/")
+        links = Rewriter(ctx.secret, public, key, keep=(url, f"{own}/unsubscribe/", f"{own}/c/"))
+        html, text = links.html(html), links.text(text)
     domain = parseaddr(ctx.runtime.config.delivery.from_)[1].rpartition("@")[2] or "playbookd.local"
     insert_ignore(ctx.conn, outbox, [{
         "key": key, "message_id": make_message_id(key, domain, ctx.secret), "enrollment_id": ctx.enrollment.id,
         "playbook_id": ctx.playbook.id, "account_id": ctx.account["id"], "contact_id": contact.id,
         "to_addr": contact.email, "template": rendered.template, "variant": variant.name or None,
         "category": ctx.playbook.category, "priority": ctx.playbook.priority, "subject": rendered.subject,
-        "html": rendered.html, "text": rendered.text, "headers": {**headers, "List-Unsubscribe-URL": url},
+        "html": html, "text": text, "headers": {**headers, "List-Unsubscribe-URL": url},
         "state": "queued", "attempts": 0, "not_before": ctx.now, "created_at": ctx.now,
     }])
     ctx.log(audit.QUEUED, index, contact=contact.email, detail={"template": rendered.template,

@@ -14,13 +14,15 @@ import click
 from playbookd.report.results import Comparison, Group, PlaybookResult
 
 CSV_COLUMNS = ("playbook", "section", "name", "versus", "entered", "met_at_entry", "goal_met", "rate",
-               "emails_sent", "unsubscribe_rate", "complaint_rate", "lift", "ci95_low", "ci95_high", "p_value",
+               "emails_sent", "clicked", "click_rate", "unsubscribe_rate", "complaint_rate", "lift",
+               "ci95_low", "ci95_high", "p_value",
                "note")
 
 
 def _group_json(group: Group) -> dict[str, Any]:
     return {"name": group.name, "entered": group.entered, "met_at_entry": group.met_at_entry,
             "goal_met": group.goal_met, "rate": group.rate, "emails_sent": group.emails_sent,
+            "emailed": group.emailed, "clicked": group.clicked, "click_rate": group.click_rate,
             "recipients": group.recipients, "unsubscribed": group.unsubscribed,
             "unsubscribe_rate": group.unsubscribe_rate, "complaints": group.complained,
             "complaint_rate": group.complaint_rate}
@@ -102,10 +104,11 @@ def text_lines(result: PlaybookResult) -> list[str]:
              f"  tasks: created {sum(result.tasks.values())}, done {result.tasks['done']}",
              _goal_line(result)]
     groups = [[g.name, str(g.entered), str(g.met_at_entry), str(g.goal_met), _percent(g.rate), str(g.emails_sent),
-               _percent(g.unsubscribe_rate), _percent(g.complaint_rate)] for g in result.ordered_groups()]
+               f"{g.clicked} ({_percent(g.click_rate)})", _percent(g.unsubscribe_rate), _percent(g.complaint_rate)]
+              for g in result.ordered_groups()]
     if groups:
-        lines += _table(("GROUP", "ENTERED", "MET AT ENTRY", "GOAL MET", "RATE", "EMAILS", "UNSUBSCRIBED",
-                         "COMPLAINTS"), groups)
+        lines += _table(("GROUP", "ENTERED", "MET AT ENTRY", "GOAL MET", "RATE", "EMAILS", "CLICKED",
+                         "UNSUBSCRIBED", "COMPLAINTS"), groups)
     if result.comparisons:
         lines += _table(("GROUP", "VERSUS", "LIFT", "95% CI", "P-VALUE"),
                         [_comparison_row(c) for c in result.comparisons])
@@ -119,7 +122,8 @@ def csv_rows(result: PlaybookResult) -> list[dict[str, Any]]:
     for g in result.ordered_groups():
         rows.append({"playbook": result.playbook, "section": "group", "name": g.name, "entered": g.entered,
                      "met_at_entry": g.met_at_entry, "goal_met": g.goal_met, "rate": g.rate,
-                     "emails_sent": g.emails_sent, "unsubscribe_rate": g.unsubscribe_rate,
+                     "emails_sent": g.emails_sent, "clicked": g.clicked, "click_rate": g.click_rate,
+                     "unsubscribe_rate": g.unsubscribe_rate,
                      "complaint_rate": g.complaint_rate})
     for c in result.comparisons:
         low, high = c.ci95 or (None, None)

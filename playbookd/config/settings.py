@@ -110,6 +110,10 @@ class Delivery(_Model):
     rate_per_second: float = Field(20.0, gt=0, description="Messages per second at most")
     max_age: timedelta = Field(timedelta(days=5), description="Retry temporary failures this long")
     unsubscribe_secret: str | None = Field(None, description="HMAC key for unsubscribe links")
+    track_clicks: bool = Field(False, description="Send links through a signed redirect on the HTTP listener "
+                               "(company.public_url) that records the click; no open pixel either way")
+    scan_seconds: float = Field(10.0, ge=0, description="A link fetched this soon after delivery is a mail "
+                                "scanner's, recorded as scanned, not as a click")
     _max_age = field_validator("max_age", mode="before")(_duration)
 
 

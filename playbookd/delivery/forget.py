@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.model.addresses import lookup_form
 from playbookd.store.database import insert_ignore, transaction
-from playbookd.store.schema import audit, contacts, outbox, suppressions
+from playbookd.store.schema import audit, clicks, contacts, outbox, suppressions
 
 HASHED = "sha256:"
 
@@ -54,6 +54,8 @@ def forget(engine: Engine, email: str, now: datetime) -> Forgotten:
         conn.execute(update(outbox).where(mine, outbox.c.state == "queued").values(state="dropped"))
         done.messages = conn.execute(update(outbox).where(mine).values(
             to_addr=token, subject="", html="", text="", headers={}, last_error=None)).rowcount
+        # clicks stay counted (the report's rates), but no longer say whose they were or where they went
+        conn.execute(update(clicks).where(func.lower(clicks.c.contact).in_(forms)).values(contact=token, url=""))
         done.audit = conn.execute(update(audit).where(func.lower(audit.c.contact).in_(forms)).values(
             contact=token, detail=None)).rowcount
         _suppress_hashed(conn, address, forms, now)

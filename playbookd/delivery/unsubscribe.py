@@ -19,23 +19,23 @@ SECRET_ENV = "PLAYBOOKD_SECRET"
 _KEY = "unsubscribe_secret"
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64url(text: str) -> bytes:
     """Strict: the decoder alone ignores stray characters and the unused low bits of the last one,
     so several spellings would decode alike and an altered token could still verify."""
     data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(data) != text:
+    if b64url(data) != text:
         raise ValueError("not canonical unpadded base64url")
     return data
 
 
 def sign(secret: bytes, email: str, category: str) -> str:
-    payload = _b64(json.dumps([lookup_form(email), category], separators=(",", ":")).encode())
+    payload = b64url(json.dumps([lookup_form(email), category], separators=(",", ":")).encode())
     mac = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
-    return f"{payload}.{_b64(mac)}"
+    return f"{payload}.{b64url(mac)}"
 
 
 def verify(secret: bytes, token: str) -> tuple[str, str] | None:
@@ -44,9 +44,9 @@ def verify(secret: bytes, token: str) -> tuple[str, str] | None:
     try:
         payload, mac = token.split(".", 1)
         expected = hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(expected, _unb64(mac)):
+        if not hmac.compare_digest(expected, unb64url(mac)):
             return None
-        email, category = json.loads(_unb64(payload))
+        email, category = json.loads(unb64url(payload))
     except (ValueError, TypeError):
         return None
     return (lookup_form(email), category) if isinstance(email, str) and isinstance(category, str) else None

@@ -138,6 +138,11 @@ class _Parser:
 
 
 def _unknown_field(name: str, known: FieldTypes) -> str:
+    facts = [n for n in known.types if n.startswith("enrollment.")]
+    if name.startswith("enrollment."):
+        if not facts:
+            return f"{name!r}: enrollment facts are read only in a step's `when:`"
+        return f"unknown enrollment fact {name!r}{did_you_mean(name, facts)} (enrollment facts: {', '.join(facts)})"
     hint = did_you_mean(name, known.types)
     return f"unknown field {name!r}{hint} (fields come from the well-known list, sources and the store)"
 

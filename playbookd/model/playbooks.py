@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
 from playbookd.model.launch import Launch, read_launch, read_status
 from playbookd.model.steps import (
+    ENROLLMENT_FACTS,
     STEP_KINDS,
     EmailStep,
     Goal,
@@ -56,8 +57,9 @@ class _Reader:
         line, col = self.doc.where(path)
         return Where(self.doc.file, line, col)
 
-    def condition(self, path: Key, event_fields: bool = False) -> Condition:
-        known = FieldTypes(self.ctx.fields.types, allow_events=event_fields)
+    def condition(self, path: Key, event_fields: bool = False, enrollment: bool = False) -> Condition:
+        types = {**self.ctx.fields.types, **ENROLLMENT_FACTS} if enrollment else self.ctx.fields.types
+        known = FieldTypes(types, allow_events=event_fields)
         cond, problems = parse_condition(self.doc, path, known)
         self.problems += problems
         return cond
@@ -169,9 +171,17 @@ def _set(reader: _Reader, spec: Any, path: Key) -> SetStep | None:
 
 
 def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
-    body = {k: v for k, v in data.items() if k != "id"} if isinstance(data, dict) else None
+    step = _step_body(reader, data, path)
+    if step is None or not isinstance(data, dict) or data.get("when") is None:
+        return step
+    return replace(step, when=reader.condition((*path, "when"), enrollment=True))
+
+
+def _step_body(reader: _Reader, data: Any, path: Key) -> Step | None:
+    body = {k: v for k, v in data.items() if k not in ("id", "when")} if isinstance(data, dict) else None
     if body is None or len(body) != 1:
-        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item, and an optional id)")
+        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item, and an optional "
+                    "id and when)")
         return None
     kind, spec = next(iter(body.items()))
     if kind not in STEP_KINDS:

@@ -25,12 +25,14 @@ class EmailStep:
     to: tuple[str, ...]
     variants: tuple[Variant, ...]  # one unnamed variant when `template:` is used
     where: Where
+    when: Condition | None = None  # over account fields and enrollment facts; false: skipped
 
 
 @dataclass(frozen=True)
 class WaitStep:
     span: Span
     where: Where
+    when: Condition | None = None  # over account fields and enrollment facts; false: skipped
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TaskStep:
     assign: str  # "csm" or an email address
     due_in: Span | None
     where: Where
+    when: Condition | None = None  # over account fields and enrollment facts; false: skipped
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,19 @@ class WebhookStep:
     url: str
     body: Any
     where: Where
+    when: Condition | None = None  # over account fields and enrollment facts; false: skipped
 
 
 @dataclass(frozen=True)
 class SetStep:
     values: Mapping[str, Any]
     where: Where
+    when: Condition | None = None  # over account fields and enrollment facts; false: skipped
 
+
+ENROLLMENT_FACTS: dict[str, str | None] = {
+    "enrollment.clicked": "boolean", "enrollment.emails_sent": "integer", "enrollment.days_in": "integer",
+    "enrollment.group": "string"}
 
 Step = EmailStep | WaitStep | TaskStep | WebhookStep | SetStep
 STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook": WebhookStep,

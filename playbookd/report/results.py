@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from playbookd.model.steps import CONTROL, TREATMENT, group_parts
 from playbookd.report.stats import MIN_MEASURED, NOT_ENOUGH, difference
 from playbookd.store.database import aware
-from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
+from playbookd.store.schema import accounts, audit, clicks, enrollments, outbox, suppressions, tasks
 
 UNGROUPED = "ungrouped"  # enrollments made before groups were recorded
 OPERATOR = "ended by an operator"
@@ -48,6 +48,12 @@ class Group:
     recipients: int = 0
     unsubscribed: int = 0
     complained: int = 0
+    emailed: int = 0  # enrollments sent at least one email
+    clicked: int = 0  # of those, the ones with a click on a tracked link (scanners not counted)
+
+    @property
+    def click_rate(self) -> float | None:
+        return self.clicked / self.emailed if self.emailed else None
 
     @property
     def measured(self) -> int:
@@ -196,19 +202,25 @@ def _suppressed_after(reason: str, any_category: bool) -> Any:
 
 
 def _guardrails(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:
-    """Per group: the addresses emailed, and how many of them unsubscribed or complained afterwards."""
+    """Per group: the addresses emailed, how many of them unsubscribed or complained afterwards, and the
+    enrollments emailed and how many of them clicked."""
     joined = outbox.join(enrollments, outbox.c.enrollment_id == enrollments.c.id)
+    clicked = exists().where(clicks.c.enrollment_id == enrollments.c.id, clicks.c.kind == "clicked")
     query = (select(enrollments.c.playbook_id, enrollments.c.group_name, func.count(distinct(outbox.c.to_addr)),
                     func.count(distinct(case((_suppressed_after("unsubscribed", False), outbox.c.to_addr)))),
-                    func.count(distinct(case((_suppressed_after("complaint", True), outbox.c.to_addr)))))
+                    func.count(distinct(case((_suppressed_after("complaint", True), outbox.c.to_addr)))),
+                    func.count(distinct(enrollments.c.id)), func.count(distinct(case((clicked, enrollments.c.id)))))
              .select_from(joined).where(outbox.c.state == "sent")
              .group_by(enrollments.c.playbook_id, enrollments.c.group_name))
-    for playbook, group_name, recipients, unsubscribed, complained in conn.execute(_in_scope(query, scope)):
+    for playbook, group_name, recipients, unsubscribed, complained, emailed, clicks_ in conn.execute(
+            _in_scope(query, scope)):
         for name, family in _parts(group_name):
             group = results[playbook].group(name, family)
             group.recipients += recipients
             group.unsubscribed += unsubscribed
             group.complained += complained
+            group.emailed += emailed
+            group.clicked += clicks_
 
 
 def _tasks(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:

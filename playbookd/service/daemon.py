@@ -226,7 +226,8 @@ class Daemon:
         with transaction(self.engine) as conn:
             secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
         site = http.Site(self.engine, secret, config.company.name, self.healthy,
-                        config.http.events_token, lambda: self.scheduler.nudge("events"))
+                        config.http.events_token, lambda: self.scheduler.nudge("events"),
+                        scan_seconds=config.delivery.scan_seconds)
         try:
             server = http.Server(config.http.listen, site)
         except OSError as exc:

@@ -1,4 +1,5 @@
-"""The HTTP endpoints as an ASGI application: one-click unsubscribe, events, health check and metrics.
+"""The HTTP endpoints as an ASGI application: one-click unsubscribe, tracked links, events, health
+check and metrics.
 
 GET on an unsubscribe link only shows a confirmation page, because mail scanners and link
 previews fetch every URL in a message; the unsubscribe itself is a POST, either the one-click
@@ -31,6 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from playbookd.delivery import clicks
 from playbookd.delivery.unsubscribe import verify
 from playbookd.errors import ConflictError, UserError
 from playbookd.service import metrics
@@ -76,13 +78,15 @@ class Site:
     """What the handlers need from the daemon, kept narrow so the listener can run on its own in tests."""
 
     def __init__(self, engine: Engine, secret: bytes, company: str, healthy: Callable[[], dict[str, Any]],
-                 events_token: str | None = None, on_events: Callable[[], None] = lambda: None) -> None:
+                 events_token: str | None = None, on_events: Callable[[], None] = lambda: None,
+                 scan_seconds: float = 10.0) -> None:
         self.engine = engine
         self.secret = secret
         self.company = company
         self.healthy = healthy
         self.events_token = events_token
         self.on_events = on_events
+        self.scan_seconds = scan_seconds
 
 
 def send(status: int, content_type: str, payload: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -210,6 +214,26 @@ class Endpoints:
         return page(200, "You are unsubscribed",
                     f"<p>{html.escape(mask(email))} will get no more {html.escape(category_label(category))}.</p>")
 
+    async def click(self, request: Request) -> Response:
+        """A tracked link: recorded (as a click, or as scanned) and redirected to the URL the token
+        signs. Only a genuine token redirects anywhere; a failing store does not keep anyone from
+        the page they asked for."""
+        link = clicks.verify(self.site.secret, request.path_params["token"])
+        if link is None:
+            raise HTTPException(404)
+        key, index, url = link
+        agent = request.headers.get("user-agent", "")
+        try:
+            kind = await run_in_threadpool(self._record_click, key, index, url, request.method, agent)
+            metrics.CLICKS.labels(kind or "unknown_message").inc()
+        except SQLAlchemyError:
+            log.exception("a click could not be stored")
+        return send(302, "text/plain; charset=utf-8", b"", {"Location": url, "Referrer-Policy": "no-referrer"})
+
+    def _record_click(self, key: str, index: int, url: str, method: str, agent: str) -> str | None:
+        with transaction(self.site.engine) as conn:
+            return clicks.record(conn, key, index, url, method, agent, utcnow(), self.site.scan_seconds)
+
     async def events(self, request: Request) -> Response:
         expected = self.site.events_token
         if not expected:
@@ -241,6 +265,7 @@ def build(site: Site, body_seconds: float) -> Starlette:
         Route("/healthz", endpoints.health),
         Route("/metrics", endpoints.metrics),
         Route("/events", endpoints.events, methods=["POST"]),
+        Route("/c/{token}", endpoints.click, methods=["GET", "HEAD"]),
         Route("/unsubscribe/{token}", endpoints.confirm, methods=["GET"]),
         Route("/unsubscribe/{token}", endpoints.unsubscribe, methods=["POST"]),
     ], exception_handlers={HTTPException: refused})

@@ -33,6 +33,8 @@ CYCLE_SECONDS = Histogram("playbookd_cycle_seconds", "Duration of a sync or an e
 EVALUATIONS = Counter("playbookd_evaluations", "Evaluation passes run by this process", registry=REGISTRY)
 ENROLLED = Counter("playbookd_enrolled", "Enrollments created by this process", registry=REGISTRY)
 SYNCED_ROWS = Counter("playbookd_synced_rows", "Source rows read by this process", ["source"], registry=REGISTRY)
+CLICKS = Counter("playbookd_link_fetches", "Tracked links fetched, by kind (clicked, scanned, unknown_message)",
+                 ["kind"], registry=REGISTRY)
 HTTP_CUT = Counter("playbookd_http_cut", "HTTP connections and requests the listener cut short, by reason "
                    "(slow_headers, evicted, busy, slow_body, too_large)", ["reason"], registry=REGISTRY)
 

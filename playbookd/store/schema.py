@@ -117,6 +117,23 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.state, outbox.c.not_before)
 Index("ix_outbox_to", outbox.c.to_addr, outbox.c.state)
 
+clicks = Table(  # one row per (message, link, kind, reason): a second click on a link is not a new one
+    "clicks", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_key", String(200), nullable=False),  # the outbox row's key
+    Column("link", Integer, nullable=False),  # the link's place among the message's links
+    Column("url", Text, nullable=False),
+    Column("kind", String(20), nullable=False),  # clicked | scanned
+    Column("reason", String(40), nullable=False),  # scanned: head, scanner_agent or too_soon; else click
+    Column("enrollment_id", BigInteger),
+    Column("playbook_id", String(200), nullable=False),
+    Column("account_id", String(200), nullable=False),
+    Column("contact", String(320), nullable=False),
+    Column("at", When, nullable=False),
+    UniqueConstraint("message_key", "link", "kind", "reason", name="uq_clicks_once"),
+)
+Index("ix_clicks_enrollment", clicks.c.enrollment_id, clicks.c.kind)
+
 tasks = Table(
     "tasks", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
