@@ -85,15 +85,24 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     return found
 
 
-def _skip_reason(conn: Connection, row: Row[Any], exiting: set[str]) -> str | None:
+def _suppressed(conn: Connection, rows: list[Row[Any]]) -> dict[tuple[str, str], str]:
+    """(address, category) -> reason for the claimed rows: one lookup per category, not per message."""
+    found: dict[tuple[str, str], str] = {}
+    for category in {row.category for row in rows}:
+        addresses = {row.to_addr for row in rows if row.category == category}
+        found.update(((email, category), reason)
+                     for email, reason in suppressed_for(conn, addresses, category).items())
+    return found
+
+
+def _skip_reason(row: Row[Any], exiting: set[str], suppressed: dict[tuple[str, str], str]) -> str | None:
     if row.enrollment_state == "exited":
         return "enrollment_exited"
     if row.account_id in exiting:
         return "account_exited"
-    suppressed = suppressed_for(conn, [row.to_addr], row.category)
     if row.contact_status is not None and row.contact_status != "active":
         return "departed" if row.contact_status == "left" else f"contact_{row.contact_status}"
-    return suppressed.get(row.to_addr)
+    return suppressed.get((row.to_addr, row.category))
 
 
 def _mark(conn: Connection, row: Row[Any], values: dict[str, Any]) -> None:
@@ -110,10 +119,10 @@ def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: d
 
 
 def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport,
-          exiting: set[str]) -> bool:
+          exiting: set[str], suppressed: dict[tuple[str, str], str]) -> bool:
     """Decide, inside the claiming transaction, whether `row` goes out now."""
     hold = None
-    reason = _skip_reason(conn, row, exiting)
+    reason = _skip_reason(row, exiting, suppressed)
     if reason is None:
         hold = holds.hold(runtime, conn, row, now)
         reason = "frequency_cap_deadline" if hold is not None and holds.cap_expired(runtime, row, hold) else None
@@ -237,8 +246,8 @@ def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryRepo
         rows = _due(conn, now, limit)
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
-        exiting = _exiting(runtime, conn, rows, now)
-        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting)], bool(rows)
+        exiting, suppressed = _exiting(runtime, conn, rows, now), _suppressed(conn, rows)
+        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting, suppressed)], bool(rows)
 
 
 @dataclass
