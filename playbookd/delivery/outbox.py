@@ -276,8 +276,10 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     report = DeliveryReport()
     report.unknown += recover(engine, clock())
     lanes = list(transport) if isinstance(transport, Sequence) else [transport]
-    run = _Run(runtime, engine, report, pacer or Pacer(runtime.config.delivery.rate_per_second), clock, stop,
-               batch or runtime.config.delivery.smtp.batch)
+    delivery = runtime.config.delivery
+    # A slow rate shrinks the batch to about a second of sending, so few messages sit in `sending`.
+    size = batch or min(delivery.smtp.batch, max(1, int(delivery.rate_per_second // len(lanes))))
+    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size)
     await asyncio.gather(*(_lane(run, lane) for lane in lanes))
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
@@ -303,18 +305,23 @@ async def _lane(run: _Run, transport: Transport) -> None:
 async def _send_batch(run: _Run, transport: Transport, rows: list[Row[Any]]) -> None:
     done: list[tuple[Row[Any], Exception | None]] = []
     for index, row in enumerate(rows):
-        circuit = run.circuit
-        if (run.stop and run.stop.is_set()) or (circuit and circuit.is_open(run.clock())):
+        if not await _turn(run):
             _commit(run, done)
             _release(run.engine, rows[index:])
             return
-        await run.pacer.wait()
         error = await _send(transport, run.runtime, row)
         done.append((row, error))
         if isinstance(error, PermanentFailure) and error.policy:
             _commit(run, done)  # the circuit counts it now, so no connection sends on into a refusing server
             done = []
     _commit(run, done)
+
+
+async def _turn(run: _Run) -> bool:
+    """Whether the next message may go: not stopping, the circuit closed, and its slot of the rate come."""
+    def stopping() -> bool:
+        return bool(run.stop and run.stop.is_set()) or bool(run.circuit and run.circuit.is_open(run.clock()))
+    return not stopping() and await run.pacer.wait(stopping)
 
 
 def _commit(run: _Run, done: list[tuple[Row[Any], Exception | None]]) -> None:
