@@ -37,6 +37,8 @@ class Recorder:
     data_delay: float = 0.0  # seconds the server holds its DATA reply, after the body arrived
     in_data: int = 0  # DATA commands whose body arrived, counted before the delay
     connections: int = 0
+    in_flight: int = 0  # DATA commands being answered right now, over all connections
+    peak: int = 0  # the most ever answered at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
@@ -57,8 +59,13 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.in_data += 1
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+        finally:
+            self.in_flight -= 1
         if self.drop_data:
             server.transport.close()
             return "250 OK"  # never reaches the client

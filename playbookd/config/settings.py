@@ -82,6 +82,10 @@ class Smtp(_Model):
     timeout: float = Field(30.0, gt=0, description="Seconds per SMTP command")
     circuit_after: int = Field(3, ge=0, description="Messages in a row the server refuses for its policy or our "
                                "setup (5.7.x) before delivery pauses and retries later; 0: never pause")
+    connections: int = Field(4, ge=1, le=64, description="SMTP connections used at once, kept open from one "
+                             "delivery tick to the next")
+    batch: int = Field(25, ge=1, le=1000, description="Messages each connection sends between two commits; after a "
+                       "kill -9 at most connections x batch messages are `unknown`")
 
 
 class FrequencyCap(_Model):

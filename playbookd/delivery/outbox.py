@@ -1,8 +1,10 @@
 """Delivery: drain the outbox through a transport, honouring every send-time rule.
 
-A row moves queued -> sending -> sent | failed | unknown, or queued -> skipped. `sending`
-is committed before the SMTP transaction starts, so after a crash a row still `sending`
-was possibly delivered: it becomes `unknown` and is never resent without an operator.
+A row moves queued -> claimed -> sending -> sent | failed | unknown, or queued -> skipped. Each
+connection marks its batch `sending` in one commit before the first SMTP transaction and commits
+the outcomes together after the last, so after a crash a row still `sending` was possibly
+delivered: it becomes `unknown` and is never resent without an operator. At most
+`smtp.connections` x `smtp.batch` rows are `sending` at once per process.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from playbookd.delivery import bounces, holds
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.circuit import Circuit
 from playbookd.delivery.message import Outgoing, build_message
+from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
@@ -84,15 +86,24 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     return found
 
 
-def _skip_reason(conn: Connection, row: Row[Any], exiting: set[str]) -> str | None:
+def _suppressed(conn: Connection, rows: list[Row[Any]]) -> dict[tuple[str, str], str]:
+    """(address, category) -> reason for the claimed rows: one lookup per category, not per message."""
+    found: dict[tuple[str, str], str] = {}
+    for category in {row.category for row in rows}:
+        addresses = {row.to_addr for row in rows if row.category == category}
+        found.update(((email, category), reason)
+                     for email, reason in suppressed_for(conn, addresses, category).items())
+    return found
+
+
+def _skip_reason(row: Row[Any], exiting: set[str], suppressed: dict[tuple[str, str], str]) -> str | None:
     if row.enrollment_state == "exited":
         return "enrollment_exited"
     if row.account_id in exiting:
         return "account_exited"
-    suppressed = suppressed_for(conn, [row.to_addr], row.category)
     if row.contact_status is not None and row.contact_status != "active":
         return "departed" if row.contact_status == "left" else f"contact_{row.contact_status}"
-    return suppressed.get(row.to_addr)
+    return suppressed.get((row.to_addr, row.category))
 
 
 def _mark(conn: Connection, row: Row[Any], values: dict[str, Any]) -> None:
@@ -109,10 +120,10 @@ def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: d
 
 
 def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport,
-          exiting: set[str]) -> bool:
+          exiting: set[str], suppressed: dict[tuple[str, str], str]) -> bool:
     """Decide, inside the claiming transaction, whether `row` goes out now."""
     hold = None
-    reason = _skip_reason(conn, row, exiting)
+    reason = _skip_reason(row, exiting, suppressed)
     if reason is None:
         hold = holds.hold(runtime, conn, row, now)
         reason = "frequency_cap_deadline" if hold is not None and holds.cap_expired(runtime, row, hold) else None
@@ -130,14 +141,17 @@ def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, repo
     return True
 
 
-def _start(engine: Engine, row: Row[Any], now: datetime) -> bool:
-    """Claimed becomes sending in its own commit, just before the attempt: after a crash, `sending`
-    means "may have gone out" and `claimed` means "certainly did not"."""
+def _start(engine: Engine, rows: list[Row[Any]], now: datetime) -> list[Row[Any]]:
+    """Claimed becomes sending in one commit for a connection's whole batch, just before its attempts:
+    after a crash, `sending` means "may have gone out" and `claimed` means "certainly did not"."""
     with transaction(engine) as conn:
-        started = conn.execute(update(outbox).where(outbox.c.id == row.id, outbox.c.state == "claimed",
-                                                    outbox.c.claimed_by == WORKER)
-                               .values(state="sending", sent_at=now, attempts=outbox.c.attempts + 1))
-        return started.rowcount == 1
+        ids = set(conn.execute(select(outbox.c.id).where(outbox.c.id.in_([r.id for r in rows]),
+                                                         outbox.c.state == "claimed",
+                                                         outbox.c.claimed_by == WORKER)).scalars())
+        if ids:
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids))
+                         .values(state="sending", sent_at=now, attempts=outbox.c.attempts + 1))
+    return [row for row in rows if row.id in ids]
 
 
 def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
@@ -148,23 +162,22 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
                     delivery.reply_to, headers)
 
 
-def _settle(runtime: Runtime, engine: Engine, row: Row[Any], error: Exception | None, report: DeliveryReport,
+def _settle(runtime: Runtime, conn: Connection, row: Row[Any], error: Exception | None, report: DeliveryReport,
             now: datetime, circuit: Circuit) -> None:
-    with transaction(engine) as conn:
-        if error is None:
-            _mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
-            _log(conn, row, audit.SENT, None, now)
-            bounces.delivered(conn, row.to_addr)
-            circuit.passed(conn)
-            report.sent += 1
-        elif isinstance(error, TemporaryFailure):
-            _retry_or_fail(runtime, conn, row, error, now, report)
-        elif isinstance(error, PermanentFailure):
-            _refused(conn, row, error, now, report, circuit)
-        else:
-            _mark(conn, row, {"state": "unknown", "last_error": str(error)})
-            _log(conn, row, audit.UNKNOWN, "cut_off_mid_transaction", now, error=str(error))
-            report.unknown += 1
+    if error is None:
+        _mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
+        _log(conn, row, audit.SENT, None, now)
+        bounces.delivered(conn, row.to_addr)
+        circuit.passed(conn)
+        report.sent += 1
+    elif isinstance(error, TemporaryFailure):
+        _retry_or_fail(runtime, conn, row, error, now, report)
+    elif isinstance(error, PermanentFailure):
+        _refused(conn, row, error, now, report, circuit)
+    else:
+        _mark(conn, row, {"state": "unknown", "last_error": str(error)})
+        _log(conn, row, audit.UNKNOWN, "cut_off_mid_transaction", now, error=str(error))
+        report.unknown += 1
 
 
 def _refused(conn: Connection, row: Row[Any], error: PermanentFailure, now: datetime, report: DeliveryReport,
@@ -213,20 +226,6 @@ def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: Tem
     report.retried += 1
 
 
-class Pacer:
-    """Keeps sends at or under `rate` per second."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.next = time.monotonic()
-
-    async def wait(self) -> None:
-        delay = self.next - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self.next = max(self.next, time.monotonic()) + self.interval
-
-
 async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Exception | None:
     """The outcome of one attempt, recorded on its row: one bad message never blocks those behind it."""
     try:
@@ -248,41 +247,99 @@ def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryRepo
         rows = _due(conn, now, limit, launch.holding(runtime.playbooks, conn))
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
-        exiting = _exiting(runtime, conn, rows, now)
-        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting)], bool(rows)
+        exiting, suppressed = _exiting(runtime, conn, rows, now), _suppressed(conn, rows)
+        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting, suppressed)], bool(rows)
 
 
-async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: threading.Event | None = None,
-                  clock: Callable[[], datetime] = utcnow, batch: int = 20) -> DeliveryReport:
-    """Send everything due now, until the outbox has nothing due or `stop` is set."""
+@dataclass
+class _Run:
+    """What the connections of one delivery share: the report, the pace, and the circuit as last seen."""
+    runtime: Runtime
+    engine: Engine
+    report: DeliveryReport
+    pacer: Pacer
+    clock: Callable[[], datetime]
+    stop: threading.Event | None
+    batch: int
+    circuit: Circuit | None = None
+    done: bool = False
+
+    def stopped(self) -> bool:
+        return self.done or bool(self.stop and self.stop.is_set())
+
+
+async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Sequence[Transport],
+                  stop: threading.Event | None = None, clock: Callable[[], datetime] = utcnow,
+                  batch: int | None = None, pacer: Pacer | None = None) -> DeliveryReport:
+    """Send everything due now over every connection of `transport` at once, until the outbox has
+    nothing due or `stop` is set. A caller that delivers again keeps its `pacer` and transports, so
+    the rate holds across ticks and connections are reused."""
     report = DeliveryReport()
     report.unknown += recover(engine, clock())
-    pacer = Pacer(runtime.config.delivery.rate_per_second)
-    while not (stop and stop.is_set()):
-        with engine.connect() as conn:  # every batch: another replica may have opened it
-            circuit = Circuit.load(conn, runtime.config.delivery.smtp.circuit_after)
-        if circuit.is_open(clock()):
-            report.paused = circuit.describe()
-            break
-        claimed, more = _claim(runtime, engine, clock(), report, batch)
-        if not more:
-            break
-        for index, row in enumerate(claimed):
-            if (stop and stop.is_set()) or circuit.is_open(clock()):
-                _release(engine, claimed[index:])
-                break
-            await pacer.wait()
-            if _start(engine, row, clock()):
-                _settle(runtime, engine, row, await _send(transport, runtime, row), report, clock(), circuit)
+    lanes = list(transport) if isinstance(transport, Sequence) else [transport]
+    delivery = runtime.config.delivery
+    # A slow rate shrinks the batch to about a second of sending, so few messages sit in `sending`.
+    size = batch or min(delivery.smtp.batch, max(1, int(delivery.rate_per_second // len(lanes))))
+    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size)
+    await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+    if run.circuit is not None and run.circuit.is_open(clock()):
+        report.paused = run.circuit.describe()
     return report
 
 
+async def _lane(run: _Run, transport: Transport) -> None:
+    """One connection: claim a batch, send it, commit its outcomes together, again."""
+    while not run.stopped():
+        with run.engine.connect() as conn:  # every batch: another replica may have opened it
+            run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
+        if run.circuit.is_open(run.clock()):
+            run.done = True
+            return
+        claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.batch)
+        if not more:
+            run.done = True
+            return
+        await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
+        await asyncio.sleep(0)  # let the other connections claim their turn
+
+
+async def _send_batch(run: _Run, transport: Transport, rows: list[Row[Any]]) -> None:
+    done: list[tuple[Row[Any], Exception | None]] = []
+    for index, row in enumerate(rows):
+        if not await _turn(run):
+            _commit(run, done)
+            _release(run.engine, rows[index:])
+            return
+        error = await _send(transport, run.runtime, row)
+        done.append((row, error))
+        if isinstance(error, PermanentFailure) and error.policy:
+            _commit(run, done)  # the circuit counts it now, so no connection sends on into a refusing server
+            done = []
+    _commit(run, done)
+
+
+async def _turn(run: _Run) -> bool:
+    """Whether the next message may go: not stopping, the circuit closed, and its slot of the rate come."""
+    def stopping() -> bool:
+        return bool(run.stop and run.stop.is_set()) or bool(run.circuit and run.circuit.is_open(run.clock()))
+    return not stopping() and await run.pacer.wait(stopping)
+
+
+def _commit(run: _Run, done: list[tuple[Row[Any], Exception | None]]) -> None:
+    if not done:
+        return
+    circuit = run.circuit or Circuit(run.runtime.config.delivery.smtp.circuit_after)
+    with transaction(run.engine) as conn:
+        for row, error in done:
+            _settle(run.runtime, conn, row, error, run.report, run.clock(), circuit)
+
+
 def _release(engine: Engine, rows: list[Row[Any]]) -> None:
-    """Hand back messages claimed but not yet attempted, so a stop loses nothing."""
+    """Hand back messages of a batch not yet attempted, so a stop or an opened circuit loses nothing."""
     with transaction(engine) as conn:
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "claimed",
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "sending",
                                           outbox.c.claimed_by == WORKER)
-                     .values(state="queued", claimed_by=None, sent_at=None))
+                     .values(state="queued", claimed_by=None, sent_at=None, attempts=outbox.c.attempts - 1))
 
 
 def counts(conn: Connection) -> dict[str, int]:

@@ -71,6 +71,10 @@ class UncertainDelivery(DeliveryError):
     """The connection broke after the body was sent: the message may or may not have been accepted."""
 
 
+class _Stale(TemporaryFailure):
+    """The connection was gone (closed, or closing with 421) when a transaction began: nothing was sent."""
+
+
 class Transport(Protocol):
     name: str
 
@@ -121,7 +125,7 @@ def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> Deli
 
 
 class SmtpTransport:
-    """One reused SMTP connection; reconnects when the server has closed it."""
+    """One SMTP connection, kept open between messages and ticks; reconnects when the server closed it."""
 
     name = "smtp"
 
@@ -156,12 +160,29 @@ class SmtpTransport:
 
     async def send(self, message: EmailMessage) -> None:
         async with self.lock:
+            reused = self.client is not None and self.client.is_connected
             client = await self._connected()
             try:
                 await self._transaction(client, message)
+            except _Stale:
+                client.close()
+                self.client = None
+                if not reused:
+                    raise
+                # A kept connection the server closed while idle (or is closing: 421): nothing was handed
+                # over, so the same message goes out on a fresh one.
+                await self.send_once(message)
             except DeliveryError:
                 await self._reset(client)
                 raise
+
+    async def send_once(self, message: EmailMessage) -> None:
+        client = await self._connected()
+        try:
+            await self._transaction(client, message)
+        except DeliveryError:
+            await self._reset(client)
+            raise
 
     async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
         sender, recipient = _addresses(message)
@@ -173,7 +194,16 @@ class SmtpTransport:
         data = _serialised(message, utf8)
         encoding = "utf-8" if utf8 else "ascii"
         options = ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])] if utf8 else []
-        await self._step(client.mail(sender, options=options, encoding=encoding), "MAIL")
+        try:
+            await client.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _Stale(f"MAIL: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                raise _Stale(f"MAIL: {exc.code} {exc.message}") from exc
+            raise _classify_refusal(exc, "MAIL") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _Stale(f"MAIL: {exc}") from exc
         await self._step(client.rcpt(recipient, encoding=encoding), "RCPT")
         try:
             await client.data(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -16,7 +15,7 @@ from playbookd.cadence.advance import advance
 from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
-from playbookd.delivery.transports import make_transport
+from playbookd.delivery.courier import Courier
 from playbookd.engine import enroll, ranges
 from playbookd.engine.launch import admit
 from playbookd.runtime import Runtime
@@ -120,15 +119,15 @@ def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
 
 
 def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
-                clock: Callable[[], datetime] = utcnow) -> outbox.DeliveryReport:
-    async def go() -> outbox.DeliveryReport:
-        transport = metrics.TimedTransport(make_transport(runtime.config.delivery))
-        try:
-            return await outbox.deliver(runtime, engine, transport, stop, clock)
-        finally:
-            await transport.close()
-
-    report = asyncio.run(go())
+                clock: Callable[[], datetime] = utcnow, courier: Courier | None = None) -> outbox.DeliveryReport:
+    """With the daemon's `courier`, over connections kept between ticks; without, over fresh ones."""
+    own = courier is None
+    courier = courier or Courier(runtime, metrics.TimedTransport)
+    try:
+        report = courier.deliver(engine, stop, clock)
+    finally:
+        if own:
+            courier.close()
     if report.sent or report.failed or report.unknown or report.retried:
         log.info("delivered", extra={"delivery": report.line()})
     return report

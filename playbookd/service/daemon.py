@@ -26,10 +26,11 @@ from sqlalchemy.engine import Engine
 from playbookd import runtime, workers
 from playbookd.config.settings import load_config
 from playbookd.delivery import recovery
+from playbookd.delivery.courier import Courier
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import ranges
 from playbookd.errors import DependencyError, PlaybookdError, ValidationError
-from playbookd.service import cycle, http, logs
+from playbookd.service import cycle, http, logs, metrics
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, WEBHOOKS, Scheduler
@@ -57,6 +58,7 @@ class Daemon:
     leader: bool = False
     failures: dict[str, list[str]] = field(default_factory=dict)
     reacting: threading.Lock = field(default_factory=threading.Lock)  # job -> errors of its consecutive failed runs
+    courier: Courier | None = None  # the delivery job's kept connections
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.engine)
@@ -115,7 +117,16 @@ class Daemon:
             self.scheduler.nudge("deliver")
 
     def deliver(self) -> None:
-        self._guard("deliver", lambda: cycle.deliver_due(self.runtime, self.engine, self.stop))
+        self._guard("deliver", lambda: cycle.deliver_due(self.runtime, self.engine, self.stop, courier=self._courier()))
+
+    def _courier(self) -> Courier:
+        """Connections live as long as the configuration they were opened for."""
+        if self.courier is not None and self.courier.runtime is not self.runtime:
+            self.courier.close()
+            self.courier = None
+        if self.courier is None:
+            self.courier = Courier(self.runtime, metrics.TimedTransport)
+        return self.courier
 
     def post_webhooks(self) -> None:
         """Beside delivery, not after it: a slow receiver never holds up email."""
@@ -256,6 +267,8 @@ class Daemon:
                 self.reload()
         workers.interrupt_all()  # a render or rules batch in flight ends now, not at its limit
         self.scheduler.shutdown(wait=True)
+        if self.courier is not None:
+            self.courier.close()
         self.leadership.release()
         http.shutdown()
         log.info("stopped")

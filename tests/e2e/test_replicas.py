@@ -1,7 +1,7 @@
 """Three replicas on the real PostgreSQL and a real SMTP server; the leader is killed mid-run.
 
-Every email simulate predicted must arrive exactly once: none lost, none twice. The one the
-leader may have been sending when it died is `unknown` and must not have arrived twice either.
+Every email simulate predicted must arrive exactly once: none lost, none twice. Those the
+leader may have been sending when it died (at most connections x batch) are `unknown` and none arrived twice.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from smtp_server import SmtpServer, free_port
 from sqlalchemy import create_engine, select
 
 from playbookd.store.schema import outbox, ranges
+
+CONNECTIONS, BATCH = 2, 3
 
 
 def replica_config(project: Path, index: int) -> str:
@@ -38,7 +40,8 @@ def test_three_replicas_leader_killed_every_email_exactly_once(tmp_path: Path, p
     edit_config(project, database=pg_url, logging={"format": "json"}, evaluation={"range_size": 25},
                 scheduler={"deliver_every": "1s"},
                 delivery={"transport": "smtp", "quiet_hours": None, "frequency_cap": None, "rate_per_second": 15,
-                          "smtp": {"host": "127.0.0.1", "port": smtp_server.port}})
+                          "smtp": {"host": "127.0.0.1", "port": smtp_server.port, "connections": CONNECTIONS,
+                                   "batch": BATCH}})
     assert playbookd("sync", cwd=project).returncode == 0
     expected = Counter((e["playbook"], e["account"], to)
                        for e in json_lines(playbookd("simulate", "--format", "json", cwd=project).stdout)
@@ -82,6 +85,7 @@ def test_three_replicas_leader_killed_every_email_exactly_once(tmp_path: Path, p
     received = Counter(str(m.message["Message-ID"]) for m in smtp_server.received)
     assert max(received.values()) == 1, "an email arrived twice"
     states = Counter(r.state for r in rows)
-    assert set(states) <= {"sent", "unknown"} and states["unknown"] <= 1, states
+    # only the killed leader's batches in flight can be unknown
+    assert set(states) <= {"sent", "unknown"} and states["unknown"] <= CONNECTIONS * BATCH, states
     assert all(received[r.message_id] == 1 for r in rows if r.state == "sent")
     assert workers - {None}, "ranges were evaluated"

@@ -1,0 +1,102 @@
+"""Delivery over several SMTP connections kept between ticks, against a real SMTP server; on a
+SQLite file and on PostgreSQL. Messages are queued straight into the outbox."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from smtp_server import SmtpServer
+from sqlalchemy import insert
+
+from playbookd.delivery.courier import Courier
+from playbookd.store.database import transaction
+from playbookd.store.schema import outbox
+
+T0 = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)
+HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
+
+
+def project(make: Any, db_url: str, server: SmtpServer, connections: int, batch: int = 5,
+            rate: float = 100_000) -> Any:
+    smtp = {"host": "127.0.0.1", "port": server.port, "timeout": 5, "connections": connections, "batch": batch}
+    return make({"hello": HELLO}, database=db_url, delivery={"transport": "smtp", "smtp": smtp, "quiet_hours": None,
+                                                              "frequency_cap": None, "rate_per_second": rate})
+
+
+def queue(p: Any, first: int, count: int) -> None:
+    rows = [{"key": f"k{n}", "message_id": f"<m{n}@test.example>", "playbook_id": "hello", "account_id": "ACC-1",
+             "to_addr": f"c{n}@harbor.example", "template": "login_nudge", "category": "product_tips",
+             "priority": 0, "subject": f"Hi {n}", "html": "<p>Hi</p>", "text": "Hi", "state": "queued",
+             "attempts": 0, "headers": {"List-Unsubscribe-URL": f"https://cs.example/u/{n}"}, "not_before": T0,
+             "created_at": T0} for n in range(first, first + count)]
+    with transaction(p.engine) as conn:
+        conn.execute(insert(outbox), rows)
+
+
+def sent_once(server: SmtpServer, count: int) -> bool:
+    ids = [str(r.message["Message-ID"]) for r in server.received]
+    return len(ids) == len(set(ids)) == count
+
+
+def test_one_connection_is_kept_across_ticks(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = project(make, db_url, smtp_server, connections=1)
+    courier = Courier(p.runtime)
+    try:
+        for tick in range(3):
+            queue(p, tick * 10, 10)
+            assert courier.deliver(p.engine, clock=lambda: T0).sent == 10
+    finally:
+        courier.close()
+    assert sent_once(smtp_server, 30)
+    assert smtp_server.recorder.connections == 1  # one per tick before
+
+
+def test_connections_send_at_once(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = project(make, db_url, smtp_server, connections=4, batch=3)
+    queue(p, 0, 12)
+    smtp_server.recorder.data_delay = 0.3
+    courier = Courier(p.runtime)
+    try:
+        report = courier.deliver(p.engine, clock=lambda: T0)
+    finally:
+        courier.close()
+    assert report.sent == 12 and sent_once(smtp_server, 12)
+    assert smtp_server.recorder.connections == 4
+    assert smtp_server.recorder.peak > 1  # one message at a time before
+
+
+def test_a_connection_the_server_dropped_is_opened_again(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = project(make, db_url, smtp_server, connections=1)
+    courier = Courier(p.runtime)
+    try:
+        queue(p, 0, 3)
+        assert courier.deliver(p.engine, clock=lambda: T0).sent == 3
+        smtp_server.controller.stop()  # every kept connection is closed by the server
+        smtp_server.controller = Controller(smtp_server.recorder, hostname="127.0.0.1", port=smtp_server.port)
+        smtp_server.controller.start()
+        queue(p, 3, 3)
+        report = courier.deliver(p.engine, clock=lambda: T0)
+    finally:
+        courier.close()
+    assert (report.sent, report.retried, report.failed) == (3, 0, 0)
+    assert sent_once(smtp_server, 6)
+    assert smtp_server.recorder.connections == 2
+
+
+def test_rate_per_second_holds_over_all_connections_and_ticks(make: Any, db_url: str,
+                                                              smtp_server: SmtpServer) -> None:
+    p = project(make, db_url, smtp_server, connections=4, batch=2, rate=20)
+    courier = Courier(p.runtime)
+    try:
+        started = time.monotonic()
+        for tick in range(2):
+            queue(p, tick * 15, 15)
+            assert courier.deliver(p.engine, clock=lambda: T0).sent == 15
+        elapsed = time.monotonic() - started
+    finally:
+        courier.close()
+    assert sent_once(smtp_server, 30)
+    assert elapsed >= 29 / 20  # 30 sends at 20/s take at least 1.45 s, whatever the connections
