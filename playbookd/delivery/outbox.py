@@ -24,7 +24,7 @@ from playbookd.delivery.backoff import backoff
 from playbookd.delivery.circuit import Circuit
 from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import recover
+from playbookd.delivery.recovery import in_hand, recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.runtime import Runtime
 from playbookd.store import audit
@@ -266,14 +266,21 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport, stop: 
         claimed, more = _claim(runtime, engine, clock(), report, batch)
         if not more:
             break
-        for index, row in enumerate(claimed):
-            if (stop and stop.is_set()) or circuit.is_open(clock()):
-                _release(engine, claimed[index:])
-                break
-            await pacer.wait()
-            if _start(engine, row, clock()):
-                _settle(runtime, engine, row, await _send(transport, runtime, row), report, clock(), circuit)
+        with in_hand([row.id for row in claimed]):  # a run that fails midway leaves them to recover()
+            await _attempt(runtime, engine, transport, claimed, report, circuit, pacer, stop, clock)
     return report
+
+
+async def _attempt(runtime: Runtime, engine: Engine, transport: Transport, claimed: list[Row[Any]],
+                   report: DeliveryReport, circuit: Circuit, pacer: Pacer, stop: threading.Event | None,
+                   clock: Callable[[], datetime]) -> None:
+    for index, row in enumerate(claimed):
+        if (stop and stop.is_set()) or circuit.is_open(clock()):
+            _release(engine, claimed[index:])
+            return
+        await pacer.wait()
+        if _start(engine, row, clock()):
+            _settle(runtime, engine, row, await _send(transport, runtime, row), report, clock(), circuit)
 
 
 def _release(engine: Engine, rows: list[Row[Any]]) -> None:
