@@ -26,7 +26,7 @@ from playbookd.delivery.circuit import Circuit
 from playbookd.delivery.message import Outgoing, build_message
 from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import recover
+from playbookd.delivery.recovery import in_hand, recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
@@ -299,7 +299,8 @@ async def _lane(run: _Run, transport: Transport) -> None:
         if not more:
             run.done = True
             return
-        await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
+        with in_hand([row.id for row in claimed]):  # a run that fails midway leaves them to recover()
+            await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
         await asyncio.sleep(0)  # let the other connections claim their turn
 
 

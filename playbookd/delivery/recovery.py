@@ -1,10 +1,18 @@
 """After a crash: messages a dead process had reserved go back to the queue; the one it was
 sending is marked `unknown` (it may have been accepted) and waits for an operator's call.
 Whether the process that reserved a message is dead is store.leases' call.
+
+A live process strands messages too, when the database goes away between the claim and the
+outcome (a restart of PostgreSQL): its delivery run fails, and the rows stay reserved by a worker
+that is alive. So each process keeps the ids it is working on in hand; a row reserved by this
+process and not in hand was left by one of its own failed runs, and is settled like a dead one's.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -13,15 +21,33 @@ from sqlalchemy.engine import Engine
 
 from playbookd.store import audit
 from playbookd.store.database import aware, transaction, utcnow
-from playbookd.store.leases import alive
+from playbookd.store.leases import WORKER, alive
 from playbookd.store.schema import outbox
+
+_in_hand: set[int] = set()  # outbox ids this process's delivery runs are working on
+_lock = threading.Lock()
+
+
+@contextmanager
+def in_hand(ids: list[int]) -> Iterator[None]:
+    """Mark `ids` as being worked on by this process until the block ends, however it ends."""
+    with _lock:
+        _in_hand.update(ids)
+    try:
+        yield
+    finally:
+        with _lock:
+            _in_hand.difference_update(ids)
 
 
 def _abandoned(conn: Connection, now: datetime) -> list[Any]:
     rows = conn.execute(select(outbox.c.id, outbox.c.state, outbox.c.claimed_by, outbox.c.sent_at,
                                outbox.c.account_id, outbox.c.playbook_id, outbox.c.to_addr)
                         .where(outbox.c.state.in_(["claimed", "sending"])))
-    return [r for r in rows if not alive(r.claimed_by, aware(r.sent_at), now)]
+    with _lock:
+        held = set(_in_hand)
+    return [r for r in rows if (r.claimed_by == WORKER and r.id not in held)
+            or not alive(r.claimed_by, aware(r.sent_at), now)]
 
 
 def recover(engine: Engine, now: datetime | None = None) -> int:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd import runtime, workers
 from playbookd.config.settings import load_config
-from playbookd.delivery import recovery
+from playbookd.delivery import circuit, recovery
 from playbookd.delivery.courier import Courier
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import ranges
@@ -227,10 +227,13 @@ class Daemon:
 
     def healthy(self) -> dict[str, Any]:
         """/healthz: failing jobs, and each source's state. A source that cannot be read leaves the
-        daemon healthy (the other sources sync, it is retried) but is named under `sources_failing`."""
+        daemon healthy (the other sources sync, it is retried) but is named under `sources_failing`;
+        so does an open SMTP circuit (delivery pauses and retries by itself), under `smtp_circuit`."""
         sources = health.states(self.engine, [source.name for source in self.runtime.config.sources])
+        with self.engine.connect() as conn:
+            paused = circuit.current(conn)
         return {**http.health(self.engine, self.failing()), "sources": sources,
-                "sources_failing": sorted(health.failing(sources))}
+                "sources_failing": sorted(health.failing(sources)), "smtp_circuit": paused}
 
     def listen(self) -> http.Server:
         config = self.runtime.config

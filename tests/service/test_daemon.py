@@ -161,3 +161,25 @@ def test_work_stuck_past_its_limit_turns_health_503_and_stops_the_watchdog(daemo
         assert daemon.failing() == {}
         daemon.heartbeat()
         assert systemd.recv(100) == b"WATCHDOG=1"
+
+
+def test_healthz_names_an_open_smtp_circuit_and_stays_200(make: Any, db_url: str) -> None:
+    from smtp_server import SmtpServer
+
+    with SmtpServer() as server:
+        server.recorder.refuse_all = "550 5.7.1 Relaying denied"
+        project = make({"hello": HELLO}, database=db_url, http={"listen": f"127.0.0.1:{free_port()}"},
+                       delivery={"transport": "smtp",
+                                 "smtp": {"host": "127.0.0.1", "port": server.port, "timeout": 5, "circuit_after": 1}})
+        daemon = Daemon(project.path / "config.yaml", project.runtime, project.engine)
+        assert daemon.healthy()["smtp_circuit"] is None
+        project.run(utcnow())
+    site = daemon.listen()
+    try:
+        with urllib.request.urlopen(f"http://{daemon.runtime.config.http.listen}/healthz", timeout=10) as answer:
+            assert answer.status == 200  # delivery pauses and retries by itself: not a reason to restart us
+            report = json.loads(answer.read())
+    finally:
+        site.shutdown()
+    assert report["smtp_circuit"]["last_reply"] == "RCPT: 550 5.7.1 Relaying denied"
+    assert report["smtp_circuit"]["openings"] == 1 and report["smtp_circuit"]["until"]
