@@ -88,3 +88,21 @@ def note_change(changes: dict[str, Any], name: str, old: Any, value: Any, at: st
         changes.pop(name)
     else:
         changes[name] = {"from": origin, "at": at}
+
+
+def put_values(data: dict[str, Any], changes: dict[str, Any], values: Mapping[str, Any], at: str | None) -> bool:
+    """Write `values` into `data` in place (None removes a field), noting each move in `changes`
+    unless `at` is None (a first value is no change). True if any value moved."""
+    moved = False
+    for name, value in values.items():
+        old = data.get(name)
+        if same(old, value):
+            continue
+        moved = True
+        if at is not None:
+            note_change(changes, name, old, value, at)
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return moved

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
 
-from playbookd.model.account import HISTORY, AccountRecord, note_change, same
+from playbookd.model.account import HISTORY, AccountRecord, put_values
 from playbookd.store.chunks import chunked
 from playbookd.store.database import upsert
 from playbookd.store.schema import health_history
@@ -26,19 +26,7 @@ DayRow = tuple[date, float | None, float | None]  # day, highest, lowest
 def apply(data: dict[str, Any], changes: dict[str, Any], values: Mapping[str, Any], at: str | None) -> bool:
     """Write health_score and health_color into an account's stored data, each move a change that
     playbooks' `changed*` see (none when `at` is None: a first score is no change). True if one moved."""
-    moved = False
-    for name, value in values.items():
-        old = data.get(name)
-        if same(old, value):
-            continue
-        moved = True
-        if at is not None:
-            note_change(changes, name, old, value, at)
-        if value is None:
-            data.pop(name, None)
-        else:
-            data[name] = value
-    return moved
+    return put_values(data, changes, values, at)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from playbookd.model import fields as F
-from playbookd.model.account import encode, note_change, same
+from playbookd.model.account import encode, put_values
 
 
 def as_text(value: Any) -> Any:
@@ -95,18 +95,8 @@ def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping
     A change stays until an evaluation has seen it (engine.enroll consumes it), however many syncs
     run in between: several collapse into one (9 -> 5 -> 3 is a change from 9 to 3), and one that
     returns to where it started (9 -> 5 -> 9) is no change at all. `at` None records no change."""
-    new_data, new_changes, changed = dict(data), dict(changes), False
-    for name, value in supplied.items():
-        old = new_data.get(name)
-        if same(old, value):
-            continue
-        changed = True
-        if at is not None:
-            note_change(new_changes, name, old, value, at)
-        if value is None:
-            new_data.pop(name, None)
-        else:
-            new_data[name] = value
+    new_data, new_changes = dict(data), dict(changes)
+    changed = put_values(new_data, new_changes, supplied, at)
     return new_data, new_changes, changed
 
 
