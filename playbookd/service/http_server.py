@@ -8,6 +8,12 @@ most `max_connections` are open: a newcomer over the bound closes the oldest con
 waiting for its headers, so a client that sends its request at once is served while the slow
 ones are dropped; when every connection is busy with a request, the newcomer gets a 503.
 Request bodies are limited in size and time by the application (http_app).
+
+A reply sent before the request body was read (a 413 as the body passes its cap, a 400 for a
+malformed request) is followed by a lingering close: the write side is shut, what the client is
+still sending is read and dropped for up to `linger_seconds`, and only then is the socket closed.
+Closing at once with unread data makes the kernel send a reset, which can destroy the reply
+before the client reads it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -38,6 +45,8 @@ class Limits:
     header_bytes: int = 16 * 1024  # of request line and headers still unfinished; more is a 400
     backlog: int = 256  # connections the kernel queues before the listener accepts them
     grace_seconds: float = 3  # requests in flight may finish within this on shutdown
+    linger_seconds: float = 2  # to drain a request body left unread behind a final reply
+    linger_bytes: int = 16 * 1024 * 1024  # drained at most; past it the socket is closed (and reset)
 
 
 def connection_bound(wanted: int) -> int:
@@ -68,16 +77,61 @@ class Gate:
         self.waiting.pop(connection, None)
 
 
+class Lingering:
+    """The connection's transport, whose `close` becomes a lingering close while the client may still
+    be sending its request (see the module's docstring). Everything else is the real transport's."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: Bounded) -> None:
+        self.real = transport
+        self.protocol = protocol
+        self.timer: asyncio.TimerHandle | None = None
+        self.drained = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    @property
+    def lingering(self) -> bool:
+        return self.timer is not None
+
+    def is_closing(self) -> bool:
+        return self.lingering or self.real.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self.real.is_closing():
+            return
+        if not self.protocol.still_reading() or not self.real.can_write_eof():
+            self.real.close()
+            return
+        self.real.write_eof()  # sent once the reply already written has been flushed
+        self.real.resume_reading()
+        self.timer = self.protocol.loop.call_later(self.protocol.limits.linger_seconds, self.real.close)
+        # bounded in time and bytes, a lingering socket no longer takes one of the connections served
+        self.protocol.gate.leave(self.protocol)
+
+    def drain(self, data: bytes) -> None:
+        self.drained += len(data)
+        if self.drained > self.protocol.limits.linger_bytes:
+            self.end()
+
+    def end(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.real.close()
+
+
 class Bounded(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline for request headers and a bound on connections.
     Subclassed per listener (see `protocol`), which sets the two class attributes."""
 
     gate: ClassVar[Gate]
-    header_seconds: ClassVar[float]
+    limits: ClassVar[Limits]
     deadline: asyncio.TimerHandle | None = None
+    lingering: Lingering
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self.lingering = Lingering(transport, self)
+        super().connection_made(self.lingering)  # type: ignore[arg-type]
         if not self.gate.admit(self):
             metrics.HTTP_CUT.labels("busy").inc()
             log.debug("connection refused: %d connections open, all of them busy", len(self.gate.open))
@@ -88,7 +142,23 @@ class Bounded(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
+        if self.lingering.timer is not None:
+            self.lingering.timer.cancel()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering.lingering:
+            self.lingering.drain(data)
+        else:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self.lingering.lingering:  # the client has sent all it will: nothing is left to reset
+            self.lingering.end()
+        return None
+
+    def still_reading(self) -> bool:
+        return self.conn.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
     def handle_events(self) -> None:
         cycle = self.cycle
@@ -104,8 +174,9 @@ class Bounded(H11Protocol):
     def _await_request(self) -> None:
         self._stop_waiting()
         self.gate.waiting[self] = None
-        self.deadline = self.loop.call_later(self.header_seconds, self.drop, "slow_headers",
-                                             f"no complete request headers within {self.header_seconds:g} s")
+        seconds = self.limits.header_seconds
+        self.deadline = self.loop.call_later(seconds, self.drop, "slow_headers",
+                                             f"no complete request headers within {seconds:g} s")
 
     def _stop_waiting(self) -> None:
         self.gate.waiting.pop(self, None)
@@ -122,12 +193,12 @@ class Bounded(H11Protocol):
         metrics.HTTP_CUT.labels(reason).inc()
         log.debug("connection closed: %s", why, extra={"client": ":".join(map(str, self.client or ()))})
         self._forget()
-        self.transport.close()
+        self.lingering.end()  # a client this slow or this many gets no lingering close
 
 
 def protocol(limits: Limits) -> type[Bounded]:
     """A protocol class of this listener's own: uvicorn instantiates it without arguments of ours."""
-    attributes = {"gate": Gate(connection_bound(limits.max_connections)), "header_seconds": limits.header_seconds}
+    attributes = {"gate": Gate(connection_bound(limits.max_connections)), "limits": limits}
     return type("ListenerProtocol", (Bounded,), attributes)
 
 
