@@ -92,7 +92,8 @@ class Change:
     snoozed_until: datetime | None
 
     def line(self) -> str:
-        extra = f" until {self.snoozed_until.isoformat()}" if self.new_state == SNOOZED and self.snoozed_until else ""
+        until = self.snoozed_until if self.new_state == SNOOZED else None
+        extra = f" until {until.isoformat(timespec='minutes')}" if until else ""
         who = f" (assignee {self.assignee})" if self.action == "reassign" else ""
         return f"task {self.id}: {self.old_state} -> {self.new_state}{extra}{who}"
 
