@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
+from playbookd.cadence.task_events import wake_waits
 from playbookd.delivery import clicks
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import goals, statuses
@@ -151,6 +152,7 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
     """Advance every enrollment due at `now`, except those of a paused or draft playbook (they keep
     their place and the time their wait has left); returns how many were advanced."""
     statuses.apply(runtime, engine, now)
+    wake_waits(runtime, engine, now)  # a closed task ends its `until_task_done` wait: due now
     with engine.connect() as conn:
         types = load_account_types(conn)
     done = 0

@@ -1,7 +1,8 @@
 """The steps of a cadence: email into the outbox, task, webhook, set; each audited with its reason.
 
 Email steps render into the outbox (unique key per enrollment, step and contact, so a retry
-never queues twice); tasks, webhooks and field updates are stored.
+never queues twice); tasks (one open per playbook, account and step: see cadence.tasks), webhooks
+and field updates are stored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from playbookd.cadence.context import StepContext
+from playbookd.cadence.task_events import WAIT_ENDED, task_closed
+from playbookd.cadence.tasks import NewTask, open_task
 from playbookd.config.durations import shift
 from playbookd.config.settings import expand_env
 from playbookd.delivery.clicks import Rewriter
@@ -24,6 +27,7 @@ from playbookd.delivery.unsubscribe import sign, unsubscribe_url
 from playbookd.errors import PlaybookdError, UserError
 from playbookd.model import fields as F
 from playbookd.model.account import encode
+from playbookd.model.addresses import canonical_or_none
 from playbookd.model.headers import header_value
 from playbookd.model.steps import (
     EmailStep,
@@ -39,7 +43,7 @@ from playbookd.model.steps import (
 from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
-from playbookd.store.schema import outbox, tasks, webhooks
+from playbookd.store.schema import outbox, webhooks
 from playbookd.workers import Interrupted
 
 log = logging.getLogger("playbookd.cadence")
@@ -108,16 +112,23 @@ def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
     ctx.log(audit.STEP_DONE, index, detail={"action": "email", "recipients": len(ok)})
 
 
+def _assignee(ctx: StepContext, step: TaskStep) -> str | None:
+    """The account's CSM, else the segment's fallback in config.yaml (`tasks.fallback_assignee`)."""
+    chosen = (ctx.account.get("csm_email") or None) if step.assign == "csm" else step.assign
+    if chosen is None:
+        return ctx.runtime.config.tasks.fallback(ctx.account.get("segment"))
+    return canonical_or_none(str(chosen)) or str(chosen)
+
+
 def run_task(ctx: StepContext, index: int, step: TaskStep) -> None:
-    context = ctx.inline_context()
-    title = ctx.runtime.templates.render_string(step.title, context)
-    assignee = ctx.account.get("csm_email") if step.assign == "csm" else step.assign
+    title = ctx.runtime.templates.render_string(step.title, ctx.inline_context())
+    assignee = _assignee(ctx, step)
     due = shift(ctx.now, step.due_in, ctx.runtime.config.tz) if step.due_in else None
-    insert_ignore(ctx.conn, tasks, [{
-        "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
-        "enrollment_id": ctx.enrollment.id, "title": title, "assignee": assignee, "due_at": due,
-        "state": "open", "created_at": ctx.now}])
-    ctx.log(audit.STEP_DONE, index, detail={"action": "task", "title": title, "assignee": assignee})
+    new = NewTask(ctx.playbook.id, ctx.account["id"], ctx.enrollment.id, index, ctx.playbook.key_at(index) or
+                  str(index), title, assignee, due)
+    task_id, outcome = open_task(ctx.conn, new, ctx.now, ctx.runtime.config.tasks)
+    ctx.log(audit.STEP_DONE, index, detail={"action": "task", "title": title, "assignee": assignee,
+                                            "task": task_id, "outcome": outcome})
 
 
 def _render_body(ctx: StepContext, body: Any, context: dict[str, Any]) -> Any:
@@ -163,10 +174,18 @@ class StepFailed(PlaybookdError):
     its enrollment stops in `failed` with this text until an operator retries it."""
 
 
+def _wait(ctx: StepContext, index: int, step: WaitStep) -> datetime | None:
+    """When the wait ends; None (go on now) for a task wait whose task is closed already."""
+    if step.until_task_done and (task := task_closed(ctx.conn, ctx.enrollment.id, ctx.playbook.awaited_task(index))):
+        ctx.log(WAIT_ENDED, index, "task_closed", detail={"task": task})
+        return None
+    return shift(ctx.now, step.span, ctx.runtime.config.tz)
+
+
 def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
     """Run one step; returns when the enrollment is next due if the step is a wait."""
     if isinstance(step, WaitStep):
-        return shift(ctx.now, step.span, ctx.runtime.config.tz)
+        return _wait(ctx, index, step)
     runner: Any = {EmailStep: run_email, TaskStep: run_task, WebhookStep: run_webhook, SetStep: run_set}[type(step)]
     try:
         # A savepoint: a step that fails on this account's data leaves nothing half-written and

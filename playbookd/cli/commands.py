@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.health import echo_health
+from playbookd.cli.options import at_option, config_option, parse_at
+from playbookd.cli.tasks import tasks_group
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
@@ -24,20 +25,7 @@ from playbookd.service.daemon import start
 from playbookd.store.database import connect, utcnow
 from playbookd.version import __version__
 
-
-def _at(value: str | None) -> datetime:
-    if value is None:
-        return utcnow()
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or datetime") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
-
-
-config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar=CONFIG_ENV,
-                             default=Path("config.yaml"), show_default=True, help="Path to config.yaml.")
-at_option = click.option("--at", "at", metavar="ISO", help="Evaluate as if it were this moment (default: now).")
+_at = parse_at
 
 
 def _config(path: Path) -> Config:
@@ -259,14 +247,7 @@ def history(config_path: Path, account: str | None, playbook: str | None, limit:
     output.echo_history(connect(config.database), account, playbook, limit)
 
 
-@cli.command()
-@config_option
-@click.option("--assignee", help="Only tasks for this CSM email.")
-@click.option("--all", "show_all", is_flag=True, help="Include done tasks.")
-def tasks(config_path: Path, assignee: str | None, show_all: bool) -> None:
-    """Tasks that playbooks created for CSMs."""
-    config = _config(config_path)
-    output.echo_tasks(connect(config.database), assignee, show_all)
+cli.add_command(tasks_group)
 
 
 @cli.group()

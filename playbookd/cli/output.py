@@ -246,20 +246,6 @@ def echo_history(engine: Engine, account: str | None, playbook: str | None, limi
         click.echo("no decisions recorded yet")
 
 
-def echo_tasks(engine: Engine, assignee: str | None, show_all: bool) -> None:
-    query = select(tasks).order_by(tasks.c.due_at, tasks.c.id)
-    if assignee:
-        query = query.where(tasks.c.assignee == assignee)
-    if not show_all:
-        query = query.where(tasks.c.state == "open")
-    with engine.connect() as conn:
-        rows = list(conn.execute(query))
-    due = [(aware(r.due_at) or "").__str__()[:16] for r in rows]
-    table(("ID", "DUE", "ASSIGNEE", "ACCOUNT", "PLAYBOOK", "STATE", "TITLE"),
-          [(r.id, d, r.assignee or "-", r.account_id, r.playbook_id, r.state, r.title) for r, d in zip(rows, due,
-                                                                                                      strict=True)])
-
-
 def echo_suppressions(engine: Engine) -> None:
     with engine.connect() as conn:
         rows = list(conn.execute(select(suppressions).order_by(suppressions.c.email)))

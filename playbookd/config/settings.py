@@ -133,6 +133,37 @@ class Webhooks(_Model):
                                 "addresses (off: a playbook cannot reach into the network the daemon runs in)")
 
 
+class TaskWebhook(_Model):
+    url: str = Field(description="Where every task created, refreshed or changed is POSTed as JSON (a CRM's "
+                     "endpoint), with the retries of webhook steps; see the README for the payload")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"tasks.webhook.url {value!r} is not an http(s) URL (is a variable unset?)")
+        return value
+
+
+class Tasks(_Model):
+    fallback_assignee: dict[str, str] = Field(
+        default_factory=dict, description="Who gets a task whose account has no CSM (csm_email empty), per "
+        "segment; `default` for the others; unset: such a task has no assignee")
+    webhook: TaskWebhook | None = Field(None, description="Mirror tasks to a CRM; unset: tasks stay in playbookd")
+
+    @field_validator("fallback_assignee")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{segment}: {address!r}" for segment, address in value.items()
+               if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address or "")]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(bad)}")
+        return value
+
+    def fallback(self, segment: str | None) -> str | None:
+        return self.fallback_assignee.get(segment or "") or self.fallback_assignee.get("default")
+
+
 class Evaluation(_Model):
     batch_size: int = Field(500, ge=1, le=5000, description="Accounts per rules-engine batch")
     workers: int = Field(0, ge=0, le=64, description="Worker processes; 0: one per CPU")
@@ -197,6 +228,7 @@ class Config(_Model):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     webhooks: Webhooks = Field(default_factory=Webhooks)
+    tasks: Tasks = Field(default_factory=Tasks)
     http: Http = Field(default_factory=Http)
     limits: Limits = Field(default_factory=Limits)
     launch: Launch = Field(default_factory=Launch)
@@ -286,6 +318,10 @@ def _names_problems(config: Config) -> list[tuple[tuple[Any, ...], str]]:
                       for name in getattr(source, section) if (why := reserved_field(name))]
     if config.health is not None:
         found += color_problems(config.health, config.segment_names)
+    segments = config.segment_names
+    found += [(("tasks", "fallback_assignee", name), f"tasks.fallback_assignee: unknown segment {name!r}"
+               f"{did_you_mean(name, segments, '; known: ' + ', '.join([*segments, 'default']))}")
+              for name in config.tasks.fallback_assignee if name != "default" and name not in segments]
     return found
 
 

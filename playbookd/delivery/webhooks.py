@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, or_, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.delivery.backoff import backoff
@@ -36,6 +36,7 @@ RETRYABLE = {408, 425, 429}
 MAX_RETRY_DELAY = timedelta(hours=1)  # a receiver that is down usually comes back within minutes
 WEBHOOK_SENT, WEBHOOK_FAILED, WEBHOOK_DEFERRED = "webhook_sent", "webhook_failed", "webhook_deferred"
 WEBHOOK_SKIPPED = "webhook_skipped"
+TASK_KIND = "task"  # webhooks.kind of a task's change (cadence.task_events); NULL for a webhook step's
 log = logging.getLogger("playbookd.webhooks")
 Hold = Callable[[Connection], Sequence[str]]
 
@@ -79,10 +80,12 @@ def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
 
 def _due(engine: Engine, now: datetime, limit: int, hold: Hold | None = None) -> list[Row[Any]]:
     with engine.connect() as conn:
-        held = hold(conn) if hold is not None else []  # webhooks of paused playbooks stay queued
+        held = hold(conn) if hold is not None else []  # step webhooks of paused playbooks stay queued
+        # a task's change is a person's, not the playbook's: it is mirrored whatever the playbook's status
+        mirrored = or_(webhooks.c.kind == TASK_KIND, webhooks.c.playbook_id.not_in(held))
         query = (select(webhooks, enrollments.c.state.label("enrollment_state"))
                  .join(enrollments, enrollments.c.id == webhooks.c.enrollment_id, isouter=True)
-                 .where(webhooks.c.state == "queued", webhooks.c.not_before <= now, webhooks.c.playbook_id.not_in(held))
+                 .where(webhooks.c.state == "queued", webhooks.c.not_before <= now, mirrored)
                  .order_by(webhooks.c.not_before, webhooks.c.id).limit(limit))
         return list(conn.execute(query))
 
@@ -165,7 +168,7 @@ def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = 
         for row in rows:
             if stop and stop.is_set():
                 break
-            if row.enrollment_state == "exited":
+            if row.enrollment_state == "exited" and row.kind != TASK_KIND:  # a task outlives its enrollment
                 _skip(engine, row, clock(), report)
                 continue
             _settle(engine, row, _attempt(row, allow_private), clock(), max_age, report)

@@ -189,9 +189,35 @@ def _step_body(reader: _Reader, data: Any, path: Key) -> Step | None:
         reader.fail((*path, kind), f"unknown step {kind!r}{hint}")
         return None
     if kind == "wait":
-        seconds = reader.duration(spec, (*path, kind))
-        return None if seconds is None else WaitStep(seconds, reader.where(path))
+        return _wait(reader, spec, (*path, kind), reader.where(path))
     return _STEP_READERS[kind](reader, spec, (*path, kind))
+
+
+def _wait(reader: _Reader, spec: Any, path: Key, where: Where) -> WaitStep | None:
+    """`wait: 3d`, or `wait: {until_task_done: true, at_most: 7d}`: over when the task is closed."""
+    if not isinstance(spec, dict):
+        span = reader.duration(spec, path)
+        return None if span is None else WaitStep(span, where)
+    _unknown_keys(reader, spec, ("until_task_done", "at_most"), path)
+    if spec.get("until_task_done") is not True:
+        reader.fail((*path, "until_task_done"), "a wait is a duration (wait: 3d) or {until_task_done: true, "
+                    "at_most: 7d}")
+        return None
+    if "at_most" not in spec:
+        reader.fail(path, "until_task_done needs at_most: the longest to wait (e.g. at_most: 7d)")
+        return None
+    span = reader.duration(spec["at_most"], (*path, "at_most"))
+    return None if span is None else WaitStep(span, where, until_task_done=True)
+
+
+def _task_before_waits(reader: _Reader, steps: list[tuple[Step | None, Key]]) -> None:
+    """A wait for a task needs a task step before it to wait for."""
+    seen_task = False
+    for step, path in steps:
+        seen_task = seen_task or isinstance(step, TaskStep)
+        if isinstance(step, WaitStep) and step.until_task_done and not seen_task:
+            reader.fail((*path, "wait", "until_task_done"), "until_task_done waits for the task of an earlier "
+                        "task step, and no task step comes before this wait")
 
 
 _STEP_READERS = {"email": _email, "task": _task, "webhook": _webhook, "set": _set}
@@ -205,6 +231,7 @@ def _steps(reader: _Reader, data: Any) -> tuple[tuple[Step, ...], tuple[str, ...
         return (), ()
     found = [(_step(reader, item, ("steps", i)), _step_key(reader, item, ("steps", i))) for i, item in enumerate(data)]
     _duplicate_step_ids(reader, data)
+    _task_before_waits(reader, [(step, ("steps", i)) for i, (step, _) in enumerate(found)])
     kept = [(step, key) for step, key in found if step is not None]
     return tuple(step for step, _ in kept), _unique([key for _, key in kept])
 

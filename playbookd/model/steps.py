@@ -30,9 +30,10 @@ class EmailStep:
 
 @dataclass(frozen=True)
 class WaitStep:
-    span: Span
+    span: Span  # with until_task_done: the longest it waits (`at_most`)
     where: Where
     when: Condition | None = None  # over account fields and enrollment facts; false: skipped
+    until_task_done: bool = False  # ends early once the task of the latest task step before it is closed
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,15 @@ class Playbook:
 
     def key_at(self, step: int) -> str | None:
         return self.step_keys[step] if step < len(self.step_keys) else None
+
+    def awaited_task(self, index: int) -> str | None:
+        """The step key of the task that the wait at `index` waits for: the latest task step before it;
+        None when that step is no `until_task_done` wait."""
+        step = self.steps[index] if 0 <= index < len(self.steps) else None
+        if not isinstance(step, WaitStep) or not step.until_task_done:
+            return None
+        earlier = [i for i in range(index) if isinstance(self.steps[i], TaskStep)]
+        return self.key_at(earlier[-1]) if earlier else None
 
     def variant_steps(self) -> list[tuple[int, EmailStep]]:
         return [(i, s) for i, s in enumerate(self.steps) if isinstance(s, EmailStep) and len(s.variants) > 1]

@@ -44,6 +44,10 @@ class Entry:
                                           ("step", self.step), ("contact", self.contact)) if v is not None]
         if self.reason:
             parts.append(f"reason={self.reason}")
+        if isinstance(self.detail, dict) and self.detail.get("task"):
+            parts.append(f"task={self.detail['task']}")
+        if isinstance(self.detail, dict) and self.detail.get("user"):
+            parts.append(f"user={self.detail['user']}")
         if isinstance(self.detail, dict) and self.detail.get("group"):
             parts.append(f"group={self.detail['group']}")
         if isinstance(self.detail, dict) and self.detail.get("error"):

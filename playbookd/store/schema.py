@@ -134,19 +134,36 @@ clicks = Table(  # one row per (message, link, kind, reason): a second click on 
 )
 Index("ix_clicks_enrollment", clicks.c.enrollment_id, clicks.c.kind)
 
+# CSM tasks as work items: open -> done | dismissed, or snoozed until a time (then open again).
 tasks = Table(
     "tasks", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("key", String(200), nullable=False, unique=True),  # enrollment:step
+    Column("key", String(200), nullable=False, unique=True),  # enrollment:step of the enrollment that created it
     Column("account_id", String(200), nullable=False),
     Column("playbook_id", String(200), nullable=False),
-    Column("enrollment_id", BigInteger),
+    Column("enrollment_id", BigInteger),  # the latest enrollment it serves: a refresh moves it
     Column("title", Text, nullable=False),
     Column("assignee", String(320)),
     Column("due_at", When),
-    Column("state", String(20), nullable=False, default="open"),
+    Column("state", String(20), nullable=False, default="open"),  # open | snoozed | done | dismissed
     Column("created_at", When, nullable=False),
+    Column("step_key", String(200)),  # the task step's stable identity; NULL for tasks made before 0009
+    # playbook, account and step while open or snoozed, NULL once closed: one open task per step, whatever
+    # replicas race to create it
+    Column("open_key", String(620)),
+    Column("snoozed_until", When),
+    Column("assigned_by", String(200)),  # who reassigned it; NULL: the playbook chose, and a refresh may again
+    Column("note", Text),  # the latest change's note
+    Column("refresh_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("refreshed_at", When),
+    Column("updated_at", When),
+    Column("closed_at", When),  # done or dismissed at
+    # counts every created, refreshed or changed version: a receiver keeps the highest it has seen
+    Column("revision", Integer, nullable=False, default=1, server_default="1"),
 )
+Index("uq_tasks_open_key", tasks.c.open_key, unique=True)
+Index("ix_tasks_state_due", tasks.c.state, tasks.c.due_at)
+Index("ix_tasks_enrollment", tasks.c.enrollment_id)
 
 webhooks = Table(
     "webhooks", metadata,
@@ -162,6 +179,7 @@ webhooks = Table(
     Column("not_before", When, nullable=False),
     Column("last_error", Text),
     Column("created_at", When, nullable=False),
+    Column("kind", String(20)),  # NULL: a webhook step's; task: a task's change, mirrored to tasks.webhook
 )
 
 events = Table(

@@ -69,3 +69,29 @@ def test_settings_inside_optional_and_list_settings_are_described() -> None:
     assert rows["sources[].name"][0] == "(required)"
     assert rows["scheduler.evaluate_every"][0] == "15min"
     assert "path" not in rows, "where the config was loaded from is not a setting"
+
+
+def test_tasks_fallback_assignee_per_segment_and_webhook(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "segments: [{name: high_touch, when: {arr: {gte: 100000}}}, "
+                               "{name: tech_touch}]\ntasks:\n  fallback_assignee: {high_touch: leads@acme.example, "
+                               "default: success@acme.example}\n  webhook: {url: 'https://crm.example/tasks'}\n"))
+    assert config.tasks.fallback("high_touch") == "leads@acme.example"
+    assert config.tasks.fallback("tech_touch") == config.tasks.fallback(None) == "success@acme.example"
+    assert config.tasks.webhook is not None and config.tasks.webhook.url == "https://crm.example/tasks"
+    assert load_config(write(tmp_path, MINIMAL)).tasks.fallback("tech_touch") is None
+
+
+def test_bad_tasks_settings_are_located(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRM_URL", raising=False)
+    path = write(tmp_path, MINIMAL + "segments: [{name: high_touch, when: {arr: {gte: 100000}}}, {name: tech_touch}]\n"
+                 "tasks:\n  fallback_assignee: {hightouch: leads@acme.example}\n")
+    with pytest.raises(ValidationError) as info:
+        load_config(path)
+    assert f"{path}:4:34: tasks.fallback_assignee: unknown segment 'hightouch'; did you mean 'high_touch'?" in str(
+        info.value)
+    for bad, why in (("fallback_assignee: {default: 'success team'}", "not an email address: default: 'success team'"),
+                     ("webhook: {url: '${CRM_URL:-}/tasks'}", "is not an http(s) URL (is a variable unset?)"),
+                     ("webhook: {uri: 'https://crm.example'}", "unknown key 'tasks.webhook.uri'; did you mean 'url'?")):
+        with pytest.raises(ValidationError) as info:
+            load_config(write(tmp_path, MINIMAL + f"tasks:\n  {bad}\n"))
+        assert why in str(info.value), str(info.value)

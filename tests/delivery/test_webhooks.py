@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from smtp_server import free_port
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
+from webhook_receiver import Receiver, receiving
 
 from playbookd.delivery import webhooks
 from playbookd.store.schema import audit
@@ -21,38 +19,10 @@ from playbookd.store.schema import webhooks as table
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-class Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.replies: list[int] = []  # status to answer, in order; then 200
-        self.requests: list[tuple[dict[str, str], Any]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((dict(self.headers), body))
-        self.send_response(self.server.replies.pop(0) if self.server.replies else 200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with receiving() as server:
+        yield server
 
 
 def queue(engine: Engine, url: str, key: str = "7:4", created: datetime = NOW) -> None:

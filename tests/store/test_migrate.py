@@ -11,8 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from cli_helpers import playbookd
 from sqlalchemy import Connection, inspect, text
 
+from playbookd.cadence import tasks as work
+from playbookd.config.settings import Tasks
 from playbookd.store import migrate
-from playbookd.store.database import make_engine
+from playbookd.store.database import make_engine, utcnow
 from playbookd.store.schema import metadata
 
 
@@ -132,3 +134,23 @@ def legacy(conn: Connection) -> None:
         {"id": 2, "a": "A1", "c": 3, "to": '"a"@example.com', "state": "queued", "now": now},
         {"id": 3, "a": "A2", "c": 2, "to": "user@bücher.example", "state": "queued", "now": now},
     ])
+
+
+def test_tasks_stored_before_0009_stay_open_and_can_be_closed(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate._config(conn), "0007")
+            conn.execute(text("INSERT INTO tasks (id, key, account_id, playbook_id, enrollment_id, title, assignee, "
+                              "state, created_at) VALUES (:id, :key, 'A1', 'p', 7, 'Call', 'm@acme.example', 'open', "
+                              "'2026-01-01 00:00:00')"), [{"id": 1, "key": "7:1"}, {"id": 2, "key": "8:1"}])
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT state, refresh_count, revision, open_key, step_key FROM tasks "
+                                     "ORDER BY id")).all()
+        # two open tasks of one step from before 0009: both kept (no open_key), neither one refused
+        assert [tuple(r) for r in rows] == [("open", 0, 1, None, None), ("open", 0, 1, None, None)]
+        (done,) = work.change(engine, [1], "done", note=None, user="m", now=utcnow(), settings=Tasks())
+        assert (done.old_state, done.new_state) == ("open", "done")
+    finally:
+        engine.dispose()
