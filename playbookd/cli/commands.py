@@ -16,6 +16,7 @@ from playbookd.cli import actions, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.health import echo_health
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
+from playbookd.delivery import operator
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
 from playbookd.model.addresses import lookup_form
@@ -327,7 +328,7 @@ def outbox_show(config_path: Path, message_id: int) -> None:
 @click.argument("ids", nargs=-1, type=int, required=True)
 def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
     """Queue messages again (for `unknown`: only when you know they did not arrive)."""
-    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "resend"))
+    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "resend"))
 
 
 @outbox_group.command("drop")
@@ -335,7 +336,7 @@ def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
 @click.argument("ids", nargs=-1, type=int, required=True)
 def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
     """Give up on messages for good."""
-    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "drop"))
 
 
 @cli.command()
