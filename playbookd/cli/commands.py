@@ -14,6 +14,7 @@ from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
 from playbookd.cli import launch as launch_output
+from playbookd.cli.console import console_group
 from playbookd.cli.health import echo_health
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery import operator
@@ -420,6 +421,9 @@ def db_upgrade(config_path: Path) -> None:
 def settings() -> None:
     """Every config.yaml setting with its default and help."""
     output.echo_settings()
+
+
+cli.add_command(console_group)
 
 
 def main() -> None:
