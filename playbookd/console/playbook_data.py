@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
@@ -16,10 +16,12 @@ from playbookd.console.charts import Chart, bars
 from playbookd.console.tables import Link, Table, href
 from playbookd.errors import UserError
 from playbookd.model.steps import EmailStep, Playbook, SetStep, Step, TaskStep, WaitStep, WebhookStep
-from playbookd.report.results import PlaybookResult, Scope, report
 from playbookd.runtime import Runtime
 from playbookd.store.launch import statuses
 from playbookd.store.schema import enrollments
+
+if TYPE_CHECKING:
+    from playbookd.report.results import PlaybookResult
 
 CHART_DAYS = 60
 
@@ -153,6 +155,9 @@ def _report_tables(result: PlaybookResult) -> tuple[Table, Table, Table]:
 
 
 def page(rt: Runtime, engine: Engine, playbook_id: str, now: datetime) -> PlaybookPage:
+    # imported here: the report's statistics load scipy, seconds the daemon should not spend at start
+    from playbookd.report.results import Scope, report
+
     playbook = find(rt, playbook_id)
     with engine.connect() as conn:
         status = statuses(rt.playbooks, conn).get(playbook.id, playbook.status)

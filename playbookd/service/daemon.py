@@ -61,6 +61,7 @@ class Daemon:
     failures: dict[str, list[str]] = field(default_factory=dict)
     reacting: threading.Lock = field(default_factory=threading.Lock)  # job -> errors of its consecutive failed runs
     courier: Courier | None = None  # the delivery job's kept connections
+    console_listener: http.Server | None = None  # the console on console.listen, when set
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.engine)
@@ -237,7 +238,7 @@ class Daemon:
         return {**http.health(self.engine, self.failing()), "sources": sources,
                 "sources_failing": sorted(health.failing(sources)), "smtp_circuit": paused}
 
-    def listen(self) -> list[http.Server]:
+    def listen(self) -> http.Server:
         """The HTTP listener, with the console under /console/ when it is on; or, with `console.listen`,
         a second listener for the console alone (the unsubscribe one is often public)."""
         config = self.runtime.config
@@ -248,14 +249,14 @@ class Daemon:
         site = http.Site(self.engine, secret, config.company.name, self.healthy,
                         config.http.events_token, lambda: self.scheduler.nudge("events"),
                         scan_seconds=config.delivery.scan_seconds, console=None if apart else console)
-        servers = [self._bind(config.http.listen, site)]
+        server = self._bind(config.http.listen, site)
         if apart and config.console.listen is not None:
             alone = http.Site(self.engine, secret, config.company.name, self.healthy, console=console,
                               console_only=True)
-            servers.append(self._bind(config.console.listen, alone))
-        for server in servers:
-            server.start()
-        return servers
+            self.console_listener = self._bind(config.console.listen, alone)
+            self.console_listener.start()
+        server.start()
+        return server
 
     def _console_at(self) -> str | None:
         """Where the console answers, for the start line of the log."""
@@ -274,7 +275,7 @@ class Daemon:
     def serve(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self.on_signal)
-        listeners = self.listen()
+        listener = self.listen()
         recovered = recovery.recover(self.engine)
         if recovered:
             log.warning("messages interrupted mid-delivery marked unknown", extra={"count": recovered})
@@ -296,8 +297,9 @@ class Daemon:
         if self.courier is not None:
             self.courier.close()
         self.leadership.release()
-        for listener in listeners:
-            listener.shutdown()
+        listener.shutdown()
+        if self.console_listener is not None:
+            self.console_listener.shutdown()
         log.info("stopped")
         return 0
 
