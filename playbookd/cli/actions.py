@@ -6,32 +6,27 @@ import asyncio
 import json
 import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from playbookd import runtime
-from playbookd.cadence.context import template_context
+from playbookd.cadence.preview import render_for
 from playbookd.cadence.rehearsal import rehearse
 from playbookd.cli import sampledata
 from playbookd.config.settings import load_config
 from playbookd.delivery.message import Outgoing, build_message, make_message_id
-from playbookd.delivery.recipients import load_contacts, primary
 from playbookd.delivery.transports import DeliveryError, make_transport
-from playbookd.delivery.unsubscribe import resolve_secret, sign, unsubscribe_url
 from playbookd.engine.goal_overlap import goal_overlaps
 from playbookd.engine.values import unseen_values
 from playbookd.errors import DependencyError, Problem, UserError, ValidationError
 from playbookd.model.addresses import AddressError, canonical, lookup_form
 from playbookd.model.launch import deprecations
-from playbookd.model.steps import Playbook
 from playbookd.store import audit, migrate
-from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import connect, insert_ignore, transaction, utcnow
-from playbookd.store.schema import outbox, suppressions
+from playbookd.store.schema import suppressions
 from playbookd.sync import events
 
 SKELETON = ("config.yaml", "playbooks", "email_templates")
@@ -82,32 +77,6 @@ def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
     names = {name for p in rt.playbooks for name, _ in p.templates()}
     return (f"ok: {config.path}: {len(rt.playbooks)} playbook(s), {len(names)} template name(s), "
             f"{len(config.segments)} segment(s), {len(config.sources)} source(s)"), warnings
-
-
-def _preview_playbook() -> Playbook:
-    from playbookd.errors import Where
-    from playbookd.model.conditions import TRUE
-
-    return Playbook("preview", "Preview", "", "live", "general", 0, None, None, TRUE, None, None, (), None,
-                    Where("", None, None))
-
-
-def render_for(rt: runtime.Runtime, engine: Engine, template: str, account_id: str,
-               contact_email: str | None) -> tuple[Any, str]:
-    with transaction(engine) as conn:
-        account = get_account(conn, account_id, load_account_types(conn))
-        if account is None:
-            raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
-        people = load_contacts(conn, [account_id])[account_id]
-        secret = resolve_secret(conn, rt.config.delivery.unsubscribe_secret)
-    contact = primary(people) if contact_email is None else next(
-        (c for c in people if c.email == lookup_form(contact_email)), None)
-    if contact is None:
-        known = ", ".join(c.email for c in people) or "none"
-        raise UserError(f"no such contact for account {account_id} (contacts: {known})")
-    url = unsubscribe_url(rt.config.company.public_url, sign(secret, contact.email, "general"))
-    context = template_context(rt, _preview_playbook(), account, contact.context(), url)
-    return rt.templates.render(template, account["segment"], context), contact.email
 
 
 def preview(rt: runtime.Runtime, engine: Engine, template: str, account_id: str, contact: str | None,
@@ -189,27 +158,3 @@ def db_upgrade(database: str) -> str:
     before, after = migrate.upgrade(engine)
     where = engine.url.render_as_string(hide_password=True)
     return f"{where}: schema at revision {after}" + (f" (was {before or 'empty'})" if before != after else "")
-
-
-OPERATOR_STATES = {"resend": ("unknown", "failed"), "drop": ("unknown", "failed", "queued")}
-
-
-def outbox_decide(engine: Engine, ids: Sequence[int], action: str) -> str:
-    """An operator's call on messages playbookd will not decide alone: resend (queue again) or drop."""
-    allowed = OPERATOR_STATES[action]
-    now = utcnow()
-    with transaction(engine) as conn:
-        rows = {r.id: r for r in conn.execute(select(outbox).where(outbox.c.id.in_(list(ids))))}
-        problems = [f"message {i}: no such message" for i in ids if i not in rows]
-        problems += [f"message {i}: is {rows[i].state}; {action} applies to {' or '.join(allowed)}"
-                     for i in ids if i in rows and rows[i].state not in allowed]
-        if problems:
-            raise UserError("; ".join(problems))
-        values = {"state": "queued", "not_before": now, "claimed_by": None} if action == "resend" else {
-            "state": "dropped"}
-        conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(**values))
-        for row in rows.values():
-            audit.record(conn, f"operator_{action}", account_id=row.account_id, playbook_id=row.playbook_id,
-                         enrollment_id=row.enrollment_id, contact=row.to_addr, reason=f"was {row.state}",
-                         detail={"outbox_id": row.id}, at=now)
-    return f"{action}: {len(ids)} message(s)"

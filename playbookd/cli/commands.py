@@ -13,10 +13,12 @@ from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, output
 from playbookd.cli import launch as launch_output
+from playbookd.cli.console import console_group
 from playbookd.cli.health import echo_health
 from playbookd.cli.options import at_option, config_option, parse_at
 from playbookd.cli.tasks import tasks_group
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
+from playbookd.delivery import operator
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
 from playbookd.model.addresses import lookup_form
@@ -308,7 +310,7 @@ def outbox_show(config_path: Path, message_id: int) -> None:
 @click.argument("ids", nargs=-1, type=int, required=True)
 def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
     """Queue messages again (for `unknown`: only when you know they did not arrive)."""
-    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "resend"))
+    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "resend"))
 
 
 @outbox_group.command("drop")
@@ -316,7 +318,7 @@ def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
 @click.argument("ids", nargs=-1, type=int, required=True)
 def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
     """Give up on messages for good."""
-    click.echo(actions.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "drop"))
 
 
 @cli.command()
@@ -400,6 +402,9 @@ def db_upgrade(config_path: Path) -> None:
 def settings() -> None:
     """Every config.yaml setting with its default and help."""
     output.echo_settings()
+
+
+cli.add_command(console_group)
 
 
 def main() -> None:

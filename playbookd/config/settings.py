@@ -178,6 +178,29 @@ class Http(_Model):
         None, description="Bearer token for POST /events (e.g. ${PLAYBOOKD_EVENTS_TOKEN}); unset: endpoint off")
 
 
+class Console(_Model):
+    enabled: bool = Field(False, description="Serve the web console under /console/ (README \"Console\")")
+    listen: str | None = Field(None, pattern=r"^.+:\d+$", description="host:port of a listener of the console's "
+                               "own; unset: under /console/ on http.listen (often public: prefer its own)")
+    auth: Literal["password", "proxy"] = Field("password", description="password: users in users_file; proxy: "
+                                               "a reverse proxy's user header, trusted only from trusted_proxies")
+    users_file: Path = Field(Path("console-users.txt"), description="Console users and password hashes, written "
+                             "by `playbookd console add-user`")
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+                                       description="Addresses (CIDR) whose proxy headers are believed")
+    proxy_user_header: str = Field("X-Remote-User", description="auth: proxy: the header naming the user")
+    proxy_role_header: str = Field("X-Remote-Role", description="auth: proxy: the header with the role (viewer or "
+                                   "operator); missing: viewer")
+    session_minutes: int = Field(480, ge=1, le=43_200, description="A login lasts this long")
+    secure_cookies: Literal["auto", "always"] = Field("auto", description="auto: Secure cookies when the request "
+                                                      "came over TLS (or a trusted proxy says so); always: every time")
+    max_failed_logins: int = Field(5, ge=1, description="Failed logins per user, and per address, within "
+                                   "login_window before further tries are refused")
+    login_window: timedelta = Field(timedelta(minutes=15), description="The window failed logins are counted in")
+    page_size: int = Field(50, ge=5, le=1000, description="Rows per page of every console list")
+    _d = field_validator("login_window", mode="before")(_duration)
+
+
 class Limits(_Model):
     render_seconds: float = Field(5.0, gt=0, description="Longest one email may take to render; longer fails that "
                                   "message")
@@ -230,6 +253,7 @@ class Config(_Model):
     webhooks: Webhooks = Field(default_factory=Webhooks)
     tasks: Tasks = Field(default_factory=Tasks)
     http: Http = Field(default_factory=Http)
+    console: Console = Field(default_factory=Console)
     limits: Limits = Field(default_factory=Limits)
     launch: Launch = Field(default_factory=Launch)
     retention: Retention = Field(default_factory=Retention)
@@ -332,6 +356,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     config.playbooks = rel(config.playbooks)
     config.templates = rel(config.templates)
     config.delivery.directory = rel(config.delivery.directory)
+    config.console.users_file = rel(config.console.users_file)
     for source in config.sources:
         if source.path is not None:
             source.path = rel(source.path)

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Engine
 
 from playbookd import runtime, workers
 from playbookd.config.settings import load_config
+from playbookd.console.app import Console
+from playbookd.console.views import mount
 from playbookd.delivery import circuit, recovery
 from playbookd.delivery.courier import Courier
 from playbookd.delivery.unsubscribe import resolve_secret
@@ -59,6 +61,7 @@ class Daemon:
     failures: dict[str, list[str]] = field(default_factory=dict)
     reacting: threading.Lock = field(default_factory=threading.Lock)  # job -> errors of its consecutive failed runs
     courier: Courier | None = None  # the delivery job's kept connections
+    console_listener: http.Server | None = None  # the console on console.listen, when set
 
     def __post_init__(self) -> None:
         self.leadership = Leadership(self.engine)
@@ -236,23 +239,43 @@ class Daemon:
                 "sources_failing": sorted(health.failing(sources)), "smtp_circuit": paused}
 
     def listen(self) -> http.Server:
+        """The HTTP listener, with the console under /console/ when it is on; or, with `console.listen`,
+        a second listener for the console alone (the unsubscribe one is often public)."""
         config = self.runtime.config
         with transaction(self.engine) as conn:
             secret = resolve_secret(conn, config.delivery.unsubscribe_secret)
+        console = mount(Console(self.engine, lambda: self.runtime, secret)) if config.console.enabled else None
+        apart = console is not None and config.console.listen is not None
         site = http.Site(self.engine, secret, config.company.name, self.healthy,
                         config.http.events_token, lambda: self.scheduler.nudge("events"),
-                        scan_seconds=config.delivery.scan_seconds)
-        try:
-            server = http.Server(config.http.listen, site)
-        except OSError as exc:
-            raise DependencyError(f"cannot listen on {config.http.listen}: {exc.strerror}") from exc
+                        scan_seconds=config.delivery.scan_seconds, console=None if apart else console)
+        server = self._bind(config.http.listen, site)
+        if apart and config.console.listen is not None:
+            alone = http.Site(self.engine, secret, config.company.name, self.healthy, console=console,
+                              console_only=True)
+            self.console_listener = self._bind(config.console.listen, alone)
+            self.console_listener.start()
         server.start()
         return server
+
+    def _console_at(self) -> str | None:
+        """Where the console answers, for the start line of the log."""
+        console = self.runtime.config.console
+        if not console.enabled:
+            return None
+        return f"http://{console.listen or self.runtime.config.http.listen}/console/login"
+
+    @staticmethod
+    def _bind(listen: str, site: http.Site) -> http.Server:
+        try:
+            return http.Server(listen, site)
+        except OSError as exc:
+            raise DependencyError(f"cannot listen on {listen}: {exc.strerror}") from exc
 
     def serve(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self.on_signal)
-        http = self.listen()
+        listener = self.listen()
         recovered = recovery.recover(self.engine)
         if recovered:
             log.warning("messages interrupted mid-delivery marked unknown", extra={"count": recovered})
@@ -261,7 +284,8 @@ class Daemon:
         self.scheduler.once("first-cycle", self.full_cycle)
         self.schedule()
         log.info("started", extra={"playbooks": len(self.runtime.playbooks), "pid": os.getpid(),
-                                   "http": self.runtime.config.http.listen})
+                                   "http": self.runtime.config.http.listen,
+                                   "console": self._console_at()})
         self.notifier.ready("running")
         while not self.stop.wait(0.2):
             self.heartbeat()
@@ -273,7 +297,9 @@ class Daemon:
         if self.courier is not None:
             self.courier.close()
         self.leadership.release()
-        http.shutdown()
+        listener.shutdown()
+        if self.console_listener is not None:
+            self.console_listener.shutdown()
         log.info("stopped")
         return 0
 

@@ -79,7 +79,7 @@ class Site:
 
     def __init__(self, engine: Engine, secret: bytes, company: str, healthy: Callable[[], dict[str, Any]],
                  events_token: str | None = None, on_events: Callable[[], None] = lambda: None,
-                 scan_seconds: float = 10.0) -> None:
+                 scan_seconds: float = 10.0, console: Any = None, console_only: bool = False) -> None:
         self.engine = engine
         self.secret = secret
         self.company = company
@@ -87,6 +87,8 @@ class Site:
         self.events_token = events_token
         self.on_events = on_events
         self.scan_seconds = scan_seconds
+        self.console = console  # the console's routes (a Mount at /console), or None: off
+        self.console_only = console_only  # a listener of the console's own (console.listen)
 
 
 def send(status: int, content_type: str, payload: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -260,8 +262,11 @@ class Endpoints:
 
 
 def build(site: Site, body_seconds: float) -> Starlette:
+    console = [site.console] if site.console is not None else []
+    if site.console_only:
+        return Starlette(routes=console, exception_handlers={HTTPException: refused})
     endpoints = Endpoints(site, body_seconds)
-    return Starlette(routes=[
+    return Starlette(routes=[*console,
         Route("/healthz", endpoints.health),
         Route("/metrics", endpoints.metrics),
         Route("/events", endpoints.events, methods=["POST"]),

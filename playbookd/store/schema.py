@@ -86,6 +86,7 @@ enrollments = Table(
 Index("ix_enrollments_due", enrollments.c.state, enrollments.c.next_due_at)
 Index("ix_enrollments_pa", enrollments.c.playbook_id, enrollments.c.account_id)
 Index("ix_enrollments_entered", enrollments.c.playbook_id, enrollments.c.entered_at)
+Index("ix_enrollments_account", enrollments.c.account_id)  # an account's page (migration 0009)
 
 outbox = Table(
     "outbox", metadata,
@@ -116,6 +117,8 @@ outbox = Table(
 )
 Index("ix_outbox_due", outbox.c.state, outbox.c.not_before)
 Index("ix_outbox_to", outbox.c.to_addr, outbox.c.state)
+Index("ix_outbox_account", outbox.c.account_id, outbox.c.id)  # an account's emails, newest first
+Index("ix_outbox_enrollment", outbox.c.enrollment_id)  # a playbook's report joins by enrollment
 
 clicks = Table(  # one row per (message, link, kind, reason): a second click on a link is not a new one
     "clicks", metadata,
@@ -147,7 +150,7 @@ tasks = Table(
     Column("due_at", When),
     Column("state", String(20), nullable=False, default="open"),  # open | snoozed | done | dismissed
     Column("created_at", When, nullable=False),
-    Column("step_key", String(200)),  # the task step's stable identity; NULL for tasks made before 0009
+    Column("step_key", String(200)),  # the task step's stable identity; NULL for tasks made before 0008
     # playbook, account and step while open or snoozed, NULL once closed: one open task per step, whatever
     # replicas race to create it
     Column("open_key", String(620)),
@@ -163,6 +166,8 @@ tasks = Table(
 )
 Index("uq_tasks_open_key", tasks.c.open_key, unique=True)
 Index("ix_tasks_state_due", tasks.c.state, tasks.c.due_at)
+Index("ix_tasks_queue", tasks.c.state, tasks.c.assignee, tasks.c.due_at)  # the console's queue by assignee
+Index("ix_tasks_account", tasks.c.account_id)
 Index("ix_tasks_enrollment", tasks.c.enrollment_id)
 
 webhooks = Table(
@@ -210,6 +215,7 @@ audit = Table(
 )
 Index("ix_audit_account", audit.c.account_id, audit.c.at)
 Index("ix_audit_playbook", audit.c.playbook_id, audit.c.at)
+Index("ix_audit_enrollment", audit.c.enrollment_id)
 
 # Evaluation work split into account-id ranges [lo, hi) that every replica takes from.
 ranges = Table(

@@ -148,7 +148,7 @@ def test_tasks_stored_before_0009_stay_open_and_can_be_closed(db_url: str) -> No
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT state, refresh_count, revision, open_key, step_key FROM tasks "
                                      "ORDER BY id")).all()
-        # two open tasks of one step from before 0009: both kept (no open_key), neither one refused
+        # two open tasks of one step from before 0008: both kept (no open_key), neither one refused
         assert [tuple(r) for r in rows] == [("open", 0, 1, None, None), ("open", 0, 1, None, None)]
         (done,) = work.change(engine, [1], "done", note=None, user="m", now=utcnow(), settings=Tasks())
         assert (done.old_state, done.new_state) == ("open", "done")

@@ -1,7 +1,7 @@
 """tasks as work items: snoozed, closed, refreshed, one open task per (playbook, account, step);
 webhooks say whether a step or a task change queued them
 
-Revision ID: 0009_task_work_items
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-10 10:00:00
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_task_work_items"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
