@@ -12,7 +12,7 @@ import click
 
 from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
-from playbookd.cli import actions, output
+from playbookd.cli import actions, lookahead, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.health import echo_health
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
@@ -252,11 +252,24 @@ def playbooks_resume(config_path: Path, playbook_id: str, note: str | None, at: 
 @config_option
 @click.option("--account", help="Only this account.")
 @click.option("--playbook", help="Only this playbook.")
+@click.option("--contact", metavar="EMAIL", help="Only this person: what was queued, sent or skipped for them.")
 @click.option("--limit", default=200, show_default=True)
-def history(config_path: Path, account: str | None, playbook: str | None, limit: int) -> None:
+def history(config_path: Path, account: str | None, playbook: str | None, contact: str | None, limit: int) -> None:
     """The audit log: every decision, with its reason."""
     config = _config(config_path)
-    output.echo_history(connect(config.database), account, playbook, limit)
+    output.echo_history(connect(config.database), account, playbook, limit, contact)
+
+
+@cli.command()
+@config_option
+@click.option("--account", help="Only this account.")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(0, 366), help="How far ahead.")
+@at_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def calendar(config_path: Path, account: str | None, days: int, at: str | None, fmt: str) -> None:
+    """What each account will get and when, across every playbook (quiet hours applied). Changes nothing."""
+    rt, engine = _loaded(config_path)
+    lookahead.echo_calendar(rt, engine, _at(at), days, account, fmt)
 
 
 @cli.command()
@@ -308,10 +321,11 @@ def outbox_group() -> None:
 @outbox_group.command("list")
 @config_option
 @click.option("--state", "states", multiple=True, help="Only this state (repeatable): queued, sent, unknown ...")
+@click.option("--account", help="Only this account: its timeline of messages.")
 @click.option("--limit", default=200, show_default=True)
-def outbox_list(config_path: Path, states: tuple[str, ...], limit: int) -> None:
+def outbox_list(config_path: Path, states: tuple[str, ...], account: str | None, limit: int) -> None:
     """The outbox, oldest first."""
-    output.echo_outbox(connect(_config(config_path).database), states, limit)
+    output.echo_outbox(connect(_config(config_path).database), states, limit, account)
 
 
 @outbox_group.command("show")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,17 @@ from playbookd.config.reserved import reserved_field
 from playbookd.config.yaml_loader import Key, Located, load_yaml_file
 from playbookd.errors import Problem, Where, did_you_mean
 from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
+from playbookd.model.fields import CONTACT_FIELDS
 from playbookd.model.launch import Launch, read_launch, read_status
+from playbookd.model.schedules import read_schedule
+from playbookd.model.senders import sender_problem
 from playbookd.model.steps import (
     ENROLLMENT_FACTS,
     STEP_KINDS,
     EmailStep,
     Goal,
     Playbook,
+    Schedule,
     SetStep,
     Step,
     TaskStep,
@@ -43,6 +48,7 @@ class Context:
     fields: FieldTypes
     segments: tuple[str, ...]
     roles: frozenset[str] = KNOWN_ROLES
+    tz: tzinfo = UTC  # what a schedule's times are in
 
 
 class _Reader:
@@ -58,8 +64,9 @@ class _Reader:
         return Where(self.doc.file, line, col)
 
     def condition(self, path: Key, event_fields: bool = False, enrollment: bool = False) -> Condition:
-        types = {**self.ctx.fields.types, **ENROLLMENT_FACTS} if enrollment else self.ctx.fields.types
-        known = FieldTypes(types, allow_events=event_fields)
+        known = self.ctx.fields.with_events(event_fields)
+        if enrollment:  # a step's `when:`: enrollment facts, and no contacts (steps load none to test)
+            known = FieldTypes({**known.types, **ENROLLMENT_FACTS}, allow_events=event_fields)
         cond, problems = parse_condition(self.doc, path, known)
         self.problems += problems
         return cond
@@ -87,10 +94,26 @@ def _unknown_keys(reader: _Reader, data: Mapping[str, Any], allowed: Iterable[st
             reader.fail((*path, key), f"unknown key {key!r}{hint}")
 
 
+RECIPIENT_FORM = ("'to' is all, primary, a role, a list of roles, or {role: ROLE, where: CONDITION} "
+                  "to keep only the contacts the condition holds for")
+
+
+def _filtered_recipients(reader: _Reader, value: dict[Any, Any], path: Key) -> tuple[tuple[str, ...],
+                                                                                       Condition | None]:
+    _unknown_keys(reader, value, ("role", "where"), path)
+    roles = _recipients(reader, value.get("role", "all"), (*path, "role"))
+    if "where" not in value:
+        return roles, None
+    contacts = reader.ctx.fields.contacts or FieldTypes(dict(CONTACT_FIELDS), changes=False)
+    cond, problems = parse_condition(reader.doc, (*path, "where"), contacts)
+    reader.problems += problems
+    return roles, cond
+
+
 def _recipients(reader: _Reader, value: Any, path: Key) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(i, str) and i for i in items):
-        reader.fail(path, "'to' is all, primary, a role, or a list of roles")
+        reader.fail(path, RECIPIENT_FORM)
         return ()
     for item in items:
         if item not in SPECIAL_RECIPIENTS and item not in reader.ctx.roles:
@@ -129,12 +152,20 @@ def _email(reader: _Reader, spec: Any, path: Key) -> EmailStep | None:
     if not isinstance(spec, dict):
         reader.fail(path, "email takes {template: NAME, to: ROLE} or {to: ..., variants: {...}}")
         return None
-    _unknown_keys(reader, spec, ("template", "to", "variants"), path)
-    to = _recipients(reader, spec.get("to", "primary"), (*path, "to"))
+    _unknown_keys(reader, spec, ("template", "to", "variants", "from"), path)
+    given = spec.get("to", "primary")
+    if isinstance(given, dict):
+        to, only = _filtered_recipients(reader, given, (*path, "to"))
+    else:
+        to, only = _recipients(reader, given, (*path, "to")), None
     variants = _variants(reader, spec, path)
     if variants and sum(v.weight for v in variants) == 0:
         reader.fail((*path, "variants"), "variant weights add up to 0")
-    return EmailStep(to, variants, reader.where(path))
+    sender = spec.get("from")
+    if sender is not None and (why := sender_problem(sender)):
+        reader.fail((*path, "from"), why)
+        sender = None
+    return EmailStep(to, variants, reader.where(path), only, sender.strip() if sender else None)
 
 
 def _task(reader: _Reader, spec: Any, path: Key) -> TaskStep | None:
@@ -259,20 +290,31 @@ def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
     return tuple(segments)
 
 
-def _trigger(reader: _Reader, data: Any) -> tuple[str | None, Condition]:
+TRIGGER_FORM = "'trigger' takes {when: CONDITION}, {event: NAME, when: ...} or {schedule: CRON, when: ...}"
+
+
+def _schedule(reader: _Reader, data: Mapping[str, Any]) -> Schedule | None:
+    schedule, problems = read_schedule(data, reader.ctx.tz)
+    for path, message in problems:
+        reader.fail(path, message)
+    return schedule
+
+
+def _trigger(reader: _Reader, data: Any) -> tuple[str | None, Condition, Schedule | None]:
     if not isinstance(data, dict) or not data:
-        reader.fail(("trigger",), "'trigger' takes {when: CONDITION} or {event: NAME, when: ...}")
-        return None, TRUE
-    _unknown_keys(reader, data, ("when", "event"), ("trigger",))
+        reader.fail(("trigger",), TRIGGER_FORM)
+        return None, TRUE, None
+    _unknown_keys(reader, data, ("when", "event", "schedule", "catch_up"), ("trigger",))
     event = data.get("event")
     if event is not None and (not isinstance(event, str) or not event):
         reader.fail(("trigger", "event"), "'event' is an event name")
         event = None
+    schedule = _schedule(reader, data)
     if "when" not in data:
-        if event is None:
-            reader.fail(("trigger",), "a trigger without an event needs 'when'")
-        return event, TRUE
-    return event, reader.condition(("trigger", "when"), event_fields=event is not None)
+        if event is None and "schedule" not in data:
+            reader.fail(("trigger",), "a trigger without an event or a schedule needs 'when'")
+        return event, TRUE, schedule
+    return event, reader.condition(("trigger", "when"), event_fields=event is not None), schedule
 
 
 def _goal(reader: _Reader, data: Any) -> Goal | None:
@@ -333,8 +375,11 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
         return None, [doc.problem((), "a playbook file holds one mapping (id, trigger, steps, ...)")]
     _unknown_keys(reader, data, TOP_KEYS, ())
     head = _header(reader, data, stem)
-    event, trigger = _trigger(reader, data.get("trigger"))
+    event, trigger, schedule = _trigger(reader, data.get("trigger"))
     reenter = data.get("reenter_after")
+    if schedule is not None and reenter is not None:
+        reader.fail(("reenter_after",), "a scheduled playbook enters its accounts at every occurrence; "
+                    "reenter_after does not apply")
     steps, keys = _steps(reader, data.get("steps"))
     playbook = Playbook(
         **head, file=doc.file, segments=_audience(reader, data.get("audience")), event=event,
@@ -343,7 +388,7 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
         exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
         steps=steps, step_keys=keys, goal=_goal(reader, data.get("goal")),
         control=_control(reader, data.get("control")),
-        where=Where(doc.file, 1, 1), launch=_launch(reader, data),
+        where=Where(doc.file, 1, 1), launch=_launch(reader, data), schedule=schedule,
     )
     return playbook, reader.problems
 
