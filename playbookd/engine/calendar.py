@@ -222,6 +222,8 @@ def upcoming(runtime: Runtime, engine: Engine, now: datetime, days: int = 14,
         raise UserError("--days must be 0 or more")
     until = now + timedelta(days=days)
     with engine.connect() as conn:
+        if account is not None and conn.execute(select(accounts.c.id).where(accounts.c.id == account)).first() is None:
+            raise UserError(f"account {account!r} is not in the store (run `playbookd sync` first?)")
         plans = _enrolled(runtime, conn, now, account)
     plans += _entering(runtime, engine, now, account)
     busy = {(p.playbook.id, p.account): _end(runtime, p) for p in plans}

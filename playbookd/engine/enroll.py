@@ -23,7 +23,7 @@ from playbookd.engine.exits import exit_matching
 from playbookd.engine.goals import held_at_entry, measure
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import CHANGES, AccountRecord
-from playbookd.model.conditions import All, Condition, Leaf, Not
+from playbookd.model.conditions import All, Condition, Leaf, Not, uses_contacts
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
@@ -137,13 +137,16 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     segments: dict[str, str] = {}
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
+    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month)
+    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks)
+
     def records() -> Iterator[AccountRecord]:
         size = runtime.config.evaluation.batch_size
         since = runtime.history_from(now)
         found = records_by_id(engine, only, types, since) if only is not None else \
             iter_accounts(engine, types, size, id_range, since)
         for batch in chunked(found, size):
-            if runtime.needs_contacts:
+            if needs_contacts:
                 with engine.connect() as conn:
                     attach_contacts(conn, batch)
             for record in batch:

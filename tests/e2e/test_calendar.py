@@ -198,6 +198,13 @@ def test_calendar_refuses_a_window_it_cannot_show(make: Any, days: str) -> None:
     assert playbookd("calendar", "--days", days, cwd=project.path).returncode == 2
 
 
+def test_calendar_of_an_unknown_account_says_so(make: Any) -> None:
+    project = make({"monthly": MONTHLY}, accounts_csv=ACCOUNTS, contacts_csv=CONTACTS)
+    project.run(at(1, 2))
+    result = playbookd("calendar", "--account", "ACC-9", cwd=project.path)
+    assert result.returncode == 1 and "account 'ACC-9' is not in the store" in result.stderr
+
+
 def test_calendar_json_keys(make: Any) -> None:
     project = make({"nudge": NUDGE}, accounts_csv=ACCOUNTS, contacts_csv=CONTACTS)
     project.run(at(1, 25, 12))

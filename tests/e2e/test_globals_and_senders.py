@@ -75,6 +75,10 @@ def test_from_csm_is_the_csm_only_at_a_domain_we_send_for(make: Any, db_url: str
     queued = {r.contact: r.detail.get("sender") for r in project.rows(audit, audit.c.event == "queued")}
     assert queued == {"ana@harbor.example": "csm", "pia@pine.example": "csm_reply_to",
                       "cy@crowd.example": "csm_missing", "oz@odd.example": "csm_missing"}
+    preview = playbookd("preview", "note", "--account", "ACC-2", cwd=project.path)
+    assert preview.returncode == 0, preview.stderr
+    assert "From: Acme Success <success@acme.example>\nReply-To: Dana Scully <dana@partner.example>\n" \
+        in preview.stdout
 
 
 def test_sender_domains_and_a_step_from_override_the_template(make: Any, db_url: str,
