@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
-from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
 from playbookd.cli import actions, lookahead, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.health import echo_health
+from playbookd.cli.options import at_option, config_option
+from playbookd.cli.options import loaded as _loaded
+from playbookd.cli.options import parse_at as _at
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
@@ -25,29 +25,8 @@ from playbookd.store.database import connect, utcnow
 from playbookd.version import __version__
 
 
-def _at(value: str | None) -> datetime:
-    if value is None:
-        return utcnow()
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or datetime") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
-
-
-config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar=CONFIG_ENV,
-                             default=Path("config.yaml"), show_default=True, help="Path to config.yaml.")
-at_option = click.option("--at", "at", metavar="ISO", help="Evaluate as if it were this moment (default: now).")
-
-
 def _config(path: Path) -> Config:
     return load_config(path)
-
-
-def _loaded(path: Path) -> tuple[runtime.Runtime, Any]:
-    config = _config(path)
-    engine = connect(config.database)
-    return runtime.load(config=config, engine=engine), engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -262,18 +241,6 @@ def history(config_path: Path, account: str | None, playbook: str | None, contac
 
 @cli.command()
 @config_option
-@click.option("--account", help="Only this account.")
-@click.option("--days", default=14, show_default=True, type=click.IntRange(0, 366), help="How far ahead.")
-@at_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def calendar(config_path: Path, account: str | None, days: int, at: str | None, fmt: str) -> None:
-    """What each account will get and when, across every playbook (quiet hours applied). Changes nothing."""
-    rt, engine = _loaded(config_path)
-    lookahead.echo_calendar(rt, engine, _at(at), days, account, fmt)
-
-
-@cli.command()
-@config_option
 @click.option("--assignee", help="Only tasks for this CSM email.")
 @click.option("--all", "show_all", is_flag=True, help="Include done tasks.")
 def tasks(config_path: Path, assignee: str | None, show_all: bool) -> None:
@@ -433,6 +400,9 @@ def db_upgrade(config_path: Path) -> None:
 def settings() -> None:
     """Every config.yaml setting with its default and help."""
     output.echo_settings()
+
+
+cli.add_command(lookahead.calendar)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
-from email.utils import parseaddr
+from email.utils import getaddresses
 from typing import Any
 
 from playbookd.model.addresses import canonical_or_none
@@ -19,13 +19,22 @@ CSM = "csm"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def address_of(text: str) -> str | None:
-    """The canonical address in `text` (`Name <a@b.example>` or `a@b.example`, see model.addresses),
-    None if it is not one. A CSM's address comes from synced data: hostile input, checked as a contact's is."""
+def _named(text: str) -> tuple[str, str] | None:
+    """(name, canonical address) of one mailbox written `Name <a@b.example>` or `a@b.example`; None
+    for anything else (a list, a control character, an address that is not deliverable)."""
     if _CONTROL.search(text):
         return None
-    _, address = parseaddr(text)
-    return canonical_or_none(address) if address else None
+    found = getaddresses([text])
+    if len(found) != 1 or not found[0][1]:
+        return None
+    address = canonical_or_none(found[0][1])
+    return None if address is None else (found[0][0], address)
+
+
+def address_of(text: str) -> str | None:
+    """The canonical address (model.addresses) of the one mailbox `text` writes, else None."""
+    named = _named(text)
+    return None if named is None else named[1]
 
 
 def sender_problem(value: Any) -> str | None:
@@ -35,11 +44,6 @@ def sender_problem(value: Any) -> str | None:
     if value.strip() == CSM or address_of(value.strip()):
         return None
     return f"'from' is csm or an email address, got {value!r}"
-
-
-def domain_of(text: str) -> str:
-    address = address_of(text) or ""
-    return address.rpartition("@")[2]
 
 
 def canonical_domain(domain: str) -> str:
@@ -80,15 +84,17 @@ def resolve(spec: str | None, account: Mapping[str, Any], csm_name: str, default
     if spec is None:
         return Sender(default_from, default_reply_to, "default")
     if spec == CSM:
-        address = address_of(str(account.get("csm_email") or ""))
+        # synced data, so hostile input: an address alone, in its canonical form, as a contact's must be
+        address = canonical_or_none(str(account.get("csm_email") or ""))
         if address is None:
             return Sender(default_from, default_reply_to, "csm_missing")
         (person, cut), how = mailbox(csm_name, address, limit), CSM
     else:
-        name, _ = parseaddr(spec)
-        address = address_of(spec)
-        assert address is not None, f"from: {spec!r} passed validation"  # checked by sender_problem
-        (person, cut), how = mailbox(name or None, address, limit), "address"
-    if domain_of(person) in {canonical_domain(d) for d in domains}:
+        named = _named(spec)
+        if named is None:  # sender_problem refused it when the playbook or template was loaded
+            return Sender(default_from, default_reply_to, "default")
+        address = named[1]
+        (person, cut), how = mailbox(named[0] or None, address, limit), "address"
+    if address.rpartition("@")[2] in {canonical_domain(d) for d in domains}:
         return Sender(person, None, how, cut)  # replies go to From: that person
     return Sender(default_from, person, f"{how}_reply_to", cut)

@@ -88,9 +88,6 @@ class Compiled:
         sender = meta.get("from")
         return Head(parts["subject"], parts.get("preheader"), str(sender).strip() if sender else None)
 
-    def sender(self, rel: str) -> str | None:
-        return self.head(rel).sender
-
     def compile(self, rel: str) -> None:
         with located(self.root, self._path(rel)):
             self._env.get_template(rel)

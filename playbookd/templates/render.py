@@ -179,11 +179,6 @@ class Templates:
         return next((rel for rel in (f"{segment}/{name}{suffix}", f"{DEFAULT}/{name}{suffix}")
                      if rel in self._files), None)
 
-    def sender(self, name: str, segment: str) -> str | None:
-        """The `from:` of the email `name` for `segment`, as its front matter writes it."""
-        rel = self.resolve(name, segment)
-        found: str | None = self._call(self._path(rel), "the check", "sender", rel)
-        return found
     def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
         """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
         context = {**context, "globals": self.globals}

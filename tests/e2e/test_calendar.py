@@ -214,3 +214,25 @@ def test_calendar_json_keys(make: Any) -> None:
                           "due_at", "why"]
     with project.engine.connect() as conn:
         assert conn.execute(select(outbox.c.id)).first() is not None
+
+
+def test_a_paused_calendar_playbook_opens_no_occurrence_and_its_control_group_gets_nothing(make: Any,
+                                                                                           db_url: str) -> None:
+    project = project_with(make, db_url, {"monthly": MONTHLY.replace("steps:", "control: 10%\nsteps:")})
+    project.run(at(1, 31, 12))
+    assert playbookd("playbooks", "pause", "monthly", cwd=project.path).returncode == 0
+    project.run(at(2, 1))
+    assert entries(project) == [] and project.rows(calendar_runs) == []
+    ahead = playbookd("calendar", "--at", at(2, 1, 1).isoformat(), "--days", "40", "--format", "json",
+                      cwd=project.path)
+    assert ahead.returncode == 0 and json_lines(ahead.stdout) == []  # paused: nothing comes
+    assert playbookd("playbooks", "resume", "monthly", cwd=project.path).returncode == 0
+    project.run(at(2, 1, 20))  # resumed within catch_up: February's occurrence runs now
+    groups = {r.account_id: r.group_name for r in project.rows(enrollments)}
+    assert groups == {"ACC-1": "control", "ACC-2": "treatment"}  # fixed by a hash of (playbook, account)
+    treated = ["ACC-2"]
+    assert sorted({r.account_id for r in project.rows(outbox)}) == treated
+    ahead = playbookd("calendar", "--at", at(2, 1, 21).isoformat(), "--days", "40", "--format", "json",
+                      cwd=project.path)
+    march = [line for line in json_lines(ahead.stdout) if line["why"] == f"occurrence {at(3, 1).isoformat()}"]
+    assert sorted({line["account"] for line in march}) == treated  # the control group gets no step

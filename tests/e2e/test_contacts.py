@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from playbookd import runtime
+from playbookd.engine.goal_overlap import goal_overlaps
 from playbookd.store.schema import audit, contacts, enrollments, fields
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -148,3 +149,39 @@ def test_inferred_contact_columns_widen_to_text_and_stored_values_are_restated(m
         data = {r.email: r.data for r in conn.execute(select(contacts.c.email, contacts.c.data))}
     assert types == {"seats": "decimal", "invited_at": "string", "last_login_at": "datetime"}
     assert data["pia@pine.example"]["invited_at"] == "2025-12-01" and data["pia@pine.example"]["seats"] == 2
+
+
+GOAL = """\
+trigger: {when: {status: active}}
+goal:
+  when: {contacts: {any: {role: billing, status: active}}}
+  within: 30d
+steps:
+  - wait: 2d
+  - task: {title: look, assign: csm}
+"""
+
+
+def test_a_goal_and_the_goal_overlap_check_test_contacts(make: Any, db_url: str) -> None:
+    project = build(make, db_url, {"billing-goal": GOAL})
+    project.run(T0)
+    rows = {r.account_id: r for r in project.rows(enrollments)}
+    assert {a: bool(r.goal_at_entry) for a, r in rows.items()} == {"ACC-1": True, "ACC-2": False, "ACC-3": False}
+    (problem,) = goal_overlaps(project.runtime, project.engine, T0)  # ACC-1 matches trigger and goal together
+    assert "1 synced account(s)" in problem.message and "ACC-1" in problem.message
+    # Pine Labs' billing contact comes back: the goal is met at the next evaluation and ends the enrollment
+    (project.path / "data" / "contacts.csv").write_text(CONTACTS.replace("Ben,billing,left", "Ben,billing,active"))
+    project.run(T0 + timedelta(days=1))
+    rows = {r.account_id: r for r in project.rows(enrollments)}
+    assert rows["ACC-2"].goal_met_at is not None and rows["ACC-2"].state == "exited"
+    assert rows["ACC-3"].goal_met_at is None and rows["ACC-3"].state == "active"
+
+
+def test_a_step_when_cannot_test_contacts(make: Any, db_url: str) -> None:
+    step_when = ("trigger: {when: {status: active}}\nsteps:\n  - task: {title: look, assign: csm}\n"
+                 "    when: {contacts: {any: {role: billing}}}\n")
+    project = build(make, db_url, {})
+    (project.path / "playbooks" / "step-when.yaml").write_text(step_when)
+    problems = runtime.build(project.config, project.engine)[1]
+    assert any(p.line == 4 and "'contacts' conditions work on an account's conditions" in p.message
+               for p in problems), problems
