@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,18 @@ from playbookd.errors import Problem, UserError, ValidationError, Where
 from playbookd.model import evaluation
 from playbookd.model import fields as F
 from playbookd.model.account import AccountRecord, account_types
-from playbookd.model.conditions import TREND, Condition, FieldTypes, Leaf, leaves, parse_condition
+from playbookd.model.conditions import TREND, Condition, FieldTypes, Leaf, leaves, parse_condition, uses_contacts
 from playbookd.model.health import HEALTH_FIELDS, HealthRules
 from playbookd.model.health_rules import build_rules
 from playbookd.model.playbooks import KNOWN_ROLES, Context, load_playbooks, set_step_fields
 from playbookd.model.steps import Playbook, SetStep, Step, TaskStep, WebhookStep, step_kind
 from playbookd.sources.base import SourceError
 from playbookd.sources.registry import source_columns
+from playbookd.store.people import custom_contact_types
 from playbookd.store.schema import contacts
 from playbookd.store.schema import fields as fields_table
 from playbookd.templates.errors import TemplateError
+from playbookd.templates.globals import load_globals
 from playbookd.templates.render import Templates
 
 
@@ -46,6 +49,7 @@ class Runtime:
     exit_when: Condition | None = None  # config.yaml's project-wide exit
     health: HealthRules | None = None
     trend_spans: tuple[Span, ...] = ()  # the windows of the trend conditions in use
+    contact_types: dict[str, str | None] = field(default_factory=dict)
 
     def history_from(self, now: datetime) -> date | None:
         """The first day of health history that evaluating at `now` needs; None when no condition reads it."""
@@ -56,6 +60,14 @@ class Runtime:
     def leaves_everything(self, record: AccountRecord, now: datetime) -> bool:
         """The account matches config.yaml's project-wide exit_when (churned, cancelled ...)."""
         return self.exit_when is not None and evaluation.evaluate(self.exit_when, record, now, self.config.tz)
+
+    @cached_property
+    def needs_contacts(self) -> bool:
+        """Some condition tests contacts: account records must then be loaded with theirs."""
+        conds = [self.exit_when]
+        for p in self.playbooks:
+            conds += [p.trigger, p.exit_when, p.goal.when if p.goal else None]
+        return any(uses_contacts(cond) for cond in conds)
 
     def playbook(self, playbook_id: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.id == playbook_id), None)
@@ -80,12 +92,12 @@ def store_catalog(engine: Engine | None) -> tuple[dict[str, str], set[str]]:
     return types, roles
 
 
-def source_catalog(config: Config) -> tuple[dict[str, str | None], list[Problem]]:
-    """Account columns the configured sources supply (a CSV's header), typed where declared."""
+def source_catalog(config: Config, entity: str = "accounts") -> tuple[dict[str, str | None], list[Problem]]:
+    """Columns the configured sources of `entity` supply (a CSV's header), typed where declared."""
     found: dict[str, str | None] = {}
     problems: list[Problem] = []
     for source in config.sources:
-        if source.entity != "accounts":
+        if source.entity != entity:
             continue
         try:
             columns = source_columns(source)
@@ -142,22 +154,41 @@ def _reach_problems(config: Config, found: list[tuple[str, Leaf]]) -> list[Probl
     return problems
 
 
-def _conditions(config: Config, types: dict[str, str | None]) -> tuple[list[tuple[str, Condition | None]],
-                                                                       Condition | None, list[Problem]]:
-    """The segments' conditions and the project-wide exit_when, checked against the known fields."""
+def contact_field_types(config: Config, engine: Engine | None) -> tuple[dict[str, str | None], list[Problem]]:
+    """Every contact field a condition or template may name: extra columns the contact sources
+    supply or the store knows (typed), then the well-known ones."""
+    found, problems = source_catalog(config, "contacts")
+    if engine is not None:
+        try:
+            with engine.connect() as conn:
+                found.update(custom_contact_types(conn))
+        except SQLAlchemyError:
+            pass
+    found.update(F.CONTACT_FIELDS)
+    return found, problems
+
+
+def known_fields(types: dict[str, str | None], contact_types: dict[str, str | None]) -> FieldTypes:
+    return FieldTypes(types, contacts=FieldTypes(contact_types, changes=False))
+
+
+def _conditions(config: Config, known: FieldTypes) -> tuple[list[tuple[str, Condition | None]],
+                                                           Condition | None, list[Problem]]:
+    """The segments' conditions and the project-wide exit_when, checked against the known fields.
+    Segments are assigned while contacts sync, from account fields alone: no `contacts:` there."""
     doc, problems = load_yaml_file(config.path)
     result: list[tuple[str, Condition | None]] = []
     if doc is None:
         return result, None, problems
     exit_when = None
     if config.exit_when is not None:
-        exit_when, errors = parse_condition(doc, ("exit_when",), FieldTypes(types))
+        exit_when, errors = parse_condition(doc, ("exit_when",), known)
         problems += errors
     for index, segment in enumerate(config.segments):
         if segment.when is None:
             result.append((segment.name, None))
             continue
-        cond, errors = parse_condition(doc, ("segments", index, "when"), FieldTypes(types))
+        cond, errors = parse_condition(doc, ("segments", index, "when"), FieldTypes(known.types))
         problems += errors
         result.append((segment.name, cond))
     return result, exit_when, problems
@@ -166,17 +197,22 @@ def _conditions(config: Config, types: dict[str, str | None]) -> tuple[list[tupl
 def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]]:
     """Load playbooks and templates for `config`; every problem is returned, none raised."""
     types, problems = field_types(config, engine)
-    segments, exit_when, errors = _conditions(config, types)
+    contact_types, errors = contact_field_types(config, engine)
+    problems += errors
+    known = known_fields(types, contact_types)
+    segments, exit_when, errors = _conditions(config, known)
     problems += errors
     doc, _ = load_yaml_file(config.path)
     health, errors = _health(config, doc, types) if doc is not None else (None, [])
     problems += errors
     _, store_roles = store_catalog(engine)
-    ctx = Context(FieldTypes(types), tuple(config.segment_names), KNOWN_ROLES | store_roles)
+    ctx = Context(known, tuple(config.segment_names), KNOWN_ROLES | store_roles, config.tz)
     playbooks, errors = load_playbooks(Path(config.playbooks), ctx)
     problems += errors
+    values, errors = load_globals(config)
+    problems += errors
     templates = Templates(Path(config.templates), config.segment_names, company=config.company, fields=types,
-                          limits=config.limits)
+                          contact_fields=contact_types, globals_=values, limits=config.limits)
     required: dict[str, list[Where]] = {}
     for playbook in playbooks:
         for name, where in playbook.templates():
@@ -186,7 +222,7 @@ def build(config: Config, engine: Engine | None) -> tuple[Runtime, list[Problem]
     trends = _trend_leaves(playbooks, exit_when)
     problems += _reach_problems(config, trends)
     runtime = Runtime(config, tuple(playbooks), templates, tuple(segments), types, exit_when, health,
-                      tuple(dict.fromkeys(leaf.value.within for _, leaf in trends)))
+                      tuple(dict.fromkeys(leaf.value.within for _, leaf in trends)), contact_types)
     return runtime, problems
 
 

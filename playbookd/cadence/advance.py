@@ -29,6 +29,7 @@ from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments, events
 
 log = logging.getLogger("playbookd.cadence")
@@ -135,6 +136,8 @@ def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datet
         account = get_account(conn, row.account_id, types, runtime.history_from(now))
         if account is None:
             return _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
+        if runtime.needs_contacts:
+            attach_contacts(conn, [account])
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
         advance_one(StepContext(runtime, conn, row, playbook, account, now, secret, _event(conn, row.event_id)))
     return None

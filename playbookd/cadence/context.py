@@ -52,8 +52,10 @@ def template_context(runtime: Runtime, playbook: Playbook, account: AccountRecor
     fields = {name: None for name in runtime.types}
     fields.update({k: v for k, v in account.items() if k not in INTERNAL})
     company = runtime.config.company
+    person = {name: None for name in runtime.contact_types if name != "account_id"} if contact else {}
+    person.update(contact or {})
     return {
-        "account": fields, "contact": contact or {}, "segment": account.get("segment"),
+        "account": fields, "contact": person, "segment": account.get("segment"),
         "playbook": {"id": playbook.id, "name": playbook.name, "category": playbook.category},
         "csm": csm(account, company.name), "company": company.model_dump(),
         "unsubscribe_url": unsubscribe, **({"event": event} if event is not None else {}),

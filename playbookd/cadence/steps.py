@@ -15,17 +15,18 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from playbookd.cadence.context import StepContext
+from playbookd.cadence.context import StepContext, csm
 from playbookd.cadence.task_events import WAIT_ENDED, task_closed
 from playbookd.cadence.tasks import NewTask, open_task
 from playbookd.config.durations import shift
 from playbookd.config.settings import expand_env
 from playbookd.delivery.clicks import Rewriter
 from playbookd.delivery.message import make_message_id
-from playbookd.delivery.recipients import Contact, eligible, load_contacts
+from playbookd.delivery.recipients import Contact, Filter, eligible, load_contacts
 from playbookd.delivery.unsubscribe import sign, unsubscribe_url
 from playbookd.errors import PlaybookdError, UserError
 from playbookd.model import fields as F
+from playbookd.model import senders
 from playbookd.model.account import encode
 from playbookd.model.addresses import canonical_or_none
 from playbookd.model.headers import header_value
@@ -75,7 +76,9 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
     url = unsubscribe_url(ctx.runtime.config.company.public_url, token)
     context = ctx.context(contact.context(), url)
     rendered = ctx.runtime.templates.render(variant.template, ctx.account["segment"], context)
+    sender = _sender(ctx, step.sender or rendered.sender)
     headers, cut = _headers(ctx, index, variant)
+    cut += ["From"] if sender.cut else []
     if rendered.cut or cut:
         _record_cuts(ctx, index, contact, [*rendered.cut, *cut])
     key = f"{ctx.enrollment.id}:{index}:{contact.id}"
@@ -91,16 +94,24 @@ def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact
         "playbook_id": ctx.playbook.id, "account_id": ctx.account["id"], "contact_id": contact.id,
         "to_addr": contact.email, "template": rendered.template, "variant": variant.name or None,
         "category": ctx.playbook.category, "priority": ctx.playbook.priority, "subject": rendered.subject,
-        "html": html, "text": text, "headers": {**headers, "List-Unsubscribe-URL": url},
+        "html": html, "text": text, "headers": {**headers, **sender.headers(), "List-Unsubscribe-URL": url},
         "state": "queued", "attempts": 0, "not_before": ctx.now, "created_at": ctx.now,
     }])
     ctx.log(audit.QUEUED, index, contact=contact.email, detail={"template": rendered.template,
-                                                                 "variant": variant.name or None})
+                                                                 "variant": variant.name or None, **sender.detail()})
+
+
+def _sender(ctx: StepContext, spec: str | None) -> senders.Sender:
+    delivery = ctx.runtime.config.delivery
+    return senders.resolve(spec, ctx.account, csm(ctx.account, ctx.runtime.config.company.name)["name"],
+                           delivery.from_, delivery.reply_to, delivery.sending_domains,
+                           ctx.runtime.config.limits.header_chars)
 
 
 def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
     people = load_contacts(ctx.conn, [ctx.account["id"]])[ctx.account["id"]]
-    ok, skipped = eligible(ctx.conn, people, step.to, ctx.playbook.category)
+    only = Filter(step.only, ctx.now, ctx.runtime.config.tz) if step.only is not None else None
+    ok, skipped = eligible(ctx.conn, people, step.to, ctx.playbook.category, only)
     for contact, reason in skipped:
         ctx.log(audit.STEP_SKIPPED, index, reason, contact=contact.email)
     if not ok:

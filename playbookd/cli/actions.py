@@ -13,6 +13,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from playbookd import runtime
+from playbookd.cadence.context import csm
 from playbookd.cadence.preview import render_for
 from playbookd.cadence.rehearsal import rehearse
 from playbookd.cli import sampledata
@@ -22,9 +23,11 @@ from playbookd.delivery.transports import DeliveryError, make_transport
 from playbookd.engine.goal_overlap import goal_overlaps
 from playbookd.engine.values import unseen_values
 from playbookd.errors import DependencyError, Problem, UserError, ValidationError
+from playbookd.model import senders
 from playbookd.model.addresses import AddressError, canonical, lookup_form
 from playbookd.model.launch import deprecations
 from playbookd.store import audit, migrate
+from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import connect, insert_ignore, transaction, utcnow
 from playbookd.store.schema import suppressions
 from playbookd.sync import events
@@ -82,10 +85,21 @@ def validate(config_path: Path, strict: bool) -> tuple[str, list[Problem]]:
 def preview(rt: runtime.Runtime, engine: Engine, template: str, account_id: str, contact: str | None,
             show_html: bool) -> str:
     rendered, to = render_for(rt, engine, template, account_id, contact)
-    head = [f"Template: {rendered.template}", f"To: {to}", f"Subject: {rendered.subject}"]
+    head = [f"Template: {rendered.template}", *_sender_lines(rt, engine, rendered.sender, account_id), f"To: {to}",
+            f"Subject: {rendered.subject}"]
     if rendered.preheader:
         head.append(f"Preheader: {rendered.preheader}")
     return "\n".join([*head, "", rendered.html if show_html else rendered.text])
+
+
+def _sender_lines(rt: runtime.Runtime, engine: Engine, spec: str | None, account_id: str) -> list[str]:
+    """From (and Reply-To) as the template's `from:` makes them for this account."""
+    with engine.connect() as conn:
+        account = get_account(conn, account_id, load_account_types(conn)) or {}
+    delivery = rt.config.delivery
+    sender = senders.resolve(spec, account, csm(account, rt.config.company.name)["name"], delivery.from_,
+                             delivery.reply_to, delivery.sending_domains, rt.config.limits.header_chars)
+    return [f"From: {sender.from_addr}", *([f"Reply-To: {sender.reply_to}"] if sender.reply_to else [])]
 
 
 def send_test(rt: runtime.Runtime, engine: Engine, to_addr: str, template: str | None,

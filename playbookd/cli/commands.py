@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from playbookd import runtime
 from playbookd.cadence.advance import end_by_operator, retry
-from playbookd.cli import actions, output
+from playbookd.cli import actions, lookahead, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.console import console_group
 from playbookd.cli.health import echo_health
-from playbookd.cli.options import at_option, config_option, parse_at
+from playbookd.cli.options import at_option, config_option
+from playbookd.cli.options import loaded as _loaded
+from playbookd.cli.options import parse_at as _at
 from playbookd.cli.tasks import tasks_group
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
 from playbookd.delivery import operator
@@ -27,17 +27,9 @@ from playbookd.service.daemon import start
 from playbookd.store.database import connect, utcnow
 from playbookd.version import __version__
 
-_at = parse_at
-
 
 def _config(path: Path) -> Config:
     return load_config(path)
-
-
-def _loaded(path: Path) -> tuple[runtime.Runtime, Any]:
-    config = _config(path)
-    engine = connect(config.database)
-    return runtime.load(config=config, engine=engine), engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,11 +234,12 @@ def playbooks_resume(config_path: Path, playbook_id: str, note: str | None, at: 
 @config_option
 @click.option("--account", help="Only this account.")
 @click.option("--playbook", help="Only this playbook.")
+@click.option("--contact", metavar="EMAIL", help="Only this person: what was queued, sent or skipped for them.")
 @click.option("--limit", default=200, show_default=True)
-def history(config_path: Path, account: str | None, playbook: str | None, limit: int) -> None:
+def history(config_path: Path, account: str | None, playbook: str | None, contact: str | None, limit: int) -> None:
     """The audit log: every decision, with its reason."""
     config = _config(config_path)
-    output.echo_history(connect(config.database), account, playbook, limit)
+    output.echo_history(connect(config.database), account, playbook, limit, contact)
 
 
 cli.add_command(tasks_group)
@@ -291,10 +284,11 @@ def outbox_group() -> None:
 @outbox_group.command("list")
 @config_option
 @click.option("--state", "states", multiple=True, help="Only this state (repeatable): queued, sent, unknown ...")
+@click.option("--account", help="Only this account: its timeline of messages.")
 @click.option("--limit", default=200, show_default=True)
-def outbox_list(config_path: Path, states: tuple[str, ...], limit: int) -> None:
+def outbox_list(config_path: Path, states: tuple[str, ...], account: str | None, limit: int) -> None:
     """The outbox, oldest first."""
-    output.echo_outbox(connect(_config(config_path).database), states, limit)
+    output.echo_outbox(connect(_config(config_path).database), states, limit, account)
 
 
 @outbox_group.command("show")
@@ -405,6 +399,7 @@ def settings() -> None:
 
 
 cli.add_command(console_group)
+cli.add_command(lookahead.calendar)
 
 
 def main() -> None:

@@ -1,14 +1,16 @@
-"""Options and values every command module shares: --config, --at, ISO moments."""
+"""What several command modules share: the --config and --at options, ISO moments, loading a project."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from playbookd.config.settings import CONFIG_ENV
-from playbookd.store.database import utcnow
+from playbookd import runtime
+from playbookd.config.settings import CONFIG_ENV, load_config
+from playbookd.store.database import connect, utcnow
 
 
 def parse_at(value: str | None) -> datetime:
@@ -25,3 +27,10 @@ def parse_at(value: str | None) -> datetime:
 config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar=CONFIG_ENV,
                              default=Path("config.yaml"), show_default=True, help="Path to config.yaml.")
 at_option = click.option("--at", "at", metavar="ISO", help="Evaluate as if it were this moment (default: now).")
+
+
+def loaded(path: Path) -> tuple[runtime.Runtime, Any]:
+    """The project's runtime, built against its database, and that database's engine."""
+    config = load_config(path)
+    engine = connect(config.database)
+    return runtime.load(config=config, engine=engine), engine

@@ -237,9 +237,10 @@ def _echo_sources(sources: dict[str, dict[str, Any]]) -> None:
                 s.get("last_error")) for name, s in failing.items()])
 
 
-def echo_history(engine: Engine, account: str | None, playbook: str | None, limit: int) -> None:
+def echo_history(engine: Engine, account: str | None, playbook: str | None, limit: int,
+                 contact: str | None = None) -> None:
     with engine.connect() as conn:
-        entries = list(audit.history(conn, account, playbook, limit))
+        entries = list(audit.history(conn, account, playbook, limit, contact))
     for entry in entries:
         click.echo(entry.line())
     if not entries:
@@ -257,11 +258,13 @@ def echo_settings() -> None:
     table(("SETTING", "DEFAULT", "HELP"), describe_settings())
 
 
-def echo_outbox(engine: Engine, states: Sequence[str], limit: int) -> None:
+def echo_outbox(engine: Engine, states: Sequence[str], limit: int, account: str | None = None) -> None:
     query = (select(outbox.c.id, outbox.c.state, outbox.c.to_addr, outbox.c.playbook_id, outbox.c.account_id,
                     outbox.c.attempts, outbox.c.not_before, outbox.c.last_error).order_by(outbox.c.id).limit(limit))
     if states:
         query = query.where(outbox.c.state.in_(list(states)))
+    if account:
+        query = query.where(outbox.c.account_id == account)
     with engine.connect() as conn:
         rows = [(r.id, r.state, r.to_addr, r.playbook_id, r.account_id, r.attempts,
                  r.not_before.strftime("%Y-%m-%d %H:%M") if r.not_before else "", (r.last_error or "")[:60])

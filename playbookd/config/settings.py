@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -108,6 +109,9 @@ class Delivery(_Model):
         "Customer Success <success@example.com>", alias="from", description="From header"
     )
     reply_to: str | None = Field(None, description="Reply-To header")
+    sender_domains: list[str] | None = Field(
+        None, description="Domains you send for (SPF/DKIM aligned): a `from:` address (a CSM's) in one of them "
+        "is the From, any other becomes the Reply-To; unset: the domain of `from`")
     smtp: Smtp = Field(default_factory=Smtp)
     frequency_cap: FrequencyCap | None = Field(None, description="Unset: no cap")
     quiet_hours: QuietHours | None = Field(None, description="Unset: send around the clock")
@@ -119,6 +123,13 @@ class Delivery(_Model):
     scan_seconds: float = Field(10.0, ge=0, description="A link fetched this soon after delivery is a mail "
                                 "scanner's, recorded as scanned, not as a click")
     _max_age = field_validator("max_age", mode="before")(_duration)
+
+    @property
+    def sending_domains(self) -> list[str]:
+        if self.sender_domains is not None:
+            return self.sender_domains
+        domain = parseaddr(self.from_)[1].rpartition("@")[2]
+        return [domain] if domain else []
 
 
 class SchedulerSettings(_Model):
@@ -247,6 +258,9 @@ class Config(_Model):
                                              "playbook and gets nothing more (e.g. churned)")
     health: HealthSettings | None = Field(None, description="Health score: measures, weights and colour limits per "
                                           "segment; unset: no health_score or health_color")
+    template_globals: dict[str, Any] | Path = Field(
+        default_factory=dict, description="Values every template sees as `globals.<name>`: a mapping, or a YAML "
+        "file holding one (re-read on reload)")
     delivery: Delivery = Field(default_factory=Delivery)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -357,6 +371,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     config.templates = rel(config.templates)
     config.delivery.directory = rel(config.delivery.directory)
     config.console.users_file = rel(config.console.users_file)
+    if isinstance(config.template_globals, Path):
+        config.template_globals = rel(config.template_globals)
     for source in config.sources:
         if source.path is not None:
             source.path = rel(source.path)

@@ -28,11 +28,13 @@ from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import in_hand, recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
+from playbookd.model.conditions import uses_contacts
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import contacts, enrollments, outbox
 
 log = logging.getLogger("playbookd.delivery")
@@ -81,6 +83,8 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     found = set()
     for account_id in {row.account_id for row in rows}:
         record = get_account(conn, account_id, types, runtime.history_from(now))
+        if record is not None and uses_contacts(runtime.exit_when):
+            attach_contacts(conn, [record])
         if record is not None and runtime.leaves_everything(record, now):
             found.add(account_id)
     return found
@@ -158,8 +162,10 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
     headers = dict(row.headers)
     url = headers.pop("List-Unsubscribe-URL")
     delivery = runtime.config.delivery
-    return Outgoing(row.message_id, delivery.from_, row.to_addr, row.subject, row.html, row.text, url,
-                    delivery.reply_to, headers)
+    # a `from:` decided at queue time (a CSM) wins; "" for Reply-To means none (replies go to From)
+    sender = headers.pop("From", None) or delivery.from_
+    reply_to = headers.pop("Reply-To", delivery.reply_to) or None
+    return Outgoing(row.message_id, sender, row.to_addr, row.subject, row.html, row.text, url, reply_to, headers)
 
 
 def _settle(runtime: Runtime, conn: Connection, row: Row[Any], error: Exception | None, report: DeliveryReport,

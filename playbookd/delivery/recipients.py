@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 
 from playbookd.delivery.forget import hashed
+from playbookd.model import evaluation
 from playbookd.model.addresses import lookup_form
+from playbookd.model.conditions import Condition
 from playbookd.store.chunks import chunked
+from playbookd.store.people import contact_record, contact_types
 from playbookd.store.schema import contacts, suppressions
 
 ACTIVE = "active"
@@ -28,22 +33,31 @@ class Contact:
     status: str
     is_primary: bool
     position: int
+    fields: Mapping[str, Any] = field(default_factory=dict, compare=False)  # every column, typed
 
     def context(self) -> dict[str, Any]:
-        return {"email": self.email, "first_name": self.first_name, "last_name": self.last_name,
-                "role": self.role, "timezone": self.timezone, "status": self.status,
-                "is_primary": self.is_primary}
+        """What templates see as `contact` and `where:` filters test: every column, extra ones too."""
+        return dict(self.fields) or {
+            "email": self.email, "first_name": self.first_name, "last_name": self.last_name, "role": self.role,
+            "timezone": self.timezone, "status": self.status, "is_primary": self.is_primary}
 
 
-def load_contacts(conn: Connection, account_ids: Iterable[str]) -> dict[str, list[Contact]]:
-    """Contacts of each account, in source order."""
+_COLUMNS = ("id", "account_id", "email", "first_name", "last_name", "role", "timezone", "status", "is_primary",
+            "position")
+
+
+def load_contacts(conn: Connection, account_ids: Iterable[str],
+                  types: Mapping[str, str] | None = None) -> dict[str, list[Contact]]:
+    """Contacts of each account, in source order, with every column typed."""
+    types = contact_types(conn) if types is None else types
     ids = list(set(account_ids))
     found: dict[str, list[Contact]] = {i: [] for i in ids}
     for batch in chunked(ids, 500):
-        query = select(*[contacts.c[f] for f in Contact.__dataclass_fields__]).where(
+        query = select(*[contacts.c[f] for f in _COLUMNS], contacts.c.data).where(
             contacts.c.account_id.in_(batch)).order_by(contacts.c.account_id, contacts.c.position, contacts.c.id)
         for row in conn.execute(query):
-            found[row.account_id].append(Contact(**row._asdict()))
+            values = {name: getattr(row, name) for name in _COLUMNS}
+            found[row.account_id].append(Contact(**values, fields=contact_record(row, types)))
     return found
 
 
@@ -92,10 +106,25 @@ def ineligible_reason(contact: Contact, suppressed: dict[str, str]) -> str | Non
     return reason if reason else None
 
 
-def eligible(conn: Connection, people: Sequence[Contact], to: Sequence[str],
-             category: str) -> tuple[list[Contact], list[tuple[Contact, str]]]:
-    """(recipients, [(contact, reason skipped)]) for one email step."""
+@dataclass(frozen=True)
+class Filter:
+    """`to: {role: ..., where: CONDITION}`: only contacts the condition holds for, tested at `now`."""
+
+    where: Condition
+    now: datetime
+    tz: ZoneInfo
+
+    def keeps(self, contact: Contact) -> bool:
+        return evaluation.evaluate(self.where, contact.context(), self.now, self.tz)
+
+
+def eligible(conn: Connection, people: Sequence[Contact], to: Sequence[str], category: str,
+             only: Filter | None = None) -> tuple[list[Contact], list[tuple[Contact, str]]]:
+    """(recipients, [(contact, reason skipped)]) for one email step; contacts `only` rules out are
+    neither (the step does not address them)."""
     picked = select_recipients(people, to)
+    if only is not None:
+        picked = [c for c in picked if only.keeps(c)]
     suppressed = suppressed_for(conn, (c.email for c in picked), category)
     ok: list[Contact] = []
     skipped: list[tuple[Contact, str]] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -18,17 +18,19 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import shift
+from playbookd.engine import occurrences
 from playbookd.engine.exits import exit_matching
 from playbookd.engine.goals import held_at_entry, measure
 from playbookd.engine.rules import RuleEngine
 from playbookd.model.account import CHANGES, AccountRecord
-from playbookd.model.conditions import All, Condition, Leaf, Not
+from playbookd.model.conditions import All, Condition, Leaf, Not, uses_contacts
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
-from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types
+from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types, records_by_id
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments, events
 
 log = logging.getLogger("playbookd.engine")
@@ -93,6 +95,10 @@ def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: dat
     if seen is None:
         return None
     active, last = seen
+    if playbook.schedule is not None:  # once per occurrence, and not over an enrollment still running
+        if active:
+            return "still enrolled from an earlier occurrence"
+        return "entered at this occurrence" if last >= now else None
     if active:
         return "already enrolled"
     if playbook.reenter_after is None:
@@ -106,9 +112,23 @@ def _eligible(conn: Connection, chunk: list[Candidate], now: datetime, tz: ZoneI
     return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now, tz) is None]
 
 
+def scheduled_now(playbooks: Sequence[Playbook], engine: Engine, now: datetime, tz: ZoneInfo,
+                  audited: bool) -> set[str]:
+    """Calendar playbooks whose accounts enter at `now`: the occurrences the evaluation at `now` opened,
+    or, for simulate (which records nothing), those it would open."""
+    with engine.connect() as conn:
+        if audited:
+            return occurrences.opened_at(conn, now)
+        found = occurrences.due(conn, playbooks, now, tz)
+    return {item.playbook.id for item in found if not item.missed}
+
+
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
              id_range: tuple[str | None, str | None] | None, audited: bool,
-             playbooks: Sequence[Playbook]) -> Iterator[Candidate]:
+             playbooks: Sequence[Playbook], only: Sequence[str] | None = None) -> Iterator[Candidate]:
+    if any(p.schedule for p in playbooks):  # a calendar playbook takes part only at its occurrence
+        scheduled = scheduled_now(playbooks, engine, now, runtime.config.tz, audited)
+        playbooks = [p for p in playbooks if p.schedule is None or p.id in scheduled]
     if not playbooks:
         return
     by_id = {p.id: p for p in playbooks}
@@ -117,13 +137,23 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     segments: dict[str, str] = {}
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
+    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month)
+    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks)
+
     def records() -> Iterator[AccountRecord]:
-        for record in iter_accounts(engine, types, runtime.config.evaluation.batch_size, id_range,
-                                    runtime.history_from(now)):
-            segments[record["id"]] = record["segment"]
-            if record[CHANGES]:
-                changed.append(record["id"])
-            yield record
+        size = runtime.config.evaluation.batch_size
+        since = runtime.history_from(now)
+        found = records_by_id(engine, only, types, since) if only is not None else \
+            iter_accounts(engine, types, size, id_range, since)
+        for batch in chunked(found, size):
+            if needs_contacts:
+                with engine.connect() as conn:
+                    attach_contacts(conn, batch)
+            for record in batch:
+                segments[record["id"]] = record["segment"]
+                if record[CHANGES]:
+                    changed.append(record["id"])
+                yield record
 
     with rule_engine(runtime, playbooks, workers) as rules:
         for account_id, matched in rules.match(records(), now):
@@ -160,16 +190,21 @@ def statuses(runtime: Runtime, engine: Engine) -> dict[str, str]:
         return launch.statuses(runtime.playbooks, conn)
 
 
+def live(runtime: Runtime, engine: Engine, which: Callable[[Playbook], bool] = lambda p: True) -> list[Playbook]:
+    """The playbooks live now (their file's status or what `playbooks pause|resume` set) that `which` keeps."""
+    status = statuses(runtime, engine)
+    return [p for p in runtime.playbooks if which(p) and status[p.id] == "live"]
+
+
 def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
                id_range: tuple[str | None, str | None] | None = None, audited: bool = False,
-               playbooks: Sequence[Playbook] | None = None) -> Iterator[Candidate]:
-    """Accounts that would enter a state-triggered playbook at `now` (the live ones, unless `playbooks`
-    names others), eligibility applied; `audited` records the accounts the rules engine failed on
-    (evaluation does, simulate changes nothing)."""
+               playbooks: Sequence[Playbook] | None = None, only: Sequence[str] | None = None) -> Iterator[Candidate]:
+    """Accounts (of `id_range`, or `only` these) that would enter a state-triggered playbook at `now`
+    (the live ones, unless `playbooks` names others), eligibility applied; `audited` records the
+    accounts the rules engine failed on (evaluation does, simulate changes nothing)."""
     if playbooks is None:
-        status = statuses(runtime, engine)
-        playbooks = [p for p in runtime.playbooks if p.event is None and status[p.id] == "live"]
-    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited, playbooks)):
+        playbooks = live(runtime, engine, lambda p: p.event is None)
+    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited, playbooks, only)):
         with engine.connect() as conn:
             yield from _eligible(conn, chunk, now, runtime.config.tz)
 
@@ -223,15 +258,25 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
     return total
 
 
+def open_occurrences(runtime: Runtime, conn: Connection, now: datetime) -> list[str]:
+    """Open the calendar occurrences due at `now` (see occurrences); the evaluation at `now` runs them.
+    Only live playbooks' (a paused one opens none: resumed within catch_up, it runs the latest)."""
+    status = launch.statuses(runtime.playbooks, conn)
+    playbooks = [p for p in runtime.playbooks if p.schedule is not None and status[p.id] == "live"]
+    return occurrences.open_due(conn, playbooks, now, runtime.config.tz)
+
+
 def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None) -> int:
     """Goals and exits first, then every account, then pending events; returns enrollments made."""
     measure(runtime, engine, now)
     exit_matching(runtime, engine, now)
+    with transaction(engine) as conn:
+        open_occurrences(runtime, conn, now)
     return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
 
 
-def _event_records(conn: Connection, types: dict[str, str], limit: int,
-                   history_since: date | None) -> list[tuple[int, AccountRecord]]:
+def _event_records(conn: Connection, types: dict[str, str], limit: int, history_since: date | None,
+                   contacts: bool) -> list[tuple[int, AccountRecord]]:
     rows = conn.execute(select(events).where(events.c.processed_at.is_(None))
                         .order_by(events.c.id).limit(limit)).all()
     out: list[tuple[int, AccountRecord]] = []
@@ -240,6 +285,8 @@ def _event_records(conn: Connection, types: dict[str, str], limit: int,
                                                                               "_changes": {}}
         record = {**record, "event": {**(row.data or {}), "name": row.name}}
         out.append((row.id, record))
+    if contacts:
+        attach_contacts(conn, [record for _, record in out])
     return out
 
 
@@ -252,7 +299,7 @@ def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
     by_id = {p.id: p for p in playbooks}
     with engine.connect() as conn:
         types = load_account_types(conn)
-        pending = _event_records(conn, types, batch, runtime.history_from(now))
+        pending = _event_records(conn, types, batch, runtime.history_from(now), runtime.needs_contacts)
     if not pending:
         return
     found: list[Candidate] = []

@@ -22,6 +22,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import load_account_types, records_by_id
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import transaction
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments
 
 PROJECT_EXIT = "account matches config exit_when"
@@ -58,7 +59,11 @@ def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] 
 def _exits(runtime: Runtime, engine: Engine, rows: list[Any], types: dict[str, str],
            now: datetime) -> list[tuple[Any, str]]:
     ids = {row.account_id for row in rows}
-    records = {r["id"]: r for r in records_by_id(engine, ids, types, runtime.history_from(now))}
+    loaded = list(records_by_id(engine, ids, types, runtime.history_from(now)))
+    if runtime.needs_contacts:
+        with engine.connect() as conn:
+            attach_contacts(conn, loaded)
+    records = {r["id"]: r for r in loaded}
     found = []
     for row in rows:
         playbook, record = runtime.playbook(row.playbook_id), records.get(row.account_id)

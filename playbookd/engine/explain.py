@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
-from playbookd.engine import launch
+from playbookd.engine import calendar, launch
 from playbookd.engine.enroll import _history, entry_block
 from playbookd.engine.health import breakdown_lines
 from playbookd.errors import UserError
 from playbookd.model import evaluation
 from playbookd.model.account import CHANGES, INTERNAL, AccountRecord, encode
+from playbookd.model.cron import occurrences
 from playbookd.model.health import compute
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
@@ -21,7 +23,10 @@ from playbookd.store import audit
 from playbookd.store.accounts import get_account, load_account_types
 from playbookd.store.database import aware
 from playbookd.store.launch import statuses
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments
+
+AHEAD_DAYS = 14
 
 
 def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, Any] | None:
@@ -38,12 +43,25 @@ def _enrollment(engine: Engine, playbook_id: str, account_id: str) -> dict[str, 
             "reason": row.reason}
 
 
+def _next_occurrence(playbook: Playbook, at: datetime, tz: ZoneInfo) -> str:
+    assert playbook.schedule is not None
+    found = occurrences(playbook.schedule.cron, tz, at, at + timedelta(days=400), limit=1)
+    return found[0].isoformat() if found else "none within a year"
+
+
 def _verdict(playbook: Playbook, record: AccountRecord, audience_ok: bool, trigger_ok: bool,
-             block: str | None) -> str:
+             block: str | None, at: datetime, tz: ZoneInfo) -> str:
     if playbook.event is not None:
         return f"enters when a '{playbook.event}' event arrives and its condition holds"
     if not audience_ok:
         return f"not in the audience: segment {record.get('segment')!r} not in {list(playbook.segments or [])}"
+    if playbook.schedule is not None:
+        upcoming = _next_occurrence(playbook, at, tz)
+        if block and "still enrolled" in block:
+            return f"skipped at its occurrences while still enrolled; next occurrence {upcoming}"
+        state = "holds" if trigger_ok else "is false"
+        return f"enters at the next occurrence of its schedule, {upcoming}, if its condition holds then " \
+               f"(now it {state})"
     if not trigger_ok:
         return "does not enter: the trigger is false"
     if block:
@@ -80,7 +98,7 @@ def explain_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, recor
         status = statuses(runtime.playbooks, conn)[playbook.id]
         verdict = _launch_verdict(conn, runtime, playbook, status, record["id"], at,
                                   _verdict(playbook, record, audience_ok, tree.result,
-                                           entry_block(playbook, seen, at, runtime.config.tz)))
+                                           entry_block(playbook, seen, at, tz), at, tz))
     out: dict[str, Any] = {
         "playbook": playbook.id, "name": playbook.name, "status": status, "verdict": verdict,
         "audience": {"segments": list(playbook.segments) if playbook.segments else None, "ok": audience_ok},
@@ -96,6 +114,8 @@ def explain(runtime: Runtime, engine: Engine, account_id: str, at: datetime,
             playbook_id: str | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
         record = get_account(conn, account_id, load_account_types(conn), runtime.history_from(at))
+        if record is not None:
+            attach_contacts(conn, [record])
         recent = [e for e in audit.history(conn, account_id=account_id, playbook_id=playbook_id, limit=50)]
     if record is None:
         raise UserError(f"account {account_id!r} is not in the store (run `playbookd sync` first?)")
@@ -111,6 +131,8 @@ def explain(runtime: Runtime, engine: Engine, account_id: str, at: datetime,
             "health": None if health is None else health.as_json(account_id, record.get("segment")),
             "_health": health,
             "playbooks": [explain_playbook(runtime, engine, p, record, at) for p in playbooks],
+            "upcoming": [u.as_dict() for u in calendar.upcoming(runtime, engine, at, AHEAD_DAYS, account_id)
+                         if playbook_id is None or u.playbook == playbook_id],
             "history": [e.line() for e in recent]}
 
 
@@ -126,6 +148,11 @@ def render_text(report: dict[str, Any]) -> list[str]:
                          + (f", {e['reason']}" if e["reason"] else ""))
         lines.append("  trigger:")
         lines += ["    " + line for line in p["_tree"].lines()]
+    if report["upcoming"]:
+        lines += ["", f"Coming up in the next {AHEAD_DAYS} days (as the data stands; quiet hours applied):"]
+        lines += [f"  {u['at'][:16]}  {u['playbook']} step {u['step']}: {u['action']} "
+                  f"{u['template'] or u['detail'] or ''}" + (f" to {u['to']}" if u["to"] else "")
+                  for u in report["upcoming"]]
     if report["history"]:
         lines += ["", "Decisions recorded for this account:"] + ["  " + h for h in report["history"]]
     return lines

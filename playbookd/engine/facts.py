@@ -7,7 +7,8 @@ never sees a text value: the engine coerces numeric-looking text on its own, whi
 would break the cross-class-is-false rule. Leaves the engine cannot test faithfully
 (regex, contains, changes, text ordering, numbers it cannot parse) are evaluated here
 with the reference semantics and stored as 0/1 keys; so are subtrees whose disjunctive
-form would grow too large.
+form would grow too large, and every `contacts:` condition: the engine sees flat facts, so a
+test over the account's list of contacts is answered here, per account, as one 0/1 key.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from playbookd.model import evaluation
 from playbookd.model.account import AccountRecord, lookup
-from playbookd.model.conditions import FUTURE, PAST, All, Any_, Condition, Leaf, Not
+from playbookd.model.conditions import FUTURE, PAST, All, Any_, Condition, Contacts, Leaf, Not
 
 MARKER = "_a"           # every account fact has it; the engine's own state fact does not
 SAFE_INT = 2**53        # beyond this, int/float comparisons in the engine lose exactness
@@ -97,6 +98,9 @@ class _Planner:
         self.computed: dict[Condition, None] = {}
 
     def walk(self, cond: Condition, positive: bool) -> int:
+        if isinstance(cond, Contacts):
+            self.computed[cond] = None
+            return 1
         if isinstance(cond, Leaf):
             if not native(cond):
                 self.computed[cond] = None
@@ -135,6 +139,8 @@ def _fields(conds: Sequence[Condition]) -> tuple[list[str], set[str]]:
 
 
 def _native_leaves(cond: Condition) -> list[Leaf]:
+    if isinstance(cond, Contacts):
+        return []
     if isinstance(cond, Leaf):
         return [cond] if native(cond) else []
     if isinstance(cond, Not):

@@ -16,6 +16,7 @@ from playbookd.errors import Problem
 from playbookd.model import evaluation
 from playbookd.runtime import Runtime
 from playbookd.store.accounts import iter_accounts, load_account_types
+from playbookd.store.people import attach_contacts
 
 
 def goal_overlaps(runtime: Runtime, engine: Engine, now: datetime) -> list[Problem]:
@@ -30,7 +31,11 @@ def goal_overlaps(runtime: Runtime, engine: Engine, now: datetime) -> list[Probl
     example: dict[str, str] = {}
     with engine.connect() as conn:
         types = load_account_types(conn)
-    for record in islice(iter_accounts(engine, types), SAMPLE):
+    sample = list(islice(iter_accounts(engine, types), SAMPLE))
+    if runtime.needs_contacts:
+        with engine.connect() as conn:
+            attach_contacts(conn, sample)
+    for record in sample:
         for playbook in playbooks:
             assert playbook.goal is not None
             if (evaluation.evaluate(entry[playbook.id], record, now, tz)

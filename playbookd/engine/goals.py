@@ -19,13 +19,14 @@ from sqlalchemy.engine import Engine
 from playbookd.config.durations import Months, Span, shift
 from playbookd.model import evaluation
 from playbookd.model.account import AccountRecord, decode_account
-from playbookd.model.conditions import Condition
+from playbookd.model.conditions import Condition, uses_contacts
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import RECORD, load_account_types, records_by_id
 from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import aware, transaction
+from playbookd.store.people import attach_contacts
 from playbookd.store.schema import accounts, enrollments
 
 GOAL_EXIT = "goal met"  # the exit reason when a met goal ends an enrollment
@@ -66,6 +67,8 @@ def held_at_entry(conn: Connection, entrants: Sequence[tuple[Playbook, str]], no
     """The (playbook, account) pairs among new entrants whose goal already holds."""
     with_goal = [(p, a) for p, a in entrants if p.goal is not None]
     records = _records(conn, (a for _, a in with_goal)) if with_goal else {}
+    if any(uses_contacts(p.goal.when if p.goal else None) for p, _ in with_goal):
+        attach_contacts(conn, list(records.values()))
     return {(p.id, a) for p, a in with_goal
             if a in records and _holds(p.goal.when if p.goal else None, records[a], now, tz)}
 
@@ -124,7 +127,11 @@ def _measure_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, now:
             return met
         last = rows[-1].id
         rows = [r for r in rows if watched(playbook, r, now, tz)]
-        records = {r["id"]: r for r in records_by_id(engine, {r.account_id for r in rows}, types)}
+        loaded = list(records_by_id(engine, {r.account_id for r in rows}, types))
+        if uses_contacts(playbook.goal.when):
+            with engine.connect() as conn:
+                attach_contacts(conn, loaded)
+        records = {r["id"]: r for r in loaded}
         reached = [r for r in rows if r.account_id in records
                    and _holds(playbook.goal.when, records[r.account_id], now, tz)]
         if reached:

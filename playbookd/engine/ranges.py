@@ -42,9 +42,12 @@ def _bounds(conn: Connection, size: int) -> list[str]:
         found.append(next_id)
 
 
-def plan(engine: Engine, now: datetime, size: int) -> int:
-    """Queue one evaluation at `now` as ranges; returns how many."""
+def plan(engine: Engine, now: datetime, size: int, runtime: Runtime | None = None) -> int:
+    """Queue one evaluation at `now` as ranges; returns how many. With `runtime`, the calendar
+    occurrences due at `now` are opened in the same transaction: they run in these ranges or not at all."""
     with transaction(engine) as conn:
+        if runtime is not None:
+            enroll.open_occurrences(runtime, conn, now)
         conn.execute(delete(ranges).where(ranges.c.state == "done", ranges.c.run_at < now - KEEP_DONE))
         cuts: list[str | None] = [None, *_bounds(conn, size), None]
         conn.execute(insert(ranges), [{"run_at": now, "lo": lo, "hi": hi, "state": "queued"}

@@ -27,7 +27,7 @@ import durable_rules_engine as engine
 from playbookd.engine.facts import MARKER, FactBuilder, encode_literal, fact_builder
 from playbookd.engine.pool import BatchPool
 from playbookd.model.account import AccountRecord
-from playbookd.model.conditions import FUTURE, PAST, All, Condition, Leaf, Not
+from playbookd.model.conditions import FUTURE, PAST, All, Condition, Contacts, Leaf, Not
 from playbookd.store.chunks import chunked
 
 Expr = dict[str, Any]
@@ -87,6 +87,8 @@ class _Compiler:
             return self.leaf(cond, positive)
         if isinstance(cond, Not):
             return self.node(cond.item, not positive)
+        if isinstance(cond, Contacts):
+            raise AssertionError("a contacts condition is always precomputed into the fact")
         parts = [self.node(item, positive) for item in cond.items]
         return _and(*parts) if isinstance(cond, All) is positive else _or(*parts)
 

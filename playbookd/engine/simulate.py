@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import format_duration
-from playbookd.delivery.recipients import eligible, load_contacts
+from playbookd.delivery.recipients import Filter, eligible, load_contacts
 from playbookd.engine import launch
 from playbookd.engine.enroll import Candidate, candidates, statuses
 from playbookd.errors import UserError, did_you_mean
@@ -46,26 +46,32 @@ class Entry:
                 **self.first, **({"waits": True} if self.waits else {})}
 
 
+def step_filter(runtime: Runtime, step: EmailStep, at: datetime) -> Filter | None:
+    return None if step.only is None else Filter(step.only, at, runtime.config.tz)
+
+
 def _email(runtime: Runtime, conn: Connection, c: Candidate, step: EmailStep,
-           people: dict[str, list[Any]]) -> dict[str, Any]:
+           people: dict[str, list[Any]], at: datetime) -> dict[str, Any]:
     variant = pick_variant(step.variants, c.playbook.id, c.account_id)
     try:
         template = runtime.templates.resolve(variant.template, c.segment)
     except UserError:
         template = None
-    ok, _ = eligible(conn, people.get(c.account_id, []), step.to, c.playbook.category)
+    ok, _ = eligible(conn, people.get(c.account_id, []), step.to, c.playbook.category,
+                     step_filter(runtime, step, at))
     out: dict[str, Any] = {"action": "email", "template": template, "to": sorted(p.email for p in ok)}
     if variant.name:
         out["variant"] = variant.name
     return out
 
 
-def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[str, list[Any]]) -> dict[str, Any]:
+def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[str, list[Any]],
+               at: datetime) -> dict[str, Any]:
     if entry_group(c.playbook, c.account_id) == CONTROL:
         return {"action": "none", "group": CONTROL, "note": "held back: the control group gets no steps"}
     step: Step = c.playbook.steps[0]
     if isinstance(step, EmailStep):
-        return _email(runtime, conn, c, step, people)
+        return _email(runtime, conn, c, step, people, at)
     extra: dict[str, Any] = {}
     if isinstance(step, WaitStep):
         extra = {"wait": format_duration(step.span)}
@@ -78,13 +84,15 @@ def first_step(runtime: Runtime, conn: Connection, c: Candidate, people: dict[st
     return {"action": step_kind(step), **extra}
 
 
-def first_cycle_emails(conn: Connection, c: Candidate, people: dict[str, list[Any]]) -> int:
+def first_cycle_emails(runtime: Runtime, conn: Connection, c: Candidate, people: dict[str, list[Any]],
+                       at: datetime) -> int:
     count = 0
     for step in c.playbook.steps:
         if isinstance(step, WaitStep):
             break
         if isinstance(step, EmailStep):
-            count += len(eligible(conn, people.get(c.account_id, []), step.to, c.playbook.category)[0])
+            count += len(eligible(conn, people.get(c.account_id, []), step.to, c.playbook.category,
+                                  step_filter(runtime, step, at))[0])
     return count
 
 
@@ -131,8 +139,8 @@ def simulate(runtime: Runtime, engine: Engine, at: datetime, only: Sequence[str]
             people = load_contacts(conn, {c.account_id for c in chunk})
             for c in chunk:
                 waiting = (c.playbook.id, c.account_id) in waits
-                yield Entry(c, first_step(runtime, conn, c, people), waiting,
-                            0 if waiting else first_cycle_emails(conn, c, people))
+                yield Entry(c, first_step(runtime, conn, c, people, at), waiting,
+                            0 if waiting else first_cycle_emails(runtime, conn, c, people, at))
 
 
 def as_json(entry: Entry) -> str:

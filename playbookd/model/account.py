@@ -4,7 +4,8 @@ An AccountRecord is a plain dict: "id", "segment", then every non-null field typ
 (date, aware datetime in UTC, int, float, bool, str). "_changes" maps each field that
 changed in the latest sync of its source to its previous typed value (None if it was
 null). Event evaluation adds "event": the event's data plus its "name". Where trend conditions are
-evaluated, "_health_history" holds (day, highest, lowest) of the days the health score moved.
+evaluated, "_health_history" holds (day, highest, lowest) of the days the health score moved. When a
+condition tests contacts, "_contacts" lists the account's contacts as typed dicts, in source order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from playbookd.model import fields as F
 AccountRecord = dict[str, Any]
 CHANGES = "_changes"
 HISTORY = "_health_history"
-INTERNAL = frozenset({CHANGES, HISTORY})  # what a record carries beside its fields
+CONTACTS = "_contacts"
+INTERNAL = frozenset({CHANGES, HISTORY, CONTACTS})  # what a record carries beside its fields
 
 
 def encode(value: Any) -> Any:

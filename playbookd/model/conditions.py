@@ -49,11 +49,28 @@ class Not:
     item: Condition
 
 
-Condition = Leaf | All | Any_ | Not
+@dataclass(frozen=True)
+class Contacts:
+    """`contacts: {any: C}`, `{none: C}` or `{count: {gte: 3}, where: C}`: the account's contacts (every
+    one synced, whatever its status) tested with a condition on contact fields. `count` is the
+    operator and number the matching contacts are compared with; None for any and none."""
+
+    quantifier: str  # any | none | count
+    where: Condition
+    count: Compared | None = None
+    line: int | None = dataclass_field(default=None, compare=False)
+    col: int | None = dataclass_field(default=None, compare=False)
+
+
+Condition = Leaf | All | Any_ | Not | Contacts
 TRUE = All(())
+QUANTIFIERS = ("any", "none", "count")
 
 
 def leaves(cond: Condition) -> list[Leaf]:
+    """The account-field leaves; those inside `contacts:` test contact fields and are not listed."""
+    if isinstance(cond, Contacts):
+        return []
     if isinstance(cond, Leaf):
         return [cond]
     if isinstance(cond, Not):
@@ -61,12 +78,29 @@ def leaves(cond: Condition) -> list[Leaf]:
     return [leaf for item in cond.items for leaf in leaves(item)]
 
 
-class FieldTypes:
-    """What fields a condition may name and their types (None: type unknown, any operator goes)."""
+def uses_contacts(cond: Condition | None) -> bool:
+    if cond is None or isinstance(cond, Leaf):
+        return False
+    if isinstance(cond, Contacts):
+        return True
+    if isinstance(cond, Not):
+        return uses_contacts(cond.item)
+    return any(uses_contacts(item) for item in cond.items)
 
-    def __init__(self, types: dict[str, str | None], allow_events: bool = False) -> None:
+
+class FieldTypes:
+    """What fields a condition may name and their types (None: type unknown, any operator goes);
+    `contacts`, the contact fields a `contacts:` condition may name (None: no such condition here)."""
+
+    def __init__(self, types: dict[str, str | None], allow_events: bool = False,
+                 contacts: FieldTypes | None = None, changes: bool = True) -> None:
         self.types = types
         self.allow_events = allow_events
+        self.contacts = contacts
+        self.changes = changes  # changed/changed_from/changed_to: tracked for account fields only
+
+    def with_events(self, allow: bool) -> FieldTypes:
+        return FieldTypes(self.types, allow, self.contacts, self.changes)
 
     def lookup(self, name: str) -> tuple[bool, str | None]:
         if name.startswith("event.") and self.allow_events and len(name) > 6:
@@ -101,7 +135,40 @@ class _Parser:
             return All(items) if key == "all" else Any_(items)
         if key == "not":
             return Not(self.node(value, path))
+        if key == "contacts":  # a reserved name: never an account field
+            return self.contacts(value, path)
         return self.field(key, value, path)
+
+    def contacts(self, spec: Any, path: Key) -> Condition:
+        if self.known.contacts is None:
+            self.fail(path, "'contacts' conditions work on an account's conditions (trigger, exit_when, goal), "
+                      "not here")
+            return TRUE
+        form = "contacts takes {any: CONDITION}, {none: CONDITION} or {count: {gte: N}, where: CONDITION}"
+        given = [q for q in QUANTIFIERS if isinstance(spec, dict) and q in spec]
+        if len(given) != 1:
+            self.fail(path, form)
+            return TRUE
+        allowed = ("count", "where") if given[0] == "count" else given
+        for key in spec:
+            if key not in allowed:
+                self.fail((*path, key), f"unknown key {key!r} in contacts; {form}")
+        line, col = self.doc.where(path)
+        inner = _Parser(self.doc, self.known.contacts)
+        if given[0] != "count":
+            where = inner.node(spec[given[0]], (*path, given[0]))
+            self.problems += inner.problems
+            return Contacts(given[0], where, None, line, col)
+        where = inner.node(spec["where"], (*path, "where")) if "where" in spec else TRUE
+        self.problems += inner.problems
+        return Contacts("count", where, self._count(spec["count"], (*path, "count")), line, col)
+
+    def _count(self, spec: Any, path: Key) -> Compared:
+        try:
+            return _compared(spec if isinstance(spec, dict) else {"eq": spec}, F.INTEGER)
+        except ValueError as exc:
+            self.fail(path, f"contacts count: {exc}")
+            return Compared("gte", 0)
 
     def field(self, name: str, spec: Any, path: Key) -> Condition:
         known, kind = self.known.lookup(name)
@@ -127,6 +194,9 @@ class _Parser:
             return TRUE
         if op in TREND and name != TREND_FIELD:
             self.fail(path, f"'{op}' works on {TREND_FIELD}, the one field whose history playbookd keeps")
+            return TRUE
+        if op in CHANGE and not self.known.changes:
+            self.fail(path, f"'{op}' on contact field {name}: changes are tracked for account fields only")
             return TRUE
         try:
             typed = _compared(value, kind) if op in CHANGE[1:] and isinstance(value, dict) else \

@@ -18,8 +18,21 @@ from zoneinfo import ZoneInfo
 
 from playbookd.config.durations import Months, Span, format_duration
 from playbookd.model import patterns
-from playbookd.model.account import CHANGES, HISTORY, encode, lookup
-from playbookd.model.conditions import CHANGE, FUTURE, PAST, TREND, All, Any_, Compared, Condition, Leaf, Not, Trend
+from playbookd.model.account import CHANGES, CONTACTS, HISTORY, encode, lookup
+from playbookd.model.conditions import (
+    CHANGE,
+    FUTURE,
+    PAST,
+    TREND,
+    All,
+    Any_,
+    Compared,
+    Condition,
+    Contacts,
+    Leaf,
+    Not,
+    Trend,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
@@ -186,9 +199,34 @@ def evaluate_leaf(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInf
     return _present(leaf.op, value, leaf.value, now, tz)
 
 
+def contacts_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    people = record.get(CONTACTS)
+    if people is None:  # a loader that forgot them would make every `none:` true: fail loudly instead
+        raise ValueError(f"the contacts of account {record.get('id')} were not loaded")
+    return list(people)
+
+
+def matching_contacts(cond: Contacts, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> tuple[int, int]:
+    """(contacts matching `where`, contacts in all)."""
+    people = contacts_of(record)
+    return sum(evaluate(cond.where, person, now, tz) for person in people), len(people)
+
+
+def _contacts(cond: Contacts, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
+    if cond.quantifier == "any":
+        return any(evaluate(cond.where, person, now, tz) for person in contacts_of(record))
+    if cond.quantifier == "none":
+        return not any(evaluate(cond.where, person, now, tz) for person in contacts_of(record))
+    assert cond.count is not None
+    matched, _ = matching_contacts(cond, record, now, tz)
+    return _present(cond.count.op, matched, cond.count.value, now, tz)
+
+
 def evaluate(cond: Condition, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> bool:
     if isinstance(cond, Leaf):
         return evaluate_leaf(cond, record, now, tz)
+    if isinstance(cond, Contacts):
+        return _contacts(cond, record, now, tz)
     if isinstance(cond, Not):
         return not evaluate(cond.item, record, now, tz)
     if isinstance(cond, All):
@@ -275,10 +313,34 @@ def _actual(leaf: Leaf, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> 
     return {"changed": leaf.field in changes, "previous": changes.get(leaf.field), "current": current}
 
 
+def describe(cond: Condition) -> str:
+    """A condition as one line of text, for explain."""
+    if isinstance(cond, Leaf):
+        return f"{cond.field} {cond.op} {_show(_expected(cond))}"
+    if isinstance(cond, Not):
+        return f"not ({describe(cond.item)})"
+    if isinstance(cond, Contacts):
+        count = f" {cond.count.op} {_show(cond.count.value)}" if cond.count else ""
+        return f"contacts {cond.quantifier}{count} where ({describe(cond.where)})"
+    if not cond.items:
+        return "always"
+    joiner = " and " if isinstance(cond, All) else " or "
+    return joiner.join(describe(item) if isinstance(item, Leaf) else f"({describe(item)})" for item in cond.items)
+
+
+def _explain_contacts(cond: Contacts, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> Explained:
+    matched, total = matching_contacts(cond, record, now, tz)
+    op = cond.quantifier if cond.count is None else f"count {cond.count.op} {_show(cond.count.value)}"
+    return Explained("leaf", _contacts(cond, record, now, tz), "contacts", op, describe(cond.where),
+                     f"{matched} of {total} contacts match")
+
+
 def explain(cond: Condition, record: dict[str, Any], now: datetime, tz: ZoneInfo) -> Explained:
     if isinstance(cond, Leaf):
         return Explained("leaf", evaluate_leaf(cond, record, now, tz), cond.field, cond.op,
                          _expected(cond), _actual(cond, record, now, tz))
+    if isinstance(cond, Contacts):
+        return _explain_contacts(cond, record, now, tz)
     if isinstance(cond, Not):
         child = explain(cond.item, record, now, tz)
         return Explained("not", not child.result, children=[child])

@@ -2,275 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from playbookd.config.durations import Span, as_span, parse_span
-from playbookd.config.reserved import reserved_field
-from playbookd.config.yaml_loader import Key, Located, load_yaml_file
+from playbookd.config.yaml_loader import Located, load_yaml_file
 from playbookd.errors import Problem, Where, did_you_mean
-from playbookd.model.conditions import TRUE, Condition, FieldTypes, parse_condition
+from playbookd.model.conditions import TRUE, Condition
 from playbookd.model.launch import Launch, read_launch, read_status
-from playbookd.model.steps import (
-    ENROLLMENT_FACTS,
-    STEP_KINDS,
-    EmailStep,
-    Goal,
-    Playbook,
-    SetStep,
-    Step,
-    TaskStep,
-    Variant,
-    WaitStep,
-    WebhookStep,
-)
+from playbookd.model.reader import KNOWN_ROLES, Context, Reader, unknown_keys
+from playbookd.model.schedules import read_schedule
+from playbookd.model.step_specs import read_steps
+from playbookd.model.steps import Goal, Playbook, Schedule
 
 TOP_KEYS = ("id", "name", "description", "enabled", "category", "priority", "audience",
             "trigger", "reenter_after", "exit_when", "steps", "goal", "control", "status", "launch")
-SPECIAL_RECIPIENTS = ("all", "primary")
-KNOWN_ROLES = frozenset({"admin", "champion", "user", "billing", "owner", "executive"})
 CATEGORIES_HINT = "e.g. product_tips, renewals, surveys, onboarding, operational"
 
 
-@dataclass
-class Context:
-    """What a playbook is checked against: known fields, segments, roles."""
-
-    fields: FieldTypes
-    segments: tuple[str, ...]
-    roles: frozenset[str] = KNOWN_ROLES
-
-
-class _Reader:
-    def __init__(self, doc: Located, ctx: Context) -> None:
-        self.doc, self.ctx = doc, ctx
-        self.problems: list[Problem] = []
-
-    def fail(self, path: Key, message: str) -> None:
-        self.problems.append(self.doc.problem(path, message))
-
-    def where(self, path: Key) -> Where:
-        line, col = self.doc.where(path)
-        return Where(self.doc.file, line, col)
-
-    def condition(self, path: Key, event_fields: bool = False, enrollment: bool = False) -> Condition:
-        types = {**self.ctx.fields.types, **ENROLLMENT_FACTS} if enrollment else self.ctx.fields.types
-        known = FieldTypes(types, allow_events=event_fields)
-        cond, problems = parse_condition(self.doc, path, known)
-        self.problems += problems
-        return cond
-
-    def duration(self, value: Any, path: Key) -> Span | None:
-        try:
-            return as_span(parse_span(value))
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
-    def text(self, data: Mapping[str, Any], key: str, path: Key, default: str | None = None) -> str:
-        value = data.get(key, default)
-        if not isinstance(value, str) or not value.strip():
-            self.fail((*path, key), f"'{key}' must be non-empty text")
-            return default or ""
-        return value
-
-
-def _unknown_keys(reader: _Reader, data: Mapping[str, Any], allowed: Iterable[str], path: Key) -> None:
-    allowed = tuple(allowed)
-    for key in data:
-        if key not in allowed:
-            hint = did_you_mean(str(key), allowed, f"; allowed: {', '.join(allowed)}")
-            reader.fail((*path, key), f"unknown key {key!r}{hint}")
-
-
-def _recipients(reader: _Reader, value: Any, path: Key) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(i, str) and i for i in items):
-        reader.fail(path, "'to' is all, primary, a role, or a list of roles")
-        return ()
-    for item in items:
-        if item not in SPECIAL_RECIPIENTS and item not in reader.ctx.roles:
-            roles = sorted(reader.ctx.roles)
-            hint = did_you_mean(item, [*SPECIAL_RECIPIENTS, *roles])
-            reader.fail(path, f"unknown recipient role {item!r}{hint} (known: all, primary, "
-                        f"{', '.join(roles)})")
-    return tuple(items)
-
-
-def _variants(reader: _Reader, spec: Mapping[str, Any], path: Key) -> tuple[Variant, ...]:
-    if "template" in spec and "variants" in spec:
-        reader.fail(path, "an email step has either 'template' or 'variants', not both")
-    if "variants" not in spec:
-        return (Variant("", reader.text(spec, "template", path), 1),)
-    raw = spec["variants"]
-    if not isinstance(raw, dict) or not raw:
-        reader.fail((*path, "variants"), "'variants' maps a variant name to {template, weight}")
-        return ()
-    return tuple(_variant(reader, str(k), v, (*path, "variants", k)) for k, v in raw.items())
-
-
-def _variant(reader: _Reader, name: str, spec: Any, path: Key) -> Variant:
-    if not isinstance(spec, dict):
-        reader.fail(path, "a variant is {template: NAME, weight: N}")
-        return Variant(name, "", 0)
-    _unknown_keys(reader, spec, ("template", "weight"), path)
-    weight = spec.get("weight", 1)
-    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-        reader.fail((*path, "weight"), "'weight' is a whole number, 0 or more")
-        weight = 0
-    return Variant(name, reader.text(spec, "template", path), weight)
-
-
-def _email(reader: _Reader, spec: Any, path: Key) -> EmailStep | None:
-    if not isinstance(spec, dict):
-        reader.fail(path, "email takes {template: NAME, to: ROLE} or {to: ..., variants: {...}}")
-        return None
-    _unknown_keys(reader, spec, ("template", "to", "variants"), path)
-    to = _recipients(reader, spec.get("to", "primary"), (*path, "to"))
-    variants = _variants(reader, spec, path)
-    if variants and sum(v.weight for v in variants) == 0:
-        reader.fail((*path, "variants"), "variant weights add up to 0")
-    return EmailStep(to, variants, reader.where(path))
-
-
-def _task(reader: _Reader, spec: Any, path: Key) -> TaskStep | None:
-    if not isinstance(spec, dict):
-        reader.fail(path, "task takes {title: TEXT, assign: csm, due_in: 2d}")
-        return None
-    _unknown_keys(reader, spec, ("title", "assign", "due_in"), path)
-    due = spec.get("due_in")
-    due_in = None if due is None else reader.duration(due, (*path, "due_in"))
-    assign = spec.get("assign", "csm")
-    if not isinstance(assign, str) or (assign != "csm" and "@" not in assign):
-        reader.fail((*path, "assign"), "'assign' is csm (the account's CSM) or an email address")
-    return TaskStep(reader.text(spec, "title", path), str(assign), due_in, reader.where(path))
-
-
-def _webhook(reader: _Reader, spec: Any, path: Key) -> WebhookStep | None:
-    if not isinstance(spec, dict):
-        reader.fail(path, "webhook takes {url: URL, body: {...}}")
-        return None
-    _unknown_keys(reader, spec, ("url", "body"), path)
-    return WebhookStep(reader.text(spec, "url", path), spec.get("body", {}), reader.where(path))
-
-
-def _set(reader: _Reader, spec: Any, path: Key) -> SetStep | None:
-    if not isinstance(spec, dict) or not spec:
-        reader.fail(path, "set takes {field: value, ...}")
-        return None
-    for key, value in spec.items():
-        if why := reserved_field(str(key)):
-            reader.fail((*path, key), f"set: {why}; a step cannot write it")
-        elif key in ("id", "segment") or isinstance(value, (dict, list)):
-            reader.fail((*path, key), f"cannot set {key!r} to {value!r}: one plain value per field")
-    return SetStep(dict(spec), reader.where(path))
-
-
-def _step(reader: _Reader, data: Any, path: Key) -> Step | None:
-    step = _step_body(reader, data, path)
-    if step is None or not isinstance(data, dict) or data.get("when") is None:
-        return step
-    return replace(step, when=reader.condition((*path, "when"), enrollment=True))
-
-
-def _step_body(reader: _Reader, data: Any, path: Key) -> Step | None:
-    body = {k: v for k, v in data.items() if k not in ("id", "when")} if isinstance(data, dict) else None
-    if body is None or len(body) != 1:
-        reader.fail(path, f"a step is one of: {', '.join(STEP_KINDS)} (one key per list item, and an optional "
-                    "id and when)")
-        return None
-    kind, spec = next(iter(body.items()))
-    if kind not in STEP_KINDS:
-        hint = did_you_mean(str(kind), STEP_KINDS)
-        reader.fail((*path, kind), f"unknown step {kind!r}{hint}")
-        return None
-    if kind == "wait":
-        return _wait(reader, spec, (*path, kind), reader.where(path))
-    return _STEP_READERS[kind](reader, spec, (*path, kind))
-
-
-def _wait(reader: _Reader, spec: Any, path: Key, where: Where) -> WaitStep | None:
-    """`wait: 3d`, or `wait: {until_task_done: true, at_most: 7d}`: over when the task is closed."""
-    if not isinstance(spec, dict):
-        span = reader.duration(spec, path)
-        return None if span is None else WaitStep(span, where)
-    _unknown_keys(reader, spec, ("until_task_done", "at_most"), path)
-    if spec.get("until_task_done") is not True:
-        reader.fail((*path, "until_task_done"), "a wait is a duration (wait: 3d) or {until_task_done: true, "
-                    "at_most: 7d}")
-        return None
-    if "at_most" not in spec:
-        reader.fail(path, "until_task_done needs at_most: the longest to wait (e.g. at_most: 7d)")
-        return None
-    span = reader.duration(spec["at_most"], (*path, "at_most"))
-    return None if span is None else WaitStep(span, where, until_task_done=True)
-
-
-def _task_before_waits(reader: _Reader, steps: list[tuple[Step | None, Key]]) -> None:
-    """A wait for a task needs a task step before it to wait for."""
-    seen_task = False
-    for step, path in steps:
-        seen_task = seen_task or isinstance(step, TaskStep)
-        if isinstance(step, WaitStep) and step.until_task_done and not seen_task:
-            reader.fail((*path, "wait", "until_task_done"), "until_task_done waits for the task of an earlier "
-                        "task step, and no task step comes before this wait")
-
-
-_STEP_READERS = {"email": _email, "task": _task, "webhook": _webhook, "set": _set}
-
-
-def _steps(reader: _Reader, data: Any) -> tuple[tuple[Step, ...], tuple[str, ...]]:
-    """The steps and their keys: an explicit `id:`, else one derived from the step's content, so that
-    inserting, removing or reordering steps never moves an enrollment in flight to the wrong one."""
-    if not isinstance(data, list) or not data:
-        reader.fail(("steps",), "'steps' is a non-empty list")
-        return (), ()
-    found = [(_step(reader, item, ("steps", i)), _step_key(reader, item, ("steps", i))) for i, item in enumerate(data)]
-    _duplicate_step_ids(reader, data)
-    _task_before_waits(reader, [(step, ("steps", i)) for i, (step, _) in enumerate(found)])
-    kept = [(step, key) for step, key in found if step is not None]
-    return tuple(step for step, _ in kept), _unique([key for _, key in kept])
-
-
-def _duplicate_step_ids(reader: _Reader, data: list[Any]) -> None:
-    ids = [item["id"] for item in data if isinstance(item, dict) and "id" in item]
-    for index, item in enumerate(data):
-        if isinstance(item, dict) and "id" in item and ids.count(item["id"]) > 1:
-            reader.fail(("steps", index, "id"), f"step id {item['id']!r} is used {ids.count(item['id'])} times")
-
-
-def _step_key(reader: _Reader, item: Any, path: Key) -> str:
-    if isinstance(item, dict) and "id" in item:
-        given = item["id"]
-        if isinstance(given, str) and given.strip():
-            return given.strip()
-        reader.fail((*path, "id"), "a step's 'id' is a short name")
-    digest = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    kind = next(iter(item), "step") if isinstance(item, dict) else "step"
-    return f"{kind}-{digest}"
-
-
-def _unique(keys: list[str]) -> tuple[str, ...]:
-    """Two identical steps (`wait: 3d` twice) are told apart by their order."""
-    seen: dict[str, int] = {}
-    out = []
-    for key in keys:
-        seen[key] = seen.get(key, 0) + 1
-        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
-    return tuple(out)
-
-
-def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
+def _audience(reader: Reader, data: Any) -> tuple[str, ...] | None:
     if data is None:
         return None
     if not isinstance(data, dict):
         reader.fail(("audience",), "'audience' takes {segments: [...]}")
         return None
-    _unknown_keys(reader, data, ("segments",), ("audience",))
+    unknown_keys(reader, data, ("segments",), ("audience",))
     segments = data.get("segments")
     if segments is None:
         return None
@@ -286,29 +42,40 @@ def _audience(reader: _Reader, data: Any) -> tuple[str, ...] | None:
     return tuple(segments)
 
 
-def _trigger(reader: _Reader, data: Any) -> tuple[str | None, Condition]:
+TRIGGER_FORM = "'trigger' takes {when: CONDITION}, {event: NAME, when: ...} or {schedule: CRON, when: ...}"
+
+
+def _schedule(reader: Reader, data: Mapping[str, Any]) -> Schedule | None:
+    schedule, problems = read_schedule(data, reader.ctx.tz)
+    for path, message in problems:
+        reader.fail(path, message)
+    return schedule
+
+
+def _trigger(reader: Reader, data: Any) -> tuple[str | None, Condition, Schedule | None]:
     if not isinstance(data, dict) or not data:
-        reader.fail(("trigger",), "'trigger' takes {when: CONDITION} or {event: NAME, when: ...}")
-        return None, TRUE
-    _unknown_keys(reader, data, ("when", "event"), ("trigger",))
+        reader.fail(("trigger",), TRIGGER_FORM)
+        return None, TRUE, None
+    unknown_keys(reader, data, ("when", "event", "schedule", "catch_up"), ("trigger",))
     event = data.get("event")
     if event is not None and (not isinstance(event, str) or not event):
         reader.fail(("trigger", "event"), "'event' is an event name")
         event = None
+    schedule = _schedule(reader, data)
     if "when" not in data:
-        if event is None:
-            reader.fail(("trigger",), "a trigger without an event needs 'when'")
-        return event, TRUE
-    return event, reader.condition(("trigger", "when"), event_fields=event is not None)
+        if event is None and "schedule" not in data:
+            reader.fail(("trigger",), "a trigger without an event or a schedule needs 'when'")
+        return event, TRUE, schedule
+    return event, reader.condition(("trigger", "when"), event_fields=event is not None), schedule
 
 
-def _goal(reader: _Reader, data: Any) -> Goal | None:
+def _goal(reader: Reader, data: Any) -> Goal | None:
     if data is None:
         return None
     if not isinstance(data, dict) or "when" not in data:
         reader.fail(("goal",), "'goal' takes {when: CONDITION, within: DURATION, exit: true|false}")
         return None
-    _unknown_keys(reader, data, ("when", "within", "exit"), ("goal",))
+    unknown_keys(reader, data, ("when", "within", "exit"), ("goal",))
     within = data.get("within")
     seconds = None if within is None else reader.duration(within, ("goal", "within"))
     leaves = data.get("exit", True)
@@ -317,7 +84,7 @@ def _goal(reader: _Reader, data: Any) -> Goal | None:
     return Goal(reader.condition(("goal", "when")), seconds, leaves is not False, reader.where(("goal", "when")))
 
 
-def _control(reader: _Reader, data: Any) -> float:
+def _control(reader: Reader, data: Any) -> float:
     """`control: 10%`: the share of entrants held back as the control group."""
     if data is None:
         return 0.0
@@ -333,7 +100,7 @@ def _control(reader: _Reader, data: Any) -> float:
     return share / 100
 
 
-def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, Any]:
+def _header(reader: Reader, data: Mapping[str, Any], stem: str) -> dict[str, Any]:
     pid = data.get("id", stem)
     if not isinstance(pid, str) or not pid.strip():
         reader.fail(("id",), "'id' must be non-empty text")
@@ -354,15 +121,18 @@ def _header(reader: _Reader, data: Mapping[str, Any], stem: str) -> dict[str, An
 
 def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | None, list[Problem]]:
     """The playbook, even when it has problems (so its templates can still be checked), and the problems."""
-    reader = _Reader(doc, ctx)
+    reader = Reader(doc, ctx)
     data = doc.data
     if not isinstance(data, dict):
         return None, [doc.problem((), "a playbook file holds one mapping (id, trigger, steps, ...)")]
-    _unknown_keys(reader, data, TOP_KEYS, ())
+    unknown_keys(reader, data, TOP_KEYS, ())
     head = _header(reader, data, stem)
-    event, trigger = _trigger(reader, data.get("trigger"))
+    event, trigger, schedule = _trigger(reader, data.get("trigger"))
     reenter = data.get("reenter_after")
-    steps, keys = _steps(reader, data.get("steps"))
+    if schedule is not None and reenter is not None:
+        reader.fail(("reenter_after",), "a scheduled playbook enters its accounts at every occurrence; "
+                    "reenter_after does not apply")
+    steps, keys = read_steps(reader, data.get("steps"))
     playbook = Playbook(
         **head, file=doc.file, segments=_audience(reader, data.get("audience")), event=event,
         trigger=trigger,
@@ -370,12 +140,12 @@ def parse_playbook(doc: Located, stem: str, ctx: Context) -> tuple[Playbook | No
         exit_when=reader.condition(("exit_when",)) if data.get("exit_when") is not None else None,
         steps=steps, step_keys=keys, goal=_goal(reader, data.get("goal")),
         control=_control(reader, data.get("control")),
-        where=Where(doc.file, 1, 1), launch=_launch(reader, data),
+        where=Where(doc.file, 1, 1), launch=_launch(reader, data), schedule=schedule,
     )
     return playbook, reader.problems
 
 
-def _launch(reader: _Reader, data: Mapping[str, Any]) -> Launch:
+def _launch(reader: Reader, data: Mapping[str, Any]) -> Launch:
     launch, problems = read_launch(reader.doc, data)
     reader.problems += problems
     return launch
@@ -428,3 +198,6 @@ def _duplicate_ids(playbooks: list[Playbook]) -> list[Problem]:
             problems.append(Problem(playbook.file, 1, 1,
                                     f"duplicate playbook id {playbook.id!r} (also in {first.file})"))
     return problems
+
+
+__all__ = ["KNOWN_ROLES", "Context", "load_playbooks", "parse_playbook", "playbook_files", "set_step_fields"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from playbookd.config.durations import Span
@@ -26,6 +27,8 @@ class EmailStep:
     variants: tuple[Variant, ...]  # one unnamed variant when `template:` is used
     where: Where
     when: Condition | None = None  # over account fields and enrollment facts; false: skipped
+    only: Condition | None = None  # `to: {role: admin, where: CONDITION}`: the contacts it holds for
+    sender: str | None = None  # `from:` csm or an address; else the template's, else delivery.from
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,14 @@ STEP_KINDS = {"email": EmailStep, "wait": WaitStep, "task": TaskStep, "webhook":
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """`trigger: {schedule: CRON, when: ...}`: every matching account enters at each occurrence."""
+
+    cron: str
+    catch_up: timedelta  # an occurrence missed while down still runs this long after it
+
+
+@dataclass(frozen=True)
 class Goal:
     when: Condition
     within: Span | None
@@ -96,6 +107,7 @@ class Playbook:
     step_keys: tuple[str, ...] = ()  # each step's stable identity, in order
     control: float = 0.0  # the share of entrants held back, 0 <= control < 1
     launch: Launch = field(default_factory=Launch)
+    schedule: Schedule | None = None
 
     def position(self, step: int, key: str | None) -> tuple[int, str | None]:
         """Where an enrollment that was to run step `step` (known as `key`) stands in this version of

@@ -82,7 +82,7 @@ class Daemon:
 
     def _evaluate(self) -> None:
         if self.leader:
-            ranges.plan(self.engine, utcnow(), self.runtime.config.evaluation.range_size)
+            ranges.plan(self.engine, utcnow(), self.runtime.config.evaluation.range_size, self.runtime)
             self.scheduler.nudge("ranges")
             self._react()
 
@@ -188,6 +188,17 @@ class Daemon:
         self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
         self.scheduler.every("retention", config.retention.every, self.retention)
         self.scheduler.every("lead", LEAD_EVERY, self.lead, executor=CONTROL, first_in=LEAD_EVERY)
+        self._schedule_calendar()
+
+    def _schedule_calendar(self) -> None:
+        """An evaluation at each occurrence of every calendar playbook's schedule, so a 09:00 newsletter
+        goes at 09:00, not at the next evaluate_every."""
+        wanted = {f"calendar:{p.id}": p.schedule for p in self.runtime.active if p.schedule is not None}
+        for job in self.scheduler.jobs():
+            if job.startswith("calendar:") and job not in wanted:
+                self.scheduler.remove(job)
+        for name, schedule in wanted.items():
+            self.scheduler.cron(name, schedule.cron, self.runtime.config.tz, self.evaluate)
 
     def reload(self) -> None:
         self.notifier.reloading()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.engine import Engine
 
+from playbookd.model.addresses import lookup_form
 from playbookd.store.database import aware, utcnow
 from playbookd.store.schema import audit
 
@@ -24,6 +25,8 @@ STEP_FAILED = "step_failed"  # a step could not run; its enrollment waits in `fa
 RETRIED = "retried"  # an operator ran a failed enrollment again
 STEP_MOVED = "step_moved"  # the playbook was edited: the enrollment goes on from its step's new place
 HEADER_CUT = "header_cut"  # a header value from data (subject, account id) was cut at limits.header_chars
+CALENDAR_RUN = "calendar_run"  # an occurrence of a calendar playbook's schedule enters its accounts
+CALENDAR_MISSED = "calendar_missed"  # an occurrence found only after its catch_up: nobody enters
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,11 @@ def record_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def history(conn: Connection, account_id: str | None = None, playbook_id: str | None = None,
-            limit: int = 200) -> Iterator[Entry]:
+            limit: int = 200, contact: str | None = None) -> Iterator[Entry]:
     query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    if contact:
+        # as the address was stored: canonical (Dana@Bücher.example finds dana@xn--bcher-kva.example)
+        query = query.where(audit.c.contact == lookup_form(contact))
     if account_id:
         query = query.where(audit.c.account_id == account_id)
     if playbook_id:

@@ -216,6 +216,22 @@ audit = Table(
 Index("ix_audit_account", audit.c.account_id, audit.c.at)
 Index("ix_audit_playbook", audit.c.playbook_id, audit.c.at)
 Index("ix_audit_enrollment", audit.c.enrollment_id)
+Index("ix_audit_contact", audit.c.contact, audit.c.at)  # `history --contact`: one person's timeline
+
+# Each occurrence of a calendar playbook's schedule, once: `run` (its accounts enter at the evaluation
+# at run_at; `merged` earlier occurrences missed while down went with it) or `missed` (found past its
+# catch_up). The unique key makes one replica, or one of two racing commands, open it.
+calendar_runs = Table(
+    "calendar_runs", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("playbook_id", String(200), nullable=False),
+    Column("occurrence", When, nullable=False),
+    Column("state", String(20), nullable=False),  # run | missed
+    Column("run_at", When, nullable=False),
+    Column("merged", Integer, nullable=False, default=0),
+    UniqueConstraint("playbook_id", "occurrence", name="uq_calendar_runs_occurrence"),
+)
+Index("ix_calendar_runs_run_at", calendar_runs.c.run_at)
 
 # Evaluation work split into account-id ranges [lo, hi) that every replica takes from.
 ranges = Table(

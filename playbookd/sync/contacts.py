@@ -21,6 +21,7 @@ from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded
+from playbookd.sync.contact_types import contact_typer, restate_contacts_as_text, write_contact_types
 from playbookd.sync.segments import Segmenter
 
 LEFT, ACTIVE = "left", "active"
@@ -31,7 +32,7 @@ class ContactRun(Run):
     NAMED_BY = ("contact", "email")
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.typer = Typer(F.CONTACT_FIELDS, {})
+        self.typer = contact_typer(self.engine, self.source.types)
         self.position = 0
         self.original: dict[str, Any] = {}  # contacts_active before this run, per account
         with self.engine.connect() as conn:
@@ -97,6 +98,13 @@ class ContactRun(Run):
                 conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(
                     {c: bindparam(c) for c in _CONTACT_UPDATE}), updates)
             self._derive(conn, known, left)
+            write_contact_types(conn, self.typer)
+
+    def finish(self) -> None:
+        with transaction(self.engine) as conn:
+            write_contact_types(conn, self.typer)
+        if self.typer.to_text:
+            restate_contacts_as_text(self.engine, self.typer.to_text)
 
     def _known(self, item: Item, known: Mapping[str, Any]) -> bool:
         line, email, values = item

@@ -42,6 +42,7 @@ class Rendered:
     html: str
     text: str
     cut: tuple[str, ...] = ()  # "subject", "preheader": cut at limits.header_chars, to be recorded
+    sender: str | None = None  # the front matter's `from:`, as written (model.senders decides what it means)
 
 
 def _shows(html: str, value: str) -> bool:
@@ -84,7 +85,8 @@ class Compiled:
                 continue  # an empty preheader is no preheader
             with located(self.root, file, lines[key] - 1):
                 parts[key] = Part(self._env.from_string(str(value)), file, lines[key])
-        return Head(parts["subject"], parts.get("preheader"))
+        sender = meta.get("from")
+        return Head(parts["subject"], parts.get("preheader"), str(sender).strip() if sender else None)
 
     def compile(self, rel: str) -> None:
         with located(self.root, self._path(rel)):
@@ -102,7 +104,7 @@ class Compiled:
         text = self._render_file(text_rel, context) if text_rel else html_to_text(html)
         self._check_footer(rel, text_rel, html, text, context)
         return Rendered(rel, subject, preheader or None, html, text,
-                        tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was))
+                        tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was), head.sender)
 
     def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
         with located(self.root, self._path(rel)):

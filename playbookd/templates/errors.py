@@ -50,6 +50,8 @@ def _undefined_why(message: str, text: str) -> str:
         return f"undefined variable '{name.group(1)}'"
     attr = re.search(r"has no attribute '(\w+)'", message)
     ref = attr and re.search(rf"[A-Za-z_][\w.]*\.{attr.group(1)}\b", text)
+    if ref and ref.group(0).startswith("globals."):
+        return f"undefined variable '{ref.group(0)}': config.yaml's template_globals has no such value"
     return f"undefined variable '{ref.group(0)}' ({message})" if ref else f"undefined variable: {message}"
 
 

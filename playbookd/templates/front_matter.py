@@ -1,4 +1,4 @@
-"""Front matter of an email template: `subject` and `preheader` between two `---` lines."""
+"""Front matter of an email template: `subject`, `preheader` and `from` between two `---` lines."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import jinja2
 from playbookd.config.yaml_loader import parse_yaml
 from playbookd.errors import Problem, did_you_mean
 from playbookd.model.headers import header_value
+from playbookd.model.senders import sender_problem
 from playbookd.templates.errors import TemplateError, fail, located
 
-FRONT_KEYS = ("subject", "preheader")
+FRONT_KEYS = ("subject", "preheader", "from")
 
 
 def is_fence(line: str) -> bool:
@@ -45,6 +46,7 @@ class Part:
 class Head:
     subject: Part
     preheader: Part | None
+    sender: str | None = None  # `from:`: csm or an address, as written
 
 
 def front_matter(source: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -72,6 +74,8 @@ def check_front(meta: dict[str, Any], lines: dict[str, int], file: str) -> None:
             fail(file, lines[str(key)], f"unknown front matter key '{key}'{hint}")
     if "subject" not in meta:
         fail(file, 1, "front matter has no subject")
+    if "from" in meta and (why := sender_problem(meta["from"])):
+        fail(file, lines["from"], why)
     for key, value in meta.items():
         text = value is None or isinstance(value, str | int | float)
         if not text or (key == "subject" and value in ("", None)):

@@ -13,9 +13,11 @@ An email starts with front matter between two `---` lines::
     ---
     subject: "{{ account.name }}: your team misses you"   # required, one line, not escaped
     preheader: Three things to try today                  # optional; the body gets it as `preheader`
+    from: csm                                             # optional: csm or an address (model.senders)
     ---
 
-Context: account, contact, segment, playbook, csm, company, unsubscribe_url. A variable
+Context: account, contact, segment, playbook, csm, company, unsubscribe_url, and globals
+(config.yaml's template_globals) in every template. A variable
 that does not exist is an error, and so is printing an empty value (None): write
 `{{ contact.first_name or "there" }}`. Every email must show `unsubscribe_url` and
 `company.postal_address` (itself or through its layout); the text part must carry the link.
@@ -109,12 +111,16 @@ class Templates:
     """The templates folder of one configuration; compiled templates are cached until rebuilt."""
 
     def __init__(self, root: Path, segments: Sequence[str], *, company: Company | None = None,
-                 fields: Mapping[str, str | None] | None = None, limits: Limits | None = None) -> None:
+                 fields: Mapping[str, str | None] | None = None,
+                 contact_fields: Mapping[str, str | None] | None = None,
+                 globals_: Mapping[str, Any] | None = None, limits: Limits | None = None) -> None:
         # company and fields only shape the sample context that validate() renders with
         self.root = Path(os.path.abspath(root))
         self.segments = tuple(segments)
         self._company = company or _SAMPLE_COMPANY
         self._fields = dict(fields or {})
+        self._contact_fields = dict(contact_fields or {})
+        self.globals = dict(globals_ or {})  # every template sees them as `globals`
         self._files = _scan(self.root)
         self.limits = limits or Limits()
         self._spec = Spec(uuid.uuid4().hex, str(self.root), self.limits.render_memory_mb * 2**20,
@@ -175,6 +181,7 @@ class Templates:
 
     def render(self, name: str, segment: str, context: Mapping[str, Any]) -> Rendered:
         """Subject, preheader, HTML and text of one email; any problem is a TemplateError."""
+        context = {**context, "globals": self.globals}
         rel = self.resolve(name, segment)
         rendered: Rendered = self._call(self._path(rel), _account(context), "render", rel,
                                         self._pick(name, segment, TEXT), context)
@@ -182,12 +189,14 @@ class Templates:
 
     def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
         """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""
-        text: str = self._call(where, _account(context), "render_string", source, context, where)
+        text: str = self._call(where, _account(context), "render_string", source,
+                               {**context, "globals": self.globals}, where)
         return text
 
     @staticmethod
     def sample_context(company: Company, *, segment: str = DEFAULT,
-                       fields: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+                       fields: Mapping[str, str | None] | None = None,
+                       contact_fields: Mapping[str, str | None] | None = None) -> dict[str, Any]:
         """A realistic context for validate and preview: every key filled in, as the daemon would."""
         now = datetime.now(UTC).replace(microsecond=0)
         account = {name: _sample_value(name, kind) for name, kind in (fields or {}).items()}
@@ -201,8 +210,10 @@ class Templates:
         })
         # custom fields only when the sources have them, so a template that needs one the project lacks fails here
         account.update({k: v for k, v in {"seats_purchased": 50, "seats_used": 31}.items() if k in (fields or {})})
-        contact = {"email": "jordan.rivera@globex.example", "first_name": "Jordan", "last_name": "Rivera",
-                   "role": "admin", "timezone": "America/New_York", "status": "active", "is_primary": True}
+        contact = {name: _sample_value(name, kind) for name, kind in (contact_fields or {}).items()
+                   if name != "account_id"}
+        contact.update({"email": "jordan.rivera@globex.example", "first_name": "Jordan", "last_name": "Rivera",
+                        "role": "admin", "timezone": "America/New_York", "status": "active", "is_primary": True})
         return {
             "account": account, "contact": contact, "segment": segment,
             "playbook": {"id": "sample-playbook", "name": "Sample playbook", "category": "default"},
@@ -264,7 +275,8 @@ class Templates:
             for segment in self.segments or (DEFAULT,):
                 if self._pick(name, segment, HTML) is None:
                     continue  # a missing version is reported where a playbook uses it
-                context = self.sample_context(self._company, segment=segment, fields=self._fields)
+                context = self.sample_context(self._company, segment=segment, fields=self._fields,
+                                              contact_fields=self._contact_fields)
                 yield from self._render_both_ways(name, segment, context)
         names = self.names()
         for rel in sorted(self._files):

@@ -45,7 +45,7 @@ def test_init_refuses_a_folder_that_is_not_empty(project: Path) -> None:
 def test_validate_accepts_the_sample_project(project: Path) -> None:
     result = playbookd("validate", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "11 playbook(s)" in result.stdout
+    assert "12 playbook(s)" in result.stdout
     assert not (project / "playbookd.db").exists()  # validating creates no database
 
 

@@ -1,0 +1,59 @@
+"""Contacts as typed records: the well-known columns and every synced extra column, typed like
+account fields, for `contacts:` conditions, recipient filters and `contact.<name>` in templates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from playbookd.model import fields as F
+from playbookd.model.account import CONTACTS, decode
+from playbookd.store.chunks import chunked
+from playbookd.store.schema import contacts, fields
+
+WELL_KNOWN = ("email", "first_name", "last_name", "role", "timezone", "status", "is_primary")
+
+
+def custom_contact_types(conn: Connection) -> dict[str, str]:
+    rows = conn.execute(select(fields.c.name, fields.c.type).where(fields.c.entity == "contacts"))
+    return {name: kind for name, kind in rows}
+
+
+def contact_types(conn: Connection) -> dict[str, str]:
+    """Types of every contact field: synced extra columns, well-known ones win."""
+    return {**custom_contact_types(conn), **F.CONTACT_FIELDS}
+
+
+def contact_record(row: Any, types: Mapping[str, str]) -> dict[str, Any]:
+    """A contact row as a typed dict: its extra columns, then the well-known ones (which win)."""
+    record = {name: decode(value, types.get(name)) for name, value in (row.data or {}).items()
+              if value is not None and name not in F.CONTACT_FIELDS}
+    record.update({name: getattr(row, name) for name in WELL_KNOWN})
+    return record
+
+
+def contacts_by_account(conn: Connection, account_ids: Iterable[str],
+                        types: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each account's contacts as typed records, in source order; [] for an account without any."""
+    ids = list(dict.fromkeys(account_ids))
+    found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for batch in chunked(ids, 500):
+        query = (select(contacts.c.account_id, contacts.c.data, *[contacts.c[name] for name in WELL_KNOWN])
+                 .where(contacts.c.account_id.in_(batch))
+                 .order_by(contacts.c.account_id, contacts.c.position, contacts.c.id))
+        for row in conn.execute(query):
+            found[row.account_id].append(contact_record(row, types))
+    return found
+
+
+def attach_contacts(conn: Connection, records: Sequence[MutableMapping[str, Any]],
+                    types: Mapping[str, str] | None = None) -> None:
+    """Give each account record its contacts (under CONTACTS), one query per 500 accounts."""
+    if not records:
+        return
+    types = contact_types(conn) if types is None else types
+    people = contacts_by_account(conn, (str(r["id"]) for r in records), types)
+    for record in records:
+        record[CONTACTS] = people.get(str(record["id"]), [])
