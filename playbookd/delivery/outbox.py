@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from playbookd.delivery import bounces, holds
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.circuit import Circuit
-from playbookd.delivery.message import Outgoing, build_message
+from playbookd.delivery.message import Outgoing, wire
 from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import in_hand, recover
@@ -229,7 +229,7 @@ def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: Tem
 async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Exception | None:
     """The outcome of one attempt, recorded on its row: one bad message never blocks those behind it."""
     try:
-        message = build_message(outgoing(runtime, row))
+        message = wire(outgoing(runtime, row))
     except Exception as exc:  # nothing went out: this message can never be built, so it fails
         return PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}")
     try:
