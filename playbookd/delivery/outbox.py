@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,12 +29,15 @@ from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
 from playbookd.delivery.recovery import in_hand, recover
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
+from playbookd.model.account import decode_account
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
-from playbookd.store.accounts import get_account, load_account_types
+from playbookd.store import health as history
+from playbookd.store.accounts import RECORD, among, load_account_types
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
-from playbookd.store.schema import contacts, enrollments, outbox
+from playbookd.store.schema import accounts, contacts, enrollments, outbox
+from playbookd.store.schema import bounces as bounce_counts
 
 log = logging.getLogger("playbookd.delivery")
 MAX_RETRY_DELAY = timedelta(hours=6)
@@ -78,12 +82,11 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     if runtime.exit_when is None or not rows:
         return set()
     types = load_account_types(conn)
-    found = set()
-    for account_id in {row.account_id for row in rows}:
-        record = get_account(conn, account_id, types, runtime.history_from(now))
-        if record is not None and runtime.leaves_everything(record, now):
-            found.add(account_id)
-    return found
+    ids = list({row.account_id for row in rows})
+    records = [decode_account(r.id, r.segment, r.data, r.changes, types)
+               for r in conn.execute(select(*RECORD).where(among(conn, accounts.c.id, ids)))]
+    history.attach(conn, records, runtime.history_from(now))  # one query for the batch, not one per account
+    return {record["id"] for record in records if runtime.leaves_everything(record, now)}
 
 
 def _suppressed(conn: Connection, rows: list[Row[Any]]) -> dict[tuple[str, str], str]:
@@ -137,7 +140,6 @@ def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, repo
         _log(conn, row, audit.DEFERRED, hold[0], now, until=hold[1].isoformat())
         report.deferred += 1
         return False
-    _mark(conn, row, {"state": "claimed", "claimed_by": WORKER, "sent_at": now})
     return True
 
 
@@ -248,7 +250,26 @@ def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryRepo
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
         exiting, suppressed = _exiting(runtime, conn, rows, now), _suppressed(conn, rows)
-        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting, suppressed)], bool(rows)
+        later = Counter(row.to_addr for row in rows)
+        claimed, pending = [], []
+        for row in rows:
+            later[row.to_addr] -= 1
+            if _gate(runtime, conn, row, now, report, exiting, suppressed):
+                claimed.append(row)
+                # the frequency cap counts claimed rows: one to an address that comes again in this batch
+                # is marked before that one is checked, the others together below
+                if later[row.to_addr]:
+                    _claimed(conn, [row], now)
+                else:
+                    pending.append(row)
+        _claimed(conn, pending, now)
+        return claimed, bool(rows)
+
+
+def _claimed(conn: Connection, rows: list[Row[Any]], now: datetime) -> None:
+    if rows:
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                     .values(state="claimed", claimed_by=WORKER, sent_at=now))
 
 
 @dataclass
@@ -330,9 +351,33 @@ def _commit(run: _Run, done: list[tuple[Row[Any], Exception | None]]) -> None:
     if not done:
         return
     circuit = run.circuit or Circuit(run.runtime.config.delivery.smtp.circuit_after)
+    now = run.clock()
     with transaction(run.engine) as conn:
+        taken: list[Row[Any]] = []  # a run of messages in a row the server took, settled together
         for row, error in done:
-            _settle(run.runtime, conn, row, error, run.report, run.clock(), circuit)
+            if error is None:
+                taken.append(row)
+                continue
+            _taken(conn, taken, run.report, now, circuit)  # in order: a bounce count sees the sends before it
+            taken = []
+            _settle(run.runtime, conn, row, error, run.report, now, circuit)
+        _taken(conn, taken, run.report, now, circuit)
+
+
+def _taken(conn: Connection, rows: list[Row[Any]], report: DeliveryReport, now: datetime, circuit: Circuit) -> None:
+    """What _settle does for each message sent, in four statements however many there are."""
+    if not rows:
+        return
+    conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                 .values(state="sent", sent_at=now, last_error=None))
+    audit.record_many(conn, [{"event": audit.SENT, "account_id": r.account_id, "playbook_id": r.playbook_id,
+                              "enrollment_id": r.enrollment_id, "contact": r.to_addr, "at": now,
+                              "detail": {"outbox_id": r.id, "message_id": r.message_id}} for r in rows])
+    addresses = list({r.to_addr.lower() for r in rows})
+    for email in conn.execute(select(bounce_counts.c.email).where(bounce_counts.c.email.in_(addresses))).scalars():
+        bounces.delivered(conn, email)  # a delivery ends a run of soft bounces
+    circuit.passed(conn)
+    report.sent += len(rows)
 
 
 def _release(engine: Engine, rows: list[Row[Any]]) -> None:
