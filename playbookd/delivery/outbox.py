@@ -282,8 +282,10 @@ class _Run:
     clock: Callable[[], datetime]
     stop: threading.Event | None
     batch: int
+    window: int  # claimed at once for every connection: one look at the queue per round, not per batch
     circuit: Circuit | None = None
     done: bool = False
+    claimed: list[Row[Any]] = field(default_factory=list)  # claimed, not yet taken by a connection
 
     def stopped(self) -> bool:
         return self.done or bool(self.stop and self.stop.is_set())
@@ -301,25 +303,32 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     delivery = runtime.config.delivery
     # A slow rate shrinks the batch to about a second of sending, so few messages sit in `sending`.
     size = batch or min(delivery.smtp.batch, max(1, int(delivery.rate_per_second // len(lanes))))
-    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size)
-    await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size,
+               size * len(lanes))
+    try:
+        await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+    finally:
+        _unclaim(engine, run.claimed)
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
     return report
 
 
 async def _lane(run: _Run, transport: Transport) -> None:
-    """One connection: claim a batch, send it, commit its outcomes together, again."""
+    """One connection: take a batch of the round's claims (claiming the next round when none is left),
+    send it, commit its outcomes together, again."""
     while not run.stopped():
         with run.engine.connect() as conn:  # every batch: another replica may have opened it
             run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
         if run.circuit.is_open(run.clock()):
             run.done = True
             return
-        claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.batch)
-        if not more:
-            run.done = True
-            return
+        if not run.claimed:
+            run.claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.window)
+            if not more:
+                run.done = True
+                return
+        claimed, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
         with in_hand([row.id for row in claimed]):  # a run that fails midway leaves them to recover()
             await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
         await asyncio.sleep(0)  # let the other connections claim their turn
@@ -386,6 +395,15 @@ def _release(engine: Engine, rows: list[Row[Any]]) -> None:
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "sending",
                                           outbox.c.claimed_by == WORKER)
                      .values(state="queued", claimed_by=None, sent_at=None, attempts=outbox.c.attempts - 1))
+
+
+def _unclaim(engine: Engine, rows: list[Row[Any]]) -> None:
+    """Claimed messages no connection took (the run stopped first) go back to the queue."""
+    if rows:
+        with transaction(engine) as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "claimed",
+                                              outbox.c.claimed_by == WORKER)
+                         .values(state="queued", claimed_by=None, sent_at=None))
 
 
 def counts(conn: Connection) -> dict[str, int]:
