@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from playbookd.config.settings import Delivery, Smtp
 from playbookd.delivery.message import Wire, wire_of
@@ -125,6 +126,27 @@ def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> Deli
     return PermanentFailure(text, unknown_user=verdict.hard_bounce, policy=verdict.policy)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+async def _envelope(client: aiosmtplib.SMTP, command: bytes, address: str, options: list[str],
+                    encoding: str) -> None:
+    """MAIL FROM or RCPT TO, as client.mail and client.rcpt send them, without parsing again an address
+    that is plainly an addr-spec (a tenth of a send's CPU went there)."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
+    quoted = f"<{address}>" if _PLAIN.fullmatch(address) else quote_address(address)
+    verb, _, arg = command.partition(b" ")
+    reply = await client.execute_command(verb, arg + quoted.encode(encoding), *(o.encode() for o in options))
+    if verb == b"MAIL" and reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, address)
+    if verb == b"RCPT" and reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)
+
+
 class SmtpTransport:
     """One SMTP connection, kept open between messages and ticks; reconnects when the server closed it."""
 
@@ -195,7 +217,7 @@ class SmtpTransport:
         encoding = "utf-8" if utf8 else "ascii"
         options = ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])] if utf8 else []
         try:
-            await client.mail(sender, options=options, encoding=encoding)
+            await _envelope(client, b"MAIL FROM:", sender, options, encoding)
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise _Stale(f"MAIL: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
@@ -204,7 +226,7 @@ class SmtpTransport:
             raise _classify_refusal(exc, "MAIL") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _Stale(f"MAIL: {exc}") from exc
-        await self._step(client.rcpt(recipient, encoding=encoding), "RCPT")
+        await self._step(_envelope(client, b"RCPT TO:", recipient, [], encoding), "RCPT")
         try:
             await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:
