@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -27,15 +28,13 @@ def outgoing(to: str = "ana@customer.example", subject: str = SUBJECT, **headers
                     HTML, TEXT, URL, None, headers)
 
 
-@pytest.fixture(params=["wire", "email"], autouse=True)
-def writer(request: pytest.FixtureRequest) -> str:
-    """Every test runs with delivery's own writer and with the email library's (send-test)."""
-    global WRITER
-    WRITER = request.param
-    return WRITER
-
-
 WRITER = "wire"
+
+
+@pytest.fixture(params=["wire", "email"], autouse=True)
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with delivery's own writer and with the email library's (send-test)."""
+    monkeypatch.setattr(sys.modules[__name__], "WRITER", request.param)
 
 
 def built(out: Outgoing) -> object:
@@ -136,7 +135,7 @@ def test_file_transport_writes_a_non_ascii_mailbox_in_utf8_not_as_an_encoded_wor
 
 
 def test_a_message_without_a_usable_address_fails_permanently(tmp_path: Path) -> None:
-    with pytest.raises((PermanentFailure, ValueError), match="message cannot be built|no usable address"):
+    with pytest.raises((PermanentFailure, ValueError), match=r"message cannot be built|no usable address"):
         send(FileTransport(tmp_path), outgoing("not an address"))
     assert list(tmp_path.iterdir()) == []
 
@@ -152,8 +151,8 @@ def test_delivery_writes_what_the_email_library_would(to: str, sender: str, subj
                    {"X-Account": "ACC 1", "X-Playbook": "p" * 90})
     ours = message_from_bytes(wire(out).data, policy=policy.default)
     theirs = message_from_bytes(build_message(out).as_bytes(), policy=policy.default)
-    names = ["Message-ID", "From", "To", *(["Subject"] if "=?" not in subject else []), "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post",
-             "X-Account", "X-Playbook", "MIME-Version"]
+    names = ["Message-ID", "From", "To", *(["Subject"] if "=?" not in subject else []), "Reply-To",
+             "List-Unsubscribe", "List-Unsubscribe-Post", "X-Account", "X-Playbook", "MIME-Version"]
     assert [str(ours[n]) for n in names] == [str(theirs[n]) for n in names]
     if "=?" in subject:  # the library decodes what looks like an encoded word; the subject is text
         assert str(ours["Subject"]) == subject
