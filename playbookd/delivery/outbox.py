@@ -27,7 +27,7 @@ from playbookd.delivery.circuit import Circuit
 from playbookd.delivery.message import Outgoing, wire
 from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import in_hand, recover
+from playbookd.delivery.recovery import in_hand, recover, unclaim
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
 from playbookd.model.account import decode_account
 from playbookd.runtime import Runtime
@@ -308,7 +308,7 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     try:
         await asyncio.gather(*(_lane(run, lane) for lane in lanes))
     finally:
-        _unclaim(engine, run.claimed)
+        unclaim(engine, [row.id for row in run.claimed])
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
     return report
@@ -395,15 +395,6 @@ def _release(engine: Engine, rows: list[Row[Any]]) -> None:
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "sending",
                                           outbox.c.claimed_by == WORKER)
                      .values(state="queued", claimed_by=None, sent_at=None, attempts=outbox.c.attempts - 1))
-
-
-def _unclaim(engine: Engine, rows: list[Row[Any]]) -> None:
-    """Claimed messages no connection took (the run stopped first) go back to the queue."""
-    if rows:
-        with transaction(engine) as conn:
-            conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "claimed",
-                                              outbox.c.claimed_by == WORKER)
-                         .values(state="queued", claimed_by=None, sent_at=None))
 
 
 def counts(conn: Connection) -> dict[str, int]:
