@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from playbookd.console.charts import Chart, trend
 from playbookd.console.playbook_data import step_summary
 from playbookd.console.tables import Link, Table, href, offset, paged
+from playbookd.engine.calendar import upcoming
 from playbookd.engine.explain import explain
 from playbookd.runtime import Runtime
 from playbookd.store.database import aware
@@ -44,6 +45,9 @@ def search(engine: Engine, text: str, page: int, size: int) -> Table:
     return table
 
 
+COMING_DAYS = 14
+
+
 @dataclass
 class AccountPage:
     id: str
@@ -57,6 +61,7 @@ class AccountPage:
     emails: Table
     tasks: Table
     timeline: Table
+    coming: Table
 
 
 def _fields(report: dict[str, Any]) -> Table:
@@ -113,6 +118,15 @@ def _emails(engine: Engine, account_id: str, page: int, size: int) -> Table:
     return table
 
 
+def _coming(rt: Runtime, engine: Engine, account_id: str, now: datetime) -> Table:
+    """What the account gets in the next two weeks across every playbook, as `playbookd calendar` says."""
+    table = Table("coming", ("when", "playbook", "step", "action", "template", "to", "detail", "why"),
+                  empty="Nothing is due in the next 14 days.")
+    table.rows = [(u.at, Link(u.playbook, href("playbooks", u.playbook)), u.step + 1, u.action, u.template, u.to,
+                   u.detail, u.why) for u in upcoming(rt, engine, now, COMING_DAYS, account_id)]
+    return table
+
+
 def _tasks(engine: Engine, account_id: str) -> Table:
     table = Table("account-tasks", ("id", "title", "assignee", "due", "state", "playbook"),
                   empty="No task for this account.")
@@ -151,4 +165,5 @@ def page(rt: Runtime, engine: Engine, account_id: str, now: datetime, pages: dic
         account_id, report["segment"], report["fields"].get("name"), _fields(report), report["health"],
         _trend(engine, account_id, now.astimezone(rt.config.tz).date()), _enrollments(rt, engine, account_id),
         report["playbooks"], _emails(engine, account_id, pages.get("emails", 1), size),
-        _tasks(engine, account_id), _timeline(engine, account_id, pages.get("timeline", 1), size))
+        _tasks(engine, account_id), _timeline(engine, account_id, pages.get("timeline", 1), size),
+        _coming(rt, engine, account_id, now))

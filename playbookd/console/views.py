@@ -196,7 +196,8 @@ class Views:
         rt = self.c.runtime()
         found = await run_in_threadpool(account_data.page, rt, self.c.engine, aid, utcnow(), pages,
                                         self.size(request))
-        tables = {t.id: t for t in (found.fields, found.enrollments, found.emails, found.tasks, found.timeline)}
+        tables = {t.id: t for t in (found.fields, found.enrollments, found.coming, found.emails, found.tasks,
+                                    found.timeline)}
         return self.show(request, session, "account.html.j2", f"Account {aid}", tables, a=found,
                          template_names=sorted(rt.templates.names()),
                          playbook_href=lambda p: href("playbooks", p),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,19 +24,22 @@ from sqlalchemy.engine import Engine
 from playbookd.delivery import bounces, holds
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.circuit import Circuit
-from playbookd.delivery.message import Outgoing, build_message
+from playbookd.delivery.message import Outgoing, wire
 from playbookd.delivery.pacing import Pacer
 from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import in_hand, recover
+from playbookd.delivery.recovery import in_hand, recover, unclaim
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
+from playbookd.model.account import decode_account
 from playbookd.model.conditions import uses_contacts
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
-from playbookd.store.accounts import get_account, load_account_types
+from playbookd.store import health as history
+from playbookd.store.accounts import RECORD, among, load_account_types
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
 from playbookd.store.people import attach_contacts
-from playbookd.store.schema import contacts, enrollments, outbox
+from playbookd.store.schema import accounts, contacts, enrollments, outbox
+from playbookd.store.schema import bounces as bounce_counts
 
 log = logging.getLogger("playbookd.delivery")
 MAX_RETRY_DELAY = timedelta(hours=6)
@@ -80,14 +84,13 @@ def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: date
     if runtime.exit_when is None or not rows:
         return set()
     types = load_account_types(conn)
-    found = set()
-    for account_id in {row.account_id for row in rows}:
-        record = get_account(conn, account_id, types, runtime.history_from(now))
-        if record is not None and uses_contacts(runtime.exit_when):
-            attach_contacts(conn, [record])
-        if record is not None and runtime.leaves_everything(record, now):
-            found.add(account_id)
-    return found
+    ids = list({row.account_id for row in rows})
+    records = [decode_account(r.id, r.segment, r.data, r.changes, types)
+               for r in conn.execute(select(*RECORD).where(among(conn, accounts.c.id, ids)))]
+    history.attach(conn, records, runtime.history_from(now))  # one query for the batch, not one per account
+    if uses_contacts(runtime.exit_when):
+        attach_contacts(conn, records)
+    return {record["id"] for record in records if runtime.leaves_everything(record, now)}
 
 
 def _suppressed(conn: Connection, rows: list[Row[Any]]) -> dict[tuple[str, str], str]:
@@ -141,7 +144,6 @@ def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, repo
         _log(conn, row, audit.DEFERRED, hold[0], now, until=hold[1].isoformat())
         report.deferred += 1
         return False
-    _mark(conn, row, {"state": "claimed", "claimed_by": WORKER, "sent_at": now})
     return True
 
 
@@ -235,7 +237,7 @@ def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: Tem
 async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Exception | None:
     """The outcome of one attempt, recorded on its row: one bad message never blocks those behind it."""
     try:
-        message = build_message(outgoing(runtime, row))
+        message = wire(outgoing(runtime, row))
     except Exception as exc:  # nothing went out: this message can never be built, so it fails
         return PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}")
     try:
@@ -254,7 +256,26 @@ def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryRepo
         if runtime.config.delivery.frequency_cap is not None:
             holds.lock_recipients(conn, rows)
         exiting, suppressed = _exiting(runtime, conn, rows, now), _suppressed(conn, rows)
-        return [row for row in rows if _gate(runtime, conn, row, now, report, exiting, suppressed)], bool(rows)
+        later = Counter(row.to_addr for row in rows)
+        claimed, pending = [], []
+        for row in rows:
+            later[row.to_addr] -= 1
+            if _gate(runtime, conn, row, now, report, exiting, suppressed):
+                claimed.append(row)
+                # the frequency cap counts claimed rows: one to an address that comes again in this batch
+                # is marked before that one is checked, the others together below
+                if later[row.to_addr]:
+                    _claimed(conn, [row], now)
+                else:
+                    pending.append(row)
+        _claimed(conn, pending, now)
+        return claimed, bool(rows)
+
+
+def _claimed(conn: Connection, rows: list[Row[Any]], now: datetime) -> None:
+    if rows:
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                     .values(state="claimed", claimed_by=WORKER, sent_at=now))
 
 
 @dataclass
@@ -267,8 +288,10 @@ class _Run:
     clock: Callable[[], datetime]
     stop: threading.Event | None
     batch: int
+    window: int  # claimed at once for every connection: one look at the queue per round, not per batch
     circuit: Circuit | None = None
     done: bool = False
+    claimed: list[Row[Any]] = field(default_factory=list)  # claimed, not yet taken by a connection
 
     def stopped(self) -> bool:
         return self.done or bool(self.stop and self.stop.is_set())
@@ -286,25 +309,32 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     delivery = runtime.config.delivery
     # A slow rate shrinks the batch to about a second of sending, so few messages sit in `sending`.
     size = batch or min(delivery.smtp.batch, max(1, int(delivery.rate_per_second // len(lanes))))
-    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size)
-    await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size,
+               size * len(lanes))
+    try:
+        await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+    finally:
+        unclaim(engine, [row.id for row in run.claimed])
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
     return report
 
 
 async def _lane(run: _Run, transport: Transport) -> None:
-    """One connection: claim a batch, send it, commit its outcomes together, again."""
+    """One connection: take a batch of the round's claims (claiming the next round when none is left),
+    send it, commit its outcomes together, again."""
     while not run.stopped():
         with run.engine.connect() as conn:  # every batch: another replica may have opened it
             run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
         if run.circuit.is_open(run.clock()):
             run.done = True
             return
-        claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.batch)
-        if not more:
-            run.done = True
-            return
+        if not run.claimed:
+            run.claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.window)
+            if not more:
+                run.done = True
+                return
+        claimed, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
         with in_hand([row.id for row in claimed]):  # a run that fails midway leaves them to recover()
             await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
         await asyncio.sleep(0)  # let the other connections claim their turn
@@ -336,9 +366,33 @@ def _commit(run: _Run, done: list[tuple[Row[Any], Exception | None]]) -> None:
     if not done:
         return
     circuit = run.circuit or Circuit(run.runtime.config.delivery.smtp.circuit_after)
+    now = run.clock()
     with transaction(run.engine) as conn:
+        taken: list[Row[Any]] = []  # a run of messages in a row the server took, settled together
         for row, error in done:
-            _settle(run.runtime, conn, row, error, run.report, run.clock(), circuit)
+            if error is None:
+                taken.append(row)
+                continue
+            _taken(conn, taken, run.report, now, circuit)  # in order: a bounce count sees the sends before it
+            taken = []
+            _settle(run.runtime, conn, row, error, run.report, now, circuit)
+        _taken(conn, taken, run.report, now, circuit)
+
+
+def _taken(conn: Connection, rows: list[Row[Any]], report: DeliveryReport, now: datetime, circuit: Circuit) -> None:
+    """What _settle does for each message sent, in four statements however many there are."""
+    if not rows:
+        return
+    conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                 .values(state="sent", sent_at=now, last_error=None))
+    audit.record_many(conn, [{"event": audit.SENT, "account_id": r.account_id, "playbook_id": r.playbook_id,
+                              "enrollment_id": r.enrollment_id, "contact": r.to_addr, "at": now,
+                              "detail": {"outbox_id": r.id, "message_id": r.message_id}} for r in rows])
+    addresses = list({r.to_addr.lower() for r in rows})
+    for email in conn.execute(select(bounce_counts.c.email).where(bounce_counts.c.email.in_(addresses))).scalars():
+        bounces.delivered(conn, email)  # a delivery ends a run of soft bounces
+    circuit.passed(conn)
+    report.sent += len(rows)
 
 
 def _release(engine: Engine, rows: list[Row[Any]]) -> None:

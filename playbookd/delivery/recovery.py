@@ -10,6 +10,7 @@ process and not in hand was left by one of its own failed runs, and is settled l
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +19,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from playbookd.store import audit
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER, alive
 from playbookd.store.schema import outbox
 
+log = logging.getLogger("playbookd.delivery")
 _in_hand: set[int] = set()  # outbox ids this process's delivery runs are working on
 _lock = threading.Lock()
 
@@ -66,3 +69,18 @@ def recover(engine: Engine, now: datetime | None = None) -> int:
                          contact=row.to_addr, reason="interrupted_in_flight", at=now)
             unknown += 1
     return unknown
+
+
+def unclaim(engine: Engine, ids: list[int]) -> None:
+    """Messages this process claimed and never started go back to the queue (a delivery run stopped
+    before every connection took its batch). With the store gone they stay claimed by this process and
+    not in hand, which the next run's recover() requeues."""
+    if not ids:
+        return
+    try:
+        with transaction(engine) as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids), outbox.c.state == "claimed",
+                                              outbox.c.claimed_by == WORKER)
+                         .values(state="queued", claimed_by=None, sent_at=None))
+    except SQLAlchemyError as exc:  # the run's own failure, if any, is the one to report
+        log.warning("could not hand %d claimed message(s) back to the queue now: %s", len(ids), exc)

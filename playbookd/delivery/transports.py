@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from playbookd.config.settings import Delivery, Smtp
-from playbookd.delivery.message import as_bytes, envelope, needs_utf8
+from playbookd.delivery.message import Wire, wire_of
 from playbookd.delivery.replies import classify
 from playbookd.errors import DependencyError
 
@@ -49,22 +50,23 @@ class PermanentFailure(DeliveryError):
         self.policy = policy  # refused by the server's policy or our setup (5.7.x), not for the recipient
 
 
-def _serialised(message: EmailMessage, utf8: bool) -> bytes:
-    """The bytes to hand over; a message the MIME library cannot write fails alone, before any is sent."""
-    try:
-        return as_bytes(message, utf8)
-    except Exception as exc:  # only this message's content is involved: it can never be written
-        raise PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}") from exc
+Message = EmailMessage | Wire  # delivery hands over Wire; send-test and older callers an EmailMessage
 
 
-def _addresses(message: EmailMessage) -> tuple[str, str]:
-    try:
-        sender, recipient = envelope(message)
-    except (AttributeError, IndexError, ValueError) as exc:
-        raise PermanentFailure(f"message cannot be built: no usable From or To address ({exc})") from exc
-    if "@" not in sender or "@" not in recipient:
+def _wired(message: Message) -> Wire:
+    """The envelope and bytes to hand over; a message that cannot be written fails alone, before any is sent."""
+    if isinstance(message, Wire):
+        wired = message
+    else:
+        try:
+            wired = wire_of(message)
+        except (AttributeError, IndexError) as exc:
+            raise PermanentFailure(f"message cannot be built: no usable From or To address ({exc})") from exc
+        except Exception as exc:  # only this message's content is involved: it can never be written
+            raise PermanentFailure(f"message cannot be built: {type(exc).__name__}: {exc}") from exc
+    if "@" not in wired.sender or "@" not in wired.recipient:
         raise PermanentFailure("message cannot be built: no usable From or To address")
-    return sender, recipient
+    return wired
 
 
 class UncertainDelivery(DeliveryError):
@@ -78,7 +80,7 @@ class _Stale(TemporaryFailure):
 class Transport(Protocol):
     name: str
 
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: Message) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -91,19 +93,19 @@ class FileTransport:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def path_for(self, message: EmailMessage) -> Path:
-        stem = re.sub(r"[^A-Za-z0-9._@-]", "", str(message["Message-ID"])) or "message"
+    def path_for(self, message: Message) -> Path:
+        message_id = message.message_id if isinstance(message, Wire) else str(message["Message-ID"])
+        stem = re.sub(r"[^A-Za-z0-9._@-]", "", message_id) or "message"
         return self.directory / f"{stem}.eml"
 
-    async def send(self, message: EmailMessage) -> None:
-        _addresses(message)
-        data = _serialised(message, needs_utf8(message))
+    async def send(self, message: Message) -> None:
+        wired = _wired(message)
         try:
-            self._write(message, data)
+            self._write(wired, wired.data)
         except OSError as exc:
             raise TemporaryFailure(f"cannot write to {self.directory}: {exc}") from exc
 
-    def _write(self, message: EmailMessage, data: bytes) -> None:
+    def _write(self, message: Wire, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path_for(message)
         # Write then rename, so a reader never sees half a message and a crash leaves no torn file.
@@ -122,6 +124,27 @@ def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> Deli
     if verdict.temporary:
         return TemporaryFailure(text, soft_bounce=verdict.soft_bounce)
     return PermanentFailure(text, unknown_user=verdict.hard_bounce, policy=verdict.policy)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+async def _envelope(client: aiosmtplib.SMTP, command: bytes, address: str, options: list[str],
+                    encoding: str) -> None:
+    """MAIL FROM or RCPT TO, as client.mail and client.rcpt send them, without parsing again an address
+    that is plainly an addr-spec (a tenth of a send's CPU went there)."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
+    quoted = f"<{address}>" if _PLAIN.fullmatch(address) else quote_address(address)
+    verb, _, arg = command.partition(b" ")
+    reply = await client.execute_command(verb, arg + quoted.encode(encoding), *(o.encode() for o in options))
+    if verb == b"MAIL" and reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, address)
+    if verb == b"RCPT" and reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)
 
 
 class SmtpTransport:
@@ -158,12 +181,13 @@ class SmtpTransport:
             raise TemporaryFailure(f"cannot connect to {where}: {exc}") from exc
         return self.client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
+        wired = _wired(message)
         async with self.lock:
             reused = self.client is not None and self.client.is_connected
             client = await self._connected()
             try:
-                await self._transaction(client, message)
+                await self._transaction(client, wired)
             except _Stale:
                 client.close()
                 self.client = None
@@ -171,12 +195,12 @@ class SmtpTransport:
                     raise
                 # A kept connection the server closed while idle (or is closing: 421): nothing was handed
                 # over, so the same message goes out on a fresh one.
-                await self.send_once(message)
+                await self.send_once(wired)
             except DeliveryError:
                 await self._reset(client)
                 raise
 
-    async def send_once(self, message: EmailMessage) -> None:
+    async def send_once(self, message: Wire) -> None:
         client = await self._connected()
         try:
             await self._transaction(client, message)
@@ -184,18 +208,16 @@ class SmtpTransport:
             await self._reset(client)
             raise
 
-    async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
-        sender, recipient = _addresses(message)
-        utf8 = needs_utf8(message)
+    async def _transaction(self, client: aiosmtplib.SMTP, message: Wire) -> None:
+        sender, recipient, utf8, data = message.sender, message.recipient, message.utf8, message.data
         if utf8 and not await self._offers(client, "smtputf8"):
             # about our server, not the recipient: the message fails, the address is not suppressed
             raise PermanentFailure(f"{recipient if not recipient.isascii() else sender} needs SMTPUTF8, which "
                                    f"{self.settings.host}:{self.settings.port} does not offer; nothing was sent")
-        data = _serialised(message, utf8)
         encoding = "utf-8" if utf8 else "ascii"
         options = ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])] if utf8 else []
         try:
-            await client.mail(sender, options=options, encoding=encoding)
+            await _envelope(client, b"MAIL FROM:", sender, options, encoding)
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise _Stale(f"MAIL: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
@@ -204,7 +226,7 @@ class SmtpTransport:
             raise _classify_refusal(exc, "MAIL") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _Stale(f"MAIL: {exc}") from exc
-        await self._step(client.rcpt(recipient, encoding=encoding), "RCPT")
+        await self._step(_envelope(client, b"RCPT TO:", recipient, [], encoding), "RCPT")
         try:
             await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -19,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.delivery.circuit import current as open_circuit
-from playbookd.delivery.transports import Transport
+from playbookd.delivery.transports import Message, Transport
 from playbookd.store.audit import EVALUATION_FAILED
 from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
 from playbookd.sync import health
@@ -111,7 +110,7 @@ class TimedTransport:
         self.inner = inner
         self.name = inner.name
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         started = time.perf_counter()
         try:
             await self.inner.send(message)

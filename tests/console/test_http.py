@@ -135,6 +135,29 @@ def test_pages_show_what_a_csm_needs(url: str, engine: Engine) -> None:
     assert "Messages by state" in text_of(client.get("/console/outbox").body)
 
 
+def test_the_account_page_says_what_comes_next_as_the_calendar_does(url: str, engine: Engine, project: Path) -> None:
+    import csv
+    import io
+
+    from playbookd.engine.calendar import upcoming
+    from playbookd.store.database import utcnow
+    from playbookd.store.schema import enrollments
+
+    rt, _ = loaded(project)
+    with engine.connect() as conn:
+        active = conn.execute(select(enrollments.c.account_id).where(enrollments.c.state == "active")).scalars().all()
+    coming = next(((a, u) for a in active if (u := upcoming(rt, engine, utcnow(), 14, a))), None)
+    assert coming is not None, "some active enrollment has a step due within 14 days"
+    account, expected = coming
+    client = Client(url)
+    client.login(VIEWER)
+    reply = client.get(f"/console/accounts/{account}?csv=coming")
+    rows = list(csv.DictReader(io.StringIO(reply.body)))
+    assert [(r["playbook"], int(r["step"]), r["action"]) for r in rows] == [
+        (u.playbook, u.step + 1, u.action) for u in expected]
+    assert "Coming next" in text_of(client.get(f"/console/accounts/{account}").body)
+
+
 def test_headers_forbid_inline_code_and_framing(url: str) -> None:
     client = Client(url)
     client.login(VIEWER)

@@ -3,13 +3,14 @@ SQLite file and on PostgreSQL. Messages are queued straight into the outbox."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from smtp_server import SmtpServer
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 from playbookd.delivery.courier import Courier
 from playbookd.store.database import transaction
@@ -100,3 +101,19 @@ def test_rate_per_second_holds_over_all_connections_and_ticks(make: Any, db_url:
         courier.close()
     assert sent_once(smtp_server, 30)
     assert elapsed >= 29 / 20  # 30 sends at 20/s take at least 1.45 s, whatever the connections
+
+
+def test_a_stop_hands_back_the_round_no_connection_took(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = project(make, db_url, smtp_server, connections=2, batch=3, rate=20)  # slow: the stop comes mid-round
+    queue(p, 0, 12)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    courier = Courier(p.runtime)
+    try:
+        report = courier.deliver(p.engine, stop=stop, clock=lambda: T0)
+    finally:
+        courier.close()
+    with p.engine.connect() as conn:
+        states = dict(conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state)).all())
+    assert 0 < report.sent < 12 and sent_once(smtp_server, report.sent)
+    assert states == {"sent": report.sent, "queued": 12 - report.sent}  # nothing left claimed or sending

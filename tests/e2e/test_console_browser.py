@@ -93,7 +93,7 @@ def test_a_csm_logs_in_finds_an_account_previews_its_email_and_opens_the_tasks(
     assert driver.find_element(By.CSS_SELECTOR, "dd.account-id").text == account
     assert driver.find_element(By.CSS_SELECTOR, "dd.segment").text in (
         "high_touch", "low_touch", "tech_touch")
-    assert "Enrollments" in page and "Emails sent" in page and "Timeline" in page
+    assert "Enrollments" in page and "Emails sent" in page and "Timeline" in page and "Coming next" in page
 
     driver.find_element(By.LINK_TEXT, "login_nudge").click()
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "dd.subject")))
