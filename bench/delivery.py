@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +52,20 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"smtp-sink did not start on 127.0.0.1:{port}")
+
+
+@contextmanager
+def sink_on_loopback() -> Iterator[int]:
+    """smtp-sink on a free loopback port for the duration; its port."""
+    if not (shutil.which("smtp-sink") and shutil.which("smtp-source")):
+        raise SystemExit("smtp-sink/smtp-source not found: apt-get install postfix")
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        yield port
+    finally:
+        sink.kill()
+        sink.wait()
 
 
 def reference(port: int, messages: int) -> float:
@@ -117,17 +133,9 @@ def main() -> None:
     parser.add_argument("--database", default="", help="a store URL (default: a fresh SQLite file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if not (shutil.which("smtp-sink") and shutil.which("smtp-source")):
-        raise SystemExit("smtp-sink/smtp-source not found: apt-get install postfix")
-    port = free_port()
-    sink = start_sink(port)
-    try:
+    with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
         wire = reference(port, args.messages)
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = playbookd(Path(tmp), args.database, port, args.messages, args.connections, args.batch)
-    finally:
-        sink.kill()
-        sink.wait()
+        ours = playbookd(Path(tmp), args.database, port, args.messages, args.connections, args.batch)
     result = {"smtp_source_per_s": wire, **ours, "ratio_to_smtp_source": ours["messages_per_s"] / wire}
     if args.json:
         print(json.dumps(result))

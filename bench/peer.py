@@ -28,7 +28,7 @@ import venv
 from pathlib import Path
 from typing import Any
 
-from delivery import free_port, reference, start_sink
+from delivery import reference, sink_on_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-24T15:00:00Z"
@@ -153,18 +153,10 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if not (shutil.which("smtp-sink") and shutil.which("smtp-source")):
-        raise SystemExit("smtp-sink/smtp-source not found: apt-get install postfix")
-    port = free_port()
-    sink = start_sink(port)
-    try:
+    with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
         wire = reference(port, args.recipients)
-        with tempfile.TemporaryDirectory() as tmp:
-            peer = run_peer(Path(tmp), port, args.recipients)
-            ours = run_playbookd(Path(tmp), port, args.recipients)
-    finally:
-        sink.kill()
-        sink.wait()
+        peer = run_peer(Path(tmp), port, args.recipients)
+        ours = run_playbookd(Path(tmp), port, args.recipients)
     result = {"recipients": args.recipients, "smtp_source_per_s": wire,
               "peer_sent": peer["sent"], "peer_per_s": peer["sent"] / peer["seconds"],
               "playbookd_sent": ours["sent"], "playbookd_per_s": ours["sent"] / ours["seconds"]}
