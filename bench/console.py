@@ -83,6 +83,9 @@ def clone(engine: Engine, total: int) -> dict[str, int]:
                     copy["key"] = f"{row['key']}:{new_id}"
                 if "message_id" in copy:
                     copy["message_id"] = f"{new_id}.{row['message_id']}"
+                if copy.get("open_key") is not None:  # (playbook, account, step) of an open task: unique
+                    playbook, _, step = str(row["open_key"]).split("\x1f")
+                    copy["open_key"] = f"{playbook}\x1f{new_id}\x1f{step}"
                 pending[name].append(copy)
         if len(pending["accounts"]) >= BATCH:
             flush(engine, pending, counts)
