@@ -24,7 +24,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,9 @@ def clone(engine: Engine, total: int) -> dict[str, int]:
                     copy["key"] = f"{row['key']}:{new_id}"
                 if "message_id" in copy:
                     copy["message_id"] = f"{new_id}.{row['message_id']}"
+                if copy.get("open_key") is not None:  # (playbook, account, step) of an open task: unique
+                    playbook, _, step = str(row["open_key"]).split("\x1f")
+                    copy["open_key"] = f"{playbook}\x1f{new_id}\x1f{step}"
                 pending[name].append(copy)
         if len(pending["accounts"]) >= BATCH:
             flush(engine, pending, counts)
@@ -164,13 +167,21 @@ def report(engine: Engine, client: urllib.request.OpenerDirector, base: str, tim
     def playbook_page() -> None:
         client.open(f"{base}/console/playbooks/no-login-7d", timeout=60).read()
 
+    with engine.connect() as conn:  # the playbook with the most enrollments: the page's worst case
+        largest, enrolled = conn.execute(select(enrollments.c.playbook_id, func.count()).group_by(
+            enrollments.c.playbook_id).order_by(func.count().desc()).limit(1)).one()
+
+    def largest_page() -> None:
+        client.open(f"{base}/console/playbooks/{largest}", timeout=120).read()
+
     def search_page() -> None:
         client.open(f"{base}/console/accounts?q=BEN-00005", timeout=60).read()
 
     reference = timed(one_row, times * 10)
     health = timed(lambda: client.open(f"{base}/healthz", timeout=60).read(), times)
     print(f"reference: one account row by primary key {reference * 1000:.2f} ms; GET /healthz {health * 1000:.1f} ms")
-    for name, call in (("account page", account_page), ("playbook page", playbook_page),
+    for name, call in (("account page", account_page), ("playbook page (no-login-7d)", playbook_page),
+                       (f"playbook page ({largest}, {enrolled:,} enrollments)", largest_page),
                        ("account search (id prefix)", search_page)):
         seconds = timed(call, times)
         print(f"{name}: {seconds * 1000:.0f} ms median of {times} "

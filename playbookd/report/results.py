@@ -111,6 +111,13 @@ class PlaybookResult:
         return sorted(self.groups.values(), key=lambda g: (rank.get(g.name, 1), g.name))
 
 
+def _outbox_state() -> Any:
+    """outbox.state for a filter that must not pick an index: `state = 'sent'` reads as selective to
+    SQLite's planner, which would then start from every sent email in the store, of every playbook,
+    instead of from the playbook's enrollments (the same value: state is never NULL)."""
+    return func.coalesce(outbox.c.state, "")
+
+
 def _in_scope(query: Select[Any], scope: Scope) -> Select[Any]:
     if scope.playbook is not None:
         query = query.where(enrollments.c.playbook_id == scope.playbook)
@@ -138,17 +145,16 @@ def _reason(text: str | None) -> str:
 
 
 def _enrollments(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:
+    """Counts from the covering index ix_enrollments_report alone; the exit reasons (a text column the
+    index leaves out) in a second query over the exited rows only."""
     met = case((enrollments.c.goal_met_at.is_not(None), 1), else_=0)
     at_entry = case((enrollments.c.goal_at_entry.is_(True), 1), else_=0)
-    reason = case((enrollments.c.state == "exited", enrollments.c.reason))
-    columns = (enrollments.c.playbook_id, enrollments.c.group_name, enrollments.c.state, reason, at_entry, met)
+    columns = (enrollments.c.playbook_id, enrollments.c.group_name, enrollments.c.state, at_entry, met)
     query = _in_scope(select(*columns, func.count()).group_by(*columns), scope)
-    for playbook, group_name, state, why, entry, goal, count in conn.execute(query):
+    for playbook, group_name, state, entry, goal, count in conn.execute(query):
         result = results.setdefault(playbook, PlaybookResult(playbook))
         result.entered += count
         result.states[state] += count
-        if state == "exited":
-            result.exited[_reason(why)] += count
         result.met += goal * count
         result.met_at_entry += entry * count
         for name, family in _parts(group_name):
@@ -156,6 +162,10 @@ def _enrollments(conn: Connection, scope: Scope, results: dict[str, PlaybookResu
             group.entered += count
             group.goal_met += goal * count
             group.met_at_entry += entry * count
+    exits = (select(enrollments.c.playbook_id, enrollments.c.reason, func.count())
+             .where(enrollments.c.state == "exited").group_by(enrollments.c.playbook_id, enrollments.c.reason))
+    for playbook, why, count in conn.execute(_in_scope(exits, scope)):
+        results[playbook].exited[_reason(why)] += count
 
 
 def _median_time_to_goal(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:
@@ -171,18 +181,21 @@ def _median_time_to_goal(conn: Connection, scope: Scope, results: dict[str, Play
 
 
 def _emails(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:
-    why = case((outbox.c.state == "skipped", outbox.c.last_error))
-    columns = (enrollments.c.playbook_id, enrollments.c.group_name, outbox.c.state, why)
-    joined = outbox.join(enrollments, outbox.c.enrollment_id == enrollments.c.id)
-    for playbook, group_name, state, reason, count in conn.execute(
+    # counted from the covering index ix_outbox_report (an outbox row is wide: its html and text);
+    # only the skipped rows are read for their reason
+    joined = enrollments.join(outbox, outbox.c.enrollment_id == enrollments.c.id)
+    columns = (enrollments.c.playbook_id, enrollments.c.group_name, outbox.c.state)
+    for playbook, group_name, state, count in conn.execute(
             _in_scope(select(*columns, func.count()).select_from(joined).group_by(*columns), scope)):
         result = results[playbook]
         result.emails[state] += count
-        if state == "skipped":
-            result.skipped[reason or "unknown"] += count
         if state == "sent":
             for name, family in _parts(group_name):
                 result.group(name, family).emails_sent += count
+    skipped = (select(enrollments.c.playbook_id, outbox.c.last_error, func.count()).select_from(joined)
+               .where(_outbox_state() == "skipped").group_by(enrollments.c.playbook_id, outbox.c.last_error))
+    for playbook, reason, count in conn.execute(_in_scope(skipped, scope)):
+        results[playbook].skipped[reason or "unknown"] += count
     # a contact left out when the step ran (unsubscribed, bounced ...) never got an outbox row
     queue_skips = (select(enrollments.c.playbook_id, audit.c.reason, func.count())
                    .select_from(audit.join(enrollments, audit.c.enrollment_id == enrollments.c.id))
@@ -204,13 +217,13 @@ def _suppressed_after(reason: str, any_category: bool) -> Any:
 def _guardrails(conn: Connection, scope: Scope, results: dict[str, PlaybookResult]) -> None:
     """Per group: the addresses emailed, how many of them unsubscribed or complained afterwards, and the
     enrollments emailed and how many of them clicked."""
-    joined = outbox.join(enrollments, outbox.c.enrollment_id == enrollments.c.id)
+    joined = enrollments.join(outbox, outbox.c.enrollment_id == enrollments.c.id)
     clicked = exists().where(clicks.c.enrollment_id == enrollments.c.id, clicks.c.kind == "clicked")
     query = (select(enrollments.c.playbook_id, enrollments.c.group_name, func.count(distinct(outbox.c.to_addr)),
                     func.count(distinct(case((_suppressed_after("unsubscribed", False), outbox.c.to_addr)))),
                     func.count(distinct(case((_suppressed_after("complaint", True), outbox.c.to_addr)))),
                     func.count(distinct(enrollments.c.id)), func.count(distinct(case((clicked, enrollments.c.id)))))
-             .select_from(joined).where(outbox.c.state == "sent")
+             .select_from(joined).where(_outbox_state() == "sent")
              .group_by(enrollments.c.playbook_id, enrollments.c.group_name))
     for playbook, group_name, recipients, unsubscribed, complained, emailed, clicks_ in conn.execute(
             _in_scope(query, scope)):

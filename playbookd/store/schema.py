@@ -87,6 +87,10 @@ Index("ix_enrollments_due", enrollments.c.state, enrollments.c.next_due_at)
 Index("ix_enrollments_pa", enrollments.c.playbook_id, enrollments.c.account_id)
 Index("ix_enrollments_entered", enrollments.c.playbook_id, enrollments.c.entered_at)
 Index("ix_enrollments_account", enrollments.c.account_id)  # an account's page (migration 0009)
+# a playbook's report, funnel and goals per day, from the index alone (migration 0011)
+Index("ix_enrollments_report", enrollments.c.playbook_id, enrollments.c.state, enrollments.c.group_name,
+      enrollments.c.goal_at_entry, enrollments.c.goal_met_at, enrollments.c.entered_at, enrollments.c.step)
+Index("ix_enrollments_goals", enrollments.c.playbook_id, enrollments.c.goal_met_at)
 
 outbox = Table(
     "outbox", metadata,
@@ -118,7 +122,9 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.state, outbox.c.not_before)
 Index("ix_outbox_to", outbox.c.to_addr, outbox.c.state)
 Index("ix_outbox_account", outbox.c.account_id, outbox.c.id)  # an account's emails, newest first
-Index("ix_outbox_enrollment", outbox.c.enrollment_id)  # a playbook's report joins by enrollment
+# a playbook's report joins by enrollment and counts from the index, not the wide rows (migration 0011)
+Index("ix_outbox_report", outbox.c.enrollment_id, outbox.c.state, outbox.c.to_addr, outbox.c.sent_at,
+      outbox.c.category)
 
 clicks = Table(  # one row per (message, link, kind, reason): a second click on a link is not a new one
     "clicks", metadata,
@@ -215,7 +221,7 @@ audit = Table(
 )
 Index("ix_audit_account", audit.c.account_id, audit.c.at)
 Index("ix_audit_playbook", audit.c.playbook_id, audit.c.at)
-Index("ix_audit_enrollment", audit.c.enrollment_id)
+Index("ix_audit_enrollment_event", audit.c.enrollment_id, audit.c.event)  # the report's skips (0011)
 Index("ix_audit_contact", audit.c.contact, audit.c.at)  # `history --contact`: one person's timeline
 
 # Each occurrence of a calendar playbook's schedule, once: `run` (its accounts enter at the evaluation

@@ -269,3 +269,30 @@ def test_logout_and_a_removed_user_end_the_session(url: str, project: Path) -> N
     assert client.get("/console/tasks").status == 200
     remove_user(load_config(project / "config.yaml").console.users_file, VIEWER[0])
     assert client.get("/console/tasks").status == 303
+
+
+def test_the_playbook_page_shows_the_numbers_of_playbookd_report(url: str, engine: Engine, project: Path) -> None:
+    import csv
+    import io
+
+    from playbookd.report.results import Scope, report
+
+    rt, _ = loaded(project)
+    client = Client(url)
+    client.login(VIEWER)
+    checked = 0
+    for playbook in rt.playbooks:
+        result = report(engine, Scope(playbook=playbook.id), {playbook.id: playbook.goal is not None})[0]
+        path = f"/console/playbooks/{playbook.id}"
+        totals = {r["measure"]: r["value"] for r in csv.DictReader(io.StringIO(client.get(f"{path}?csv=report").body))}
+        assert totals["entered"] == str(result.entered)
+        assert {k: int(v) for k, v in totals.items() if k.startswith("state ")} == {
+            f"state {k}": v for k, v in result.states.items()}
+        assert {k: int(v) for k, v in totals.items() if k.startswith("emails ")} == {
+            f"emails {k}": v for k, v in result.emails.items()}
+        assert totals["met at entry"] == str(result.met_at_entry)
+        groups = list(csv.DictReader(io.StringIO(client.get(f"{path}?csv=groups").body)))
+        assert [(g["group"], int(g["entered"]), int(g["goal met"]), int(g["emails sent"])) for g in groups] == [
+            (g.name, g.entered, g.goal_met, g.emails_sent) for g in result.ordered_groups()]
+        checked += result.entered > 0 and bool(result.emails)
+    assert checked, "some playbook has enrollments and email"
