@@ -37,7 +37,7 @@ lint: $(BIN)/playbookd
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: $(BIN)/playbookd
 	$(BIN)/python bench/run.py
