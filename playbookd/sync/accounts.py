@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from playbookd.config.reserved import reserved_field
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
-from playbookd.store.chunks import CHUNK
 from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
-from playbookd.sync.columns import Typer, as_text, encoded, fixed_value, merge
+from playbookd.sync.columns import Typer, encoded, fixed_value, merge, restate_as_text
 from playbookd.sync.segments import Segmenter
 
 _NOT_SUPPLIED = frozenset({"id", *F.DERIVED_FIELDS})
@@ -140,23 +139,6 @@ class AccountRun(Run):
         with transaction(self.engine) as conn:
             self._write_types(conn)
         if self.typer.to_text:
-            _restate_as_text(self.engine, self.typer.to_text)
-
-
-def _restate_as_text(engine: Engine, names: set[str]) -> None:
-    """A column that widened to text keeps text values, or `eq: "1"` would miss a stored 1."""
-    last = ""
-    while True:
-        with transaction(engine) as conn:
-            rows = conn.execute(select(accounts.c.id, accounts.c.data).where(accounts.c.id > last)
-                                .order_by(accounts.c.id).limit(CHUNK)).all()
-            fixes = [{"b_id": r.id, "data": {k: as_text(v) if k in names else v for k, v in r.data.items()}}
-                     for r in rows if any(not isinstance(r.data.get(n), str | None) for n in names)]
-            if fixes:
-                conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                             .values(data=bindparam("data")), fixes)
-        if len(rows) < CHUNK:
-            return
-        last = rows[-1].id
+            restate_as_text(self.engine, accounts, self.typer.to_text)
 
 

@@ -6,8 +6,12 @@ from collections.abc import Container, Mapping
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Engine, Table, bindparam, select, update
+
 from playbookd.model import fields as F
 from playbookd.model.account import encode, put_values
+from playbookd.store.chunks import CHUNK
+from playbookd.store.database import transaction
 
 
 def as_text(value: Any) -> Any:
@@ -100,3 +104,19 @@ def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping
     return new_data, new_changes, changed
 
 
+def restate_as_text(engine: Engine, table: Table, names: set[str]) -> None:
+    """A column that widened to text keeps text values in every stored row (accounts or contacts),
+    or `eq: "1"` would miss a stored 1."""
+    last: Any = None
+    while True:
+        with transaction(engine) as conn:
+            query = select(table.c.id, table.c.data).order_by(table.c.id).limit(CHUNK)
+            rows = conn.execute(query if last is None else query.where(table.c.id > last)).all()
+            fixes = [{"b_id": r.id, "data": {k: as_text(v) if k in names else v for k, v in r.data.items()}}
+                     for r in rows if any(not isinstance(r.data.get(n), str | None) for n in names)]
+            if fixes:
+                conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(data=bindparam("data")),
+                             fixes)
+        if len(rows) < CHUNK:
+            return
+        last = rows[-1].id

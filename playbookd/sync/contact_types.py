@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine
 
 from playbookd.model import fields as F
-from playbookd.store.chunks import CHUNK
-from playbookd.store.database import transaction, upsert
+from playbookd.store.database import upsert
 from playbookd.store.people import custom_contact_types
-from playbookd.store.schema import contacts, fields
-from playbookd.sync.columns import Typer, as_text
+from playbookd.store.schema import fields
+from playbookd.sync.columns import Typer
 
 ENTITY = "contacts"
 
@@ -32,20 +31,3 @@ def write_contact_types(conn: Connection, typer: Typer) -> None:
     rows = [{"entity": ENTITY, "name": name, "type": typer.types[name]} for name in sorted(typer.dirty)]
     upsert(conn, fields, ["entity", "name"], rows)
     typer.dirty.clear()
-
-
-def restate_contacts_as_text(engine: Engine, names: set[str]) -> None:
-    """A column that widened to text keeps text values in every contact, as accounts' do."""
-    last = 0
-    while True:
-        with transaction(engine) as conn:
-            rows = conn.execute(select(contacts.c.id, contacts.c.data).where(contacts.c.id > last)
-                                .order_by(contacts.c.id).limit(CHUNK)).all()
-            fixes = [{"b_id": r.id, "data": {k: as_text(v) if k in names else v for k, v in r.data.items()}}
-                     for r in rows if any(not isinstance(r.data.get(n), str | None) for n in names)]
-            if fixes:
-                conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id"))
-                             .values(data=bindparam("data")), fixes)
-        if len(rows) < CHUNK:
-            return
-        last = rows[-1].id

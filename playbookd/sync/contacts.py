@@ -20,8 +20,8 @@ from playbookd.store.accounts import load_account_types
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync.base import Item, Run
-from playbookd.sync.columns import Typer, as_text, encoded
-from playbookd.sync.contact_types import contact_typer, restate_contacts_as_text, write_contact_types
+from playbookd.sync.columns import Typer, as_text, encoded, restate_as_text
+from playbookd.sync.contact_types import contact_typer, write_contact_types
 from playbookd.sync.segments import Segmenter
 
 LEFT, ACTIVE = "left", "active"
@@ -104,7 +104,7 @@ class ContactRun(Run):
         with transaction(self.engine) as conn:
             write_contact_types(conn, self.typer)
         if self.typer.to_text:
-            restate_contacts_as_text(self.engine, self.typer.to_text)
+            restate_as_text(self.engine, contacts, self.typer.to_text)
 
     def _known(self, item: Item, known: Mapping[str, Any]) -> bool:
         line, email, values = item
