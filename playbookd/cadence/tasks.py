@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -102,6 +102,16 @@ def identity(playbook_id: str, account_id: str, step_key: str) -> str:
     return f"{playbook_id}\x1f{account_id}\x1f{step_key}"
 
 
+def in_state(state: str, now: datetime) -> ColumnElement[bool]:
+    """The tasks whose state counts as `state` at `now`: a snooze that has run out counts as open."""
+    woken = and_(tasks.c.state == SNOOZED, tasks.c.snoozed_until <= now)
+    if state == OPEN:
+        return or_(tasks.c.state == OPEN, woken)
+    if state == SNOOZED:
+        return and_(tasks.c.state == SNOOZED, tasks.c.snoozed_until > now)
+    return tasks.c.state == state
+
+
 def effective_state(state: str, snoozed_until: datetime | None, now: datetime) -> str:
     """A snooze that has run out counts as open: listed again, overdue by its due date."""
     until = aware(snoozed_until)
@@ -163,8 +173,7 @@ def list_tasks(engine: Engine, *, now: datetime, assignee: str | None = None, ov
     if assignee:
         query = query.where(tasks.c.assignee.in_({assignee, canonical_or_none(assignee) or assignee}))
     if not include_closed or overdue:
-        query = query.where(or_(tasks.c.state == OPEN,
-                                and_(tasks.c.state == SNOOZED, tasks.c.snoozed_until <= now)))
+        query = query.where(in_state(OPEN, now))
     if overdue:
         query = query.where(tasks.c.due_at < now)
     with engine.connect() as conn:

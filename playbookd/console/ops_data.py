@@ -3,9 +3,10 @@ messages waiting for an operator's call."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from playbookd.cadence.tasks import in_state
 from playbookd.console.tables import Link, Table, href, offset, paged
 from playbookd.store.database import aware, utcnow
 from playbookd.store.schema import outbox, tasks
@@ -15,20 +16,10 @@ DECIDE = ("unknown", "failed")  # the states only an operator resolves (resend o
 UNASSIGNED = "(unassigned)"
 
 
-def in_state(state: str) -> ColumnElement[bool]:
-    """A snooze that has run out counts as open again, as `playbookd tasks` lists it."""
-    woken = and_(tasks.c.state == "snoozed", tasks.c.snoozed_until <= utcnow())
-    if state == "open":
-        return or_(tasks.c.state == "open", woken)
-    if state == "snoozed":
-        return and_(tasks.c.state == "snoozed", tasks.c.snoozed_until > utcnow())
-    return tasks.c.state == state
-
-
 def assignees(engine: Engine, state: str) -> Table:
     """Open work per assignee, the queue's overview."""
     table = Table("assignees", ("assignee", "tasks", "next due"), empty="No task in this state.")
-    query = (select(tasks.c.assignee, func.count(), func.min(tasks.c.due_at)).where(in_state(state))
+    query = (select(tasks.c.assignee, func.count(), func.min(tasks.c.due_at)).where(in_state(state, utcnow()))
              .group_by(tasks.c.assignee).order_by(tasks.c.assignee))
     with engine.connect() as conn:
         for who, count, due in conn.execute(query):
@@ -41,7 +32,7 @@ def queue(engine: Engine, state: str, assignee: str | None, page: int, size: int
     """Tasks in `state`, soonest due first, for one assignee or all (index on state, assignee, due)."""
     table = Table("tasks", ("id", "due", "assignee", "account", "playbook", "state", "title"), page=page,
                   empty="No task here.")
-    query = select(tasks).where(in_state(state))
+    query = select(tasks).where(in_state(state, utcnow()))
     if assignee == UNASSIGNED:
         query = query.where(tasks.c.assignee.is_(None))
     elif assignee:
