@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 
-from playbookd.config.settings import Tasks
+from playbookd.config.tasks import Tasks
 from playbookd.delivery.webhooks import TASK_KIND
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime

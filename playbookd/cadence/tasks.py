@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from playbookd.cadence.task_events import CLOSED, DISMISSED, DONE, OPEN, SNOOZED, announce
-from playbookd.config.settings import Tasks
+from playbookd.config.tasks import Tasks
 from playbookd.errors import ConflictError, UserError
 from playbookd.model.addresses import canonical_or_none
 from playbookd.store import audit

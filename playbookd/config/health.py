@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from playbookd.config.base import Model
 
 BAND_OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "between")
 LIMIT_OPERATORS = ("lt", "lte", "gt", "gte")
@@ -16,11 +18,9 @@ DEFAULT_COLORS = "default"
 _KINDS = "a measure is a field with bands, a field with map, or a when condition with score and else"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class Band(_Model):
+class Band(Model):
     eq: Any = Field(None, description="The field's value equals this")
     ne: Any = Field(None, description="The field's value differs from this")
     gt: Any = Field(None, description="The field's value is greater")
@@ -38,7 +38,7 @@ class Band(_Model):
                 for name in self.model_fields_set if name != "score"}
 
 
-class Measure(_Model):
+class Measure(Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Short name, shown in the breakdown")
     weight: float = Field(gt=0, description="Its share of the score, relative to the other measures' weights")
     field: str | None = Field(None, description="The account field it reads (with bands or map)")
@@ -81,7 +81,7 @@ def _check_bands(name: str, bands: list[Band]) -> None:
                          "it do not match (e.g. {score: 0})")
 
 
-class Limit(_Model):
+class Limit(Model):
     lt: float | None = Field(None, description="The score is less than this")
     lte: float | None = Field(None, description="The score is at most this")
     gt: float | None = Field(None, description="The score is greater than this")
@@ -97,12 +97,12 @@ class Limit(_Model):
         return {op: value for op in LIMIT_OPERATORS if (value := getattr(self, op)) is not None}
 
 
-class SegmentColors(_Model):
+class SegmentColors(Model):
     red: Limit = Field(description="Red when the score meets this limit")
     yellow: Limit = Field(description="Else yellow when it meets this one; else green")
 
 
-class HealthSettings(_Model):
+class HealthSettings(Model):
     measures: list[Measure] = Field(min_length=1, description="Measures weighed into the score (0-100)")
     colors: dict[str, SegmentColors] = Field(description="Limits per segment; `default` for the segments not listed")
     history_days: int = Field(400, ge=1, description="Days of score history kept for trend conditions and "

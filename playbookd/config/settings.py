@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from playbookd.config.durations import format_duration, parse_duration
+from playbookd.config.base import Model, duration
+from playbookd.config.console import Console
+from playbookd.config.durations import format_duration
 from playbookd.config.health import HealthSettings, color_problems
 from playbookd.config.reserved import reserved_field
+from playbookd.config.tasks import Tasks
 from playbookd.config.yaml_loader import Located, load_yaml_file
 from playbookd.errors import Problem, UserError, did_you_mean
 from playbookd.errors import ValidationError as PlaybookdValidationError
@@ -23,15 +26,9 @@ CONFIG_ENV = "PLAYBOOKD_CONFIG"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _duration(value: Any) -> timedelta:
-    return value if isinstance(value, timedelta) else parse_duration(value)
-
-
-class Company(_Model):
+class Company(Model):
     name: str = Field("Acme", description="Sender company name, shown in every email")
     postal_address: str = Field(description="Postal address required in every customer email")
     public_url: str = Field("http://127.0.0.1:8025", description="Base URL of the HTTP listener")
@@ -40,12 +37,12 @@ class Company(_Model):
 FieldType = Literal["string", "integer", "decimal", "boolean", "date", "datetime"]
 
 
-class Segment(_Model):
+class Segment(Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Segment name (template folder)")
     when: dict[str, Any] | None = Field(None, description="Condition; omitted: matches all")
 
 
-class Source(_Model):
+class Source(Model):
     name: str = Field(description="Unique source name")
     kind: Literal["csv", "jsonl", "sql", "http"] = Field(description="Where rows come from")
     entity: Literal["accounts", "contacts", "events"] = Field(description="What a row is")
@@ -69,11 +66,11 @@ class Source(_Model):
         return self
 
     _every = field_validator("every", mode="before")(
-        lambda v: None if v is None else _duration(v)
+        lambda v: None if v is None else duration(v)
     )
 
 
-class Smtp(_Model):
+class Smtp(Model):
     host: str = "127.0.0.1"
     port: int = Field(25, ge=1, le=65535)
     starttls: bool = Field(False, description="Upgrade with STARTTLS after connecting")
@@ -89,20 +86,20 @@ class Smtp(_Model):
                        "kill -9 at most connections x batch messages are `unknown`")
 
 
-class FrequencyCap(_Model):
+class FrequencyCap(Model):
     max: int = Field(ge=1, description="Emails per contact per window, all playbooks together")
     per: timedelta = Field(description="The window")
     max_wait: timedelta = Field(timedelta(days=3), description="A message held by the cap longer is skipped")
-    _per = field_validator("per", "max_wait", mode="before")(_duration)
+    _per = field_validator("per", "max_wait", mode="before")(duration)
 
 
-class QuietHours(_Model):
+class QuietHours(Model):
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
     weekends: bool = Field(False, description="Also hold mail on Saturdays and Sundays")
 
 
-class Delivery(_Model):
+class Delivery(Model):
     transport: Literal["file", "smtp"] = Field("file", description="file writes .eml files")
     directory: Path = Field(Path("outbox"), description="Where the file transport writes")
     from_: str = Field(
@@ -122,7 +119,7 @@ class Delivery(_Model):
                                "(company.public_url) that records the click; no open pixel either way")
     scan_seconds: float = Field(10.0, ge=0, description="A link fetched this soon after delivery is a mail "
                                 "scanner's, recorded as scanned, not as a click")
-    _max_age = field_validator("max_age", mode="before")(_duration)
+    _max_age = field_validator("max_age", mode="before")(duration)
 
     @property
     def sending_domains(self) -> list[str]:
@@ -132,50 +129,19 @@ class Delivery(_Model):
         return [domain] if domain else []
 
 
-class SchedulerSettings(_Model):
+class SchedulerSettings(Model):
     evaluate_every: timedelta = Field(timedelta(minutes=15), description="Evaluation interval")
     deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox and webhook poll interval")
     sync_every: timedelta = Field(timedelta(hours=1), description="Sync interval of sources without their own `every`")
-    _d = field_validator("evaluate_every", "deliver_every", "sync_every", mode="before")(_duration)
+    _d = field_validator("evaluate_every", "deliver_every", "sync_every", mode="before")(duration)
 
 
-class Webhooks(_Model):
+class Webhooks(Model):
     allow_private: bool = Field(False, description="Let webhook steps post to loopback, link-local and private "
                                 "addresses (off: a playbook cannot reach into the network the daemon runs in)")
 
 
-class TaskWebhook(_Model):
-    url: str = Field(description="Where every task created, refreshed or changed is POSTed as JSON (a CRM's "
-                     "endpoint), with the retries of webhook steps; see the README for the payload")
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"tasks.webhook.url {value!r} is not an http(s) URL (is a variable unset?)")
-        return value
-
-
-class Tasks(_Model):
-    fallback_assignee: dict[str, str] = Field(
-        default_factory=dict, description="Who gets a task whose account has no CSM (csm_email empty), per "
-        "segment; `default` for the others; unset: such a task has no assignee")
-    webhook: TaskWebhook | None = Field(None, description="Mirror tasks to a CRM; unset: tasks stay in playbookd")
-
-    @field_validator("fallback_assignee")
-    @classmethod
-    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [f"{segment}: {address!r}" for segment, address in value.items()
-               if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address or "")]
-        if bad:
-            raise ValueError(f"not an email address: {', '.join(bad)}")
-        return value
-
-    def fallback(self, segment: str | None) -> str | None:
-        return self.fallback_assignee.get(segment or "") or self.fallback_assignee.get("default")
-
-
-class Evaluation(_Model):
+class Evaluation(Model):
     batch_size: int = Field(500, ge=1, le=5000, description="Accounts per rules-engine batch")
     workers: int = Field(0, ge=0, le=64, description="Worker processes; 0: one per CPU")
     range_size: int = Field(25_000, ge=1, description="Accounts per range that replicas share out")
@@ -183,36 +149,13 @@ class Evaluation(_Model):
                                      "evaluation before `run --once` exits 1")
 
 
-class Http(_Model):
+class Http(Model):
     listen: str = Field("127.0.0.1:8025", pattern=r"^.+:\d+$", description="host:port")
     events_token: str | None = Field(
         None, description="Bearer token for POST /events (e.g. ${PLAYBOOKD_EVENTS_TOKEN}); unset: endpoint off")
 
 
-class Console(_Model):
-    enabled: bool = Field(False, description="Serve the web console under /console/ (README \"Console\")")
-    listen: str | None = Field(None, pattern=r"^.+:\d+$", description="host:port of a listener of the console's "
-                               "own; unset: under /console/ on http.listen (often public: prefer its own)")
-    auth: Literal["password", "proxy"] = Field("password", description="password: users in users_file; proxy: "
-                                               "a reverse proxy's user header, trusted only from trusted_proxies")
-    users_file: Path = Field(Path("console-users.txt"), description="Console users and password hashes, written "
-                             "by `playbookd console add-user`")
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"],
-                                       description="Addresses (CIDR) whose proxy headers are believed")
-    proxy_user_header: str = Field("X-Remote-User", description="auth: proxy: the header naming the user")
-    proxy_role_header: str = Field("X-Remote-Role", description="auth: proxy: the header with the role (viewer or "
-                                   "operator); missing: viewer")
-    session_minutes: int = Field(480, ge=1, le=43_200, description="A login lasts this long")
-    secure_cookies: Literal["auto", "always"] = Field("auto", description="auto: Secure cookies when the request "
-                                                      "came over TLS (or a trusted proxy says so); always: every time")
-    max_failed_logins: int = Field(5, ge=1, description="Failed logins per user, and per address, within "
-                                   "login_window before further tries are refused")
-    login_window: timedelta = Field(timedelta(minutes=15), description="The window failed logins are counted in")
-    page_size: int = Field(50, ge=5, le=1000, description="Rows per page of every console list")
-    _d = field_validator("login_window", mode="before")(_duration)
-
-
-class Limits(_Model):
+class Limits(Model):
     render_seconds: float = Field(5.0, gt=0, description="Longest one email may take to render; longer fails that "
                                   "message")
     render_memory_mb: int = Field(256, ge=16, description="Memory one render may take; more fails that message")
@@ -223,26 +166,26 @@ class Limits(_Model):
                               "longer is cut with a warning")
 
 
-class Launch(_Model):
+class Launch(Model):
     warn_over: int = Field(500, ge=1, description="`simulate --summary` warns when a playbook would send more emails "
                            "than this in its first cycle; a playbook's `launch: {warn_over: N}` overrides it")
 
 
-class Retention(_Model):
+class Retention(Model):
     bodies: timedelta = Field(timedelta(days=30), description="Rendered bodies of sent, skipped and dropped mail are "
                               "erased this long after; subject, recipient, state, message-id and times stay")
     audit: timedelta = Field(timedelta(days=400), description="Audit entries older than this are deleted")
     every: timedelta = Field(timedelta(hours=6), description="How often the daemon's leader applies retention")
     batch: int = Field(1000, ge=1, le=100_000, description="Rows per transaction, so no writer waits long")
-    _d = field_validator("bodies", "audit", "every", mode="before")(_duration)
+    _d = field_validator("bodies", "audit", "every", mode="before")(duration)
 
 
-class Logging(_Model):
+class Logging(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: json off a tty")
 
 
-class Config(_Model):
+class Config(Model):
     database: str = Field("sqlite:///playbookd.db", description="SQLAlchemy URL")
     playbooks: Path = Field(Path("playbooks"), description="Folder of playbook YAML files")
     templates: Path = Field(Path("email_templates"), description="Folder of email templates")

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from playbookd.config.settings import Console as ConsoleSettings
+from playbookd.config.console import Console as ConsoleSettings
 from playbookd.console import tables
 from playbookd.console.auth import COOKIE, Session, Signer, Throttle, proxy_session, trusted
 from playbookd.runtime import Runtime

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from playbookd.cadence import tasks as work
 from playbookd.cadence.tasks import NewTask, open_task
-from playbookd.config.settings import Tasks
+from playbookd.config.tasks import Tasks
 from playbookd.errors import UserError
 from playbookd.store.database import connect, transaction
 from playbookd.store.schema import audit, enrollments, tasks

@@ -12,7 +12,7 @@ from cli_helpers import playbookd
 from sqlalchemy import Connection, inspect, text
 
 from playbookd.cadence import tasks as work
-from playbookd.config.settings import Tasks
+from playbookd.config.tasks import Tasks
 from playbookd.store import migrate
 from playbookd.store.database import make_engine, utcnow
 from playbookd.store.schema import metadata
