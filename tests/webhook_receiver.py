@@ -15,6 +15,8 @@ class Receiver(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.replies: list[int] = []  # status to answer, in order; then 200
         self.requests: list[tuple[dict[str, str], Any]] = []
+        self.raw: list[bytes] = []  # the bodies as they came, for checking signatures
+        self.redirect_to: str | None = None  # answer 307 with this Location
 
     @property
     def url(self) -> str:
@@ -25,9 +27,14 @@ class Handler(BaseHTTPRequestHandler):
     server: Receiver
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((dict(self.headers), body))
-        self.send_response(self.server.replies.pop(0) if self.server.replies else 200)
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.raw.append(raw)
+        self.server.requests.append((dict(self.headers), json.loads(raw)))
+        if self.server.redirect_to:
+            self.send_response(307)
+            self.send_header("Location", self.server.redirect_to)
+        else:
+            self.send_response(self.server.replies.pop(0) if self.server.replies else 200)
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:

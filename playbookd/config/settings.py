@@ -18,6 +18,7 @@ from playbookd.config.durations import format_duration
 from playbookd.config.health import HealthSettings, color_problems
 from playbookd.config.reserved import reserved_field
 from playbookd.config.tasks import Tasks
+from playbookd.config.webhooks import Webhooks
 from playbookd.config.yaml_loader import Located, load_yaml_file
 from playbookd.errors import Problem, UserError, did_you_mean
 from playbookd.errors import ValidationError as PlaybookdValidationError
@@ -134,11 +135,6 @@ class SchedulerSettings(Model):
     deliver_every: timedelta = Field(timedelta(seconds=10), description="Outbox and webhook poll interval")
     sync_every: timedelta = Field(timedelta(hours=1), description="Sync interval of sources without their own `every`")
     _d = field_validator("evaluate_every", "deliver_every", "sync_every", mode="before")(duration)
-
-
-class Webhooks(Model):
-    allow_private: bool = Field(False, description="Let webhook steps post to loopback, link-local and private "
-                                "addresses (off: a playbook cannot reach into the network the daemon runs in)")
 
 
 class Evaluation(Model):

@@ -7,11 +7,17 @@ import re
 from pydantic import Field, field_validator
 
 from playbookd.config.base import Model
+from playbookd.config.webhooks import checked_headers, checked_secret
 
 
 class TaskWebhook(Model):
     url: str = Field(description="Where every task created, refreshed or changed is POSTed as JSON (a CRM's "
                      "endpoint), with the retries of webhook steps; see the README for the payload")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with each POST, e.g. "
+                                    "Authorization: Bearer ${CRM_TOKEN}")
+    secret: str | None = Field(None, description="Signs each POST (Playbookd-Signature, as webhooks.receivers)")
+    _h = field_validator("headers")(checked_headers)
+    _s = field_validator("secret")(checked_secret)
 
     @field_validator("url")
     @classmethod

@@ -4,26 +4,33 @@ A 2xx response settles the webhook; a 408, 429 or 5xx, a timeout or a refused co
 retried until `delivery.max_age`; any other 4xx fails it for good (the receiver said the
 request itself is wrong, so repeating it cannot help). Each request carries the queue key as
 `Idempotency-Key`, so a receiver can drop the duplicate a crash between POST and settle causes.
+Headers and a signature come from config (`webhooks.receivers`, `tasks.webhook`), chosen by the URL
+at posting time. Redirects are not followed: they would carry those headers, and the request, to an
+address nobody checked (a private one included).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, or_, select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.config.settings import Config
 from playbookd.delivery.backoff import backoff
 from playbookd.errors import PlaybookdError
 from playbookd.store import audit
@@ -61,19 +68,80 @@ class Refused(WebhookError):
     """The receiver rejected the request; repeating it cannot help."""
 
 
-def post(url: str, body: Any, key: str, timeout: float = TIMEOUT) -> int:
+@dataclass(frozen=True)
+class Auth:
+    """What one receiver gets besides the body: its configured headers, and a signature if it has a secret."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secret: str | None = None
+
+
+NO_AUTH = Auth()
+Authorise = Callable[[str, str | None], Auth]  # (url, kind) -> Auth
+
+
+def signature(secret: str, body: bytes, at: int) -> str:
+    """`t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>`: the time is signed too, so a receiver can
+    refuse a captured request replayed later."""
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port, parts.path or "/"
+
+
+def covers(prefix: str, url: str) -> bool:
+    """Same scheme, host and port, and the path under the prefix's: a plain string prefix would hand
+    https://crm.example.com's token to https://crm.example.com.attacker.net."""
+    scheme, host, port, path = _origin(prefix)
+    theirs = _origin(url)
+    return (scheme, host, port) == theirs[:3] and theirs[3].startswith(path)
+
+
+def authoriser(config: Config) -> Authorise:
+    receivers = sorted(config.webhooks.receivers, key=lambda r: len(r.url), reverse=True)
+    task = config.tasks.webhook
+
+    def choose(url: str, kind: str | None) -> Auth:
+        if kind == TASK_KIND and task is not None and url == task.url:
+            return Auth(task.headers, task.secret)
+        found = next((r for r in receivers if covers(r.url, url)), None)
+        return Auth(found.headers, found.secret) if found else NO_AUTH
+    return choose
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError: refused, as any other 4xx-class answer
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _headers(data: bytes, key: str, auth: Auth) -> dict[str, str]:
+    headers = {**auth.headers, "Content-Type": "application/json", "Idempotency-Key": key,
+               "User-Agent": f"playbookd/{__version__}"}
+    if auth.secret:
+        headers["Playbookd-Signature"] = signature(auth.secret, data, int(time.time()))
+    return headers
+
+
+def post(url: str, body: Any, key: str, timeout: float = TIMEOUT, auth: Auth = NO_AUTH) -> int:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused(f"not an http(s) URL: {url!r}")
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": f"playbookd/{__version__}"})
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers=_headers(data, key, auth))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         if exc.code in RETRYABLE or exc.code >= 500:
             raise Retry(f"HTTP {exc.code} {exc.reason}") from exc
-        raise Refused(f"HTTP {exc.code} {exc.reason}") from exc
+        moved = f" to {exc.headers.get('Location')!r} (redirects are not followed)" if 300 <= exc.code < 400 else ""
+        raise Refused(f"HTTP {exc.code} {exc.reason}{moved}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise Retry(str(getattr(exc, "reason", exc))) from exc
 
@@ -135,12 +203,12 @@ def private_target(url: str) -> str | None:
     return None
 
 
-def _attempt(row: Row[Any], allow_private: bool) -> Exception | None:
+def _attempt(row: Row[Any], allow_private: bool, authorise: Authorise) -> Exception | None:
     try:
         if not allow_private and (address := private_target(row.url)):
             raise Refused(f"{row.url} leads to the private address {address}; set webhooks.allow_private: "
                           "true to allow it")
-        post(row.url, row.body, row.key)
+        post(row.url, row.body, row.key, auth=authorise(row.url, row.kind))
     except (Retry, Refused) as exc:
         return exc
     except Exception as exc:  # recorded on this row, so one bad webhook never blocks those behind it
@@ -159,7 +227,7 @@ def _skip(engine: Engine, row: Row[Any], now: datetime, report: WebhookReport) -
 
 def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = None,
              clock: Callable[[], datetime] = utcnow, batch: int = 50, allow_private: bool = False,
-             hold: Hold | None = None) -> WebhookReport:
+             hold: Hold | None = None, authorise: Authorise = lambda url, kind: NO_AUTH) -> WebhookReport:
     """Post every webhook due now, oldest first, until none is due or `stop` is set; `hold` names the
     playbooks whose webhooks wait."""
     report = WebhookReport()
@@ -171,7 +239,7 @@ def post_due(engine: Engine, max_age: timedelta, stop: threading.Event | None = 
             if row.enrollment_state == "exited" and row.kind != TASK_KIND:  # a task outlives its enrollment
                 _skip(engine, row, clock(), report)
                 continue
-            _settle(engine, row, _attempt(row, allow_private), clock(), max_age, report)
+            _settle(engine, row, _attempt(row, allow_private, authorise), clock(), max_age, report)
         if len(rows) < batch:
             break
     return report

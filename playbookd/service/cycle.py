@@ -137,7 +137,8 @@ def post_webhooks(runtime: Runtime, engine: Engine, stop: threading.Event | None
                   clock: Callable[[], datetime] = utcnow) -> webhooks.WebhookReport:
     report = webhooks.post_due(engine, runtime.config.delivery.max_age, stop, clock,
                                allow_private=runtime.config.webhooks.allow_private,
-                               hold=lambda conn: launch.holding(runtime.playbooks, conn))
+                               hold=lambda conn: launch.holding(runtime.playbooks, conn),
+                               authorise=webhooks.authoriser(runtime.config))
     if report.sent or report.failed or report.retried:
         log.info("webhooks posted", extra={"sent": report.sent, "retried": report.retried, "failed": report.failed})
     return report

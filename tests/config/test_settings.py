@@ -95,3 +95,19 @@ def test_bad_tasks_settings_are_located(tmp_path, monkeypatch):
         with pytest.raises(ValidationError) as info:
             load_config(write(tmp_path, MINIMAL + f"tasks:\n  {bad}\n"))
         assert why in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    ("receivers: [{url: 'https://crm.example', headers: {Content-Type: text/plain}}]",
+     "header 'Content-Type' is set by playbookd and cannot be configured"),
+    ("receivers: [{url: 'https://crm.example', headers: {X-Token: \"a\\r\\nX-Evil: 1\"}}]",
+     "header 'X-Token': the value must be one line of text"),
+    ("receivers: [{url: 'https://crm.example', headers: {'Bad Name': x}}]",
+     "header name 'Bad Name' is not a valid HTTP field name"),
+    ("receivers: [{url: 'https://crm.example', secret: short}]", "a signing secret needs at least 16 characters"),
+])
+def test_bad_webhook_credentials_are_refused_where_they_are(tmp_path, bad, why):
+    path = write(tmp_path, MINIMAL + f"webhooks:\n  {bad}\n")
+    with pytest.raises(ValidationError) as info:
+        load_config(path)
+    assert f"{path}:3:" in str(info.value) and why in str(info.value), str(info.value)

@@ -3,6 +3,8 @@ posted to a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,3 +79,14 @@ def test_task_changes_are_mirrored_while_the_playbook_is_paused(make: Any, db_ur
                                hold=lambda conn: ["call"])
     assert report.sent == 1 and crm.requests[-1][1]["event"] == "snoozed"
     assert crm.requests[-1][1]["snoozed_until"] == (T0 + timedelta(days=1)).isoformat()
+
+
+def test_the_crm_gets_the_configured_headers_and_a_signature(make: Any, db_url: str, crm: Receiver) -> None:
+    secret = "crm-signing-secret-0123"
+    p = make({"call": CALL}, database=db_url, webhooks={"allow_private": True}, tasks={"webhook": {
+        "url": crm.url, "headers": {"Authorization": "Bearer crm-token"}, "secret": secret}})
+    p.run(T0)
+    (headers, _), = crm.requests
+    assert headers["Authorization"] == "Bearer crm-token"
+    t, v1 = (part.split("=", 1)[1] for part in headers["Playbookd-Signature"].split(","))
+    assert hmac.compare_digest(v1, hmac.new(secret.encode(), f"{t}.".encode() + crm.raw[0], hashlib.sha256).hexdigest())

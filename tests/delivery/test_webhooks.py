@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from webhook_receiver import Receiver, receiving
 
+from playbookd.config.settings import load_config
 from playbookd.delivery import webhooks
 from playbookd.store.schema import audit
 from playbookd.store.schema import webhooks as table
@@ -111,3 +117,76 @@ def test_a_private_address_is_refused_unless_allowed(engine: Engine, receiver: R
 ])
 def test_private_targets(url: str, private: str | None) -> None:
     assert webhooks.private_target(url) == private
+
+
+def signed_ok(secret: str, raw: bytes, header: str) -> bool:
+    """What a receiver does with Playbookd-Signature (the README's recipe)."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+def authorise(tmp_path: Path, receivers: list[dict[str, Any]]) -> webhooks.Authorise:
+    path = tmp_path / "config.yaml"
+    path.write_text('company: {name: Acme, postal_address: "1 Main St"}\n'
+                    f"webhooks: {json.dumps({'receivers': receivers})}\n")
+    return webhooks.authoriser(load_config(path))
+
+
+def test_a_covered_receiver_gets_its_headers_and_a_signature_it_can_check(engine: Engine, receiver: Receiver,
+                                                                           tmp_path: Path) -> None:
+    secret = "s3cret-of-at-least-16"
+    queue(engine, receiver.url)
+    choose = authorise(tmp_path, [{"url": receiver.url.rsplit("/", 1)[0] + "/", "secret": secret,
+                                   "headers": {"Authorization": "Bearer t0ken"}}])
+    before = int(time.time())
+    assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW, allow_private=True,
+                             authorise=choose).sent == 1
+    (headers, _), raw = receiver.requests[0], receiver.raw[0]
+    assert headers["Authorization"] == "Bearer t0ken"
+    assert signed_ok(secret, raw, headers["Playbookd-Signature"])
+    assert not signed_ok("another-secret-16chars", raw, headers["Playbookd-Signature"])
+    assert not signed_ok(secret, raw.replace(b"Acme", b"Evil"), headers["Playbookd-Signature"])
+    assert before <= int(headers["Playbookd-Signature"].split(",")[0][2:]) <= int(time.time())
+
+
+def test_a_receiver_nobody_configured_gets_no_credentials(engine: Engine, receiver: Receiver, tmp_path: Path) -> None:
+    queue(engine, receiver.url)
+    choose = authorise(tmp_path, [{"url": f"http://127.0.0.1:{free_port()}/", "secret": "s3cret-of-at-least-16",
+                                   "headers": {"Authorization": "Bearer t0ken"}}])
+    webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW, allow_private=True, authorise=choose)
+    headers, _ = receiver.requests[0]
+    assert "Authorization" not in headers and "Playbookd-Signature" not in headers
+
+
+@pytest.mark.parametrize(("prefix", "url", "covered"), [
+    ("https://crm.example.com", "https://crm.example.com/hooks/1", True),
+    ("https://crm.example.com/hooks/", "https://CRM.example.com/hooks/1", True),
+    ("https://crm.example.com", "https://crm.example.com.attacker.net/hooks", False),
+    ("https://crm.example.com", "http://crm.example.com/hooks", False),
+    ("https://crm.example.com", "https://crm.example.com:8443/hooks", False),
+    ("https://crm.example.com/hooks/", "https://crm.example.com/other", False),
+    ("https://crm.example.com/hooks/", "https://user@crm.example.com/hooks/1", True),
+])
+def test_a_receiver_covers_its_origin_and_path_only(prefix: str, url: str, covered: bool) -> None:
+    assert webhooks.covers(prefix, url) is covered
+
+
+def test_the_longest_matching_receiver_wins(tmp_path: Path) -> None:
+    choose = authorise(tmp_path, [{"url": "https://crm.example.com/", "headers": {"X-Which": "any"}},
+                        {"url": "https://crm.example.com/tasks/", "headers": {"X-Which": "tasks"}}])
+    assert choose("https://crm.example.com/tasks/7", None).headers == {"X-Which": "tasks"}
+    assert choose("https://crm.example.com/notes", None).headers == {"X-Which": "any"}
+
+
+def test_a_redirect_is_refused_and_not_followed(engine: Engine, receiver: Receiver, tmp_path: Path) -> None:
+    """Following it would carry the credentials, and the request, to an address nobody checked."""
+    with receiving() as elsewhere:
+        receiver.redirect_to = elsewhere.url
+        queue(engine, receiver.url)
+        choose = authorise(tmp_path, [{"url": receiver.url, "headers": {"Authorization": "Bearer t0ken"}}])
+        assert webhooks.post_due(engine, timedelta(days=1), clock=lambda: NOW, allow_private=True,
+                                 authorise=choose).failed == 1
+        assert elsewhere.requests == []
+    assert "HTTP 307" in row(engine).last_error and elsewhere.url in row(engine).last_error
+    assert "redirects are not followed" in row(engine).last_error
