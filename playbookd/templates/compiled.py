@@ -106,6 +106,16 @@ class Compiled:
         return Rendered(rel, subject, preheader or None, html, text,
                         tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was), head.sender)
 
+    def render_many(self, jobs: list[tuple[str, str | None, Mapping[str, Any]]]) -> list[Rendered | Problem]:
+        """Several emails in one call (one pipe round trip); each problem stays with its email."""
+        done: list[Rendered | Problem] = []
+        for rel, text_rel, context in jobs:
+            try:
+                done.append(self.render(rel, text_rel, context))
+            except TemplateError as exc:
+                done.append(exc.problem)
+        return done
+
     def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
         with located(self.root, self._path(rel)):
             return self._env.get_template(rel).render(context)
