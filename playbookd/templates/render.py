@@ -30,7 +30,8 @@ number, or a filter asked for a gigabyte, fails that one email with a message na
 template, the account and the limit, and the worker is replaced. A process, not checks in
 the sandbox, because nothing in-process can stop a Jinja loop or a C-level allocation from
 another thread, and a memory cap (RLIMIT_AS) can only be set on a whole process. The cost,
-one pipe round trip per email, is measured by bench/bench_render.py; the sandbox adds a
+a pipe round trip per call, is measured by bench/bench_render.py (one email a call) and
+bench/render_queue.py (cadences render GROUP emails a call: `render_many`); the sandbox adds a
 cheap size check on `*` and `**` that fails `"a" * 10**9` before it allocates anything.
 """
 
