@@ -41,6 +41,7 @@ test: lint
 
 bench: $(BIN)/playbookd
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/render_queue.py
 	if command -v smtp-sink >/dev/null; then $(BIN)/python bench/delivery.py --messages 20000 && \
 	$(BIN)/python bench/peer.py --recipients 20000; \
 	else echo "delivery bench skipped: apt-get install postfix for smtp-sink and smtp-source"; fi

@@ -1,4 +1,4 @@
-"""Cadences: advance each due enrollment through its steps, one transaction per enrollment.
+"""Cadences: advance each due enrollment through its steps, a batch of enrollments to a transaction.
 
 Before every step `exit_when` is checked; `wait` sets when the enrollment is next due. The control
 group goes through the same waits and exits with every action held back.
@@ -8,13 +8,14 @@ Every decision is audited with its reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.cadence.batch import prepare
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.cadence.task_events import wake_waits
@@ -27,12 +28,17 @@ from playbookd.model import evaluation
 from playbookd.model.steps import CONTROL, Step, WaitStep, step_kind
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
-from playbookd.store.accounts import get_account, load_account_types
+from playbookd.store.accounts import load_account_types, records_in
 from playbookd.store.database import aware, transaction
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments, events
 
 log = logging.getLogger("playbookd.cadence")
+
+# Enrollments advanced in one transaction: their reads, renders and commit shared. A crash or store
+# error loses the batch's work, never half of it (nothing is queued that is not recorded), and on
+# SQLite the batch holds the write lock that long, so it is kept small.
+TRANSACTION = 50
 
 
 def _exit_reason(ctx: StepContext) -> str | None:
@@ -115,32 +121,60 @@ def advance_one(ctx: StepContext) -> None:
     return _finish(ctx, "completed", index, None)
 
 
-def _claim(conn: Connection, enrollment_id: int, now: datetime) -> Row[Any] | None:
-    """Re-read a due enrollment inside this transaction; on PostgreSQL lock it, skipping if taken."""
-    query = select(enrollments).where(enrollments.c.id == enrollment_id, enrollments.c.state == "active",
-                                      enrollments.c.next_due_at <= now)
+def _claim(conn: Connection, ids: Sequence[int], now: datetime) -> list[Row[Any]]:
+    """Re-read due enrollments inside this transaction; on PostgreSQL lock them, skipping those
+    another replica holds."""
+    query = select(enrollments).where(enrollments.c.id.in_(list(ids)), enrollments.c.state == "active",
+                                      enrollments.c.next_due_at <= now).order_by(enrollments.c.id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return conn.execute(query).first()
+    return list(conn.execute(query))
 
 
-def _advance_id(runtime: Runtime, engine: Engine, enrollment_id: int, now: datetime,
-                types: dict[str, str]) -> None:
+def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
+                   types: dict[str, str]) -> None:
+    """Enrollments of distinct accounts advanced in one transaction: all of their steps are
+    committed together or, on a crash or a store error, none (they stay due and run again)."""
     with transaction(engine) as conn:
-        row = _claim(conn, enrollment_id, now)
-        if row is None:
+        rows = _claim(conn, ids, now)
+        if not rows:
             return
-        playbook = runtime.playbook(row.playbook_id)
-        if playbook is None or playbook.status == "retired":
-            return _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
-        account = get_account(conn, row.account_id, types, runtime.history_from(now))
-        if account is None:
-            return _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
+        records = records_in(conn, {row.account_id for row in rows}, types, runtime.history_from(now))
         if runtime.needs_contacts:
-            attach_contacts(conn, [account])
+            attach_contacts(conn, list(records.values()))
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
-        advance_one(StepContext(runtime, conn, row, playbook, account, now, secret, _event(conn, row.event_id)))
-    return None
+        contexts = []
+        for row in rows:
+            playbook = runtime.playbook(row.playbook_id)
+            account = records.get(row.account_id)
+            if playbook is None or playbook.status == "retired":
+                _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
+            elif account is None:
+                _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
+            else:
+                contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
+                                            _event(conn, row.event_id)))
+        prepare(conn, contexts)
+        for ctx in contexts:
+            advance_one(ctx)
+
+
+def _batches(due: Sequence[Row[Any, Any]], size: int) -> Iterator[list[int]]:
+    """Enrollment ids, `size` at most at a time and no two of one account together: a step may change
+    its account (`set`), which the next enrollment of that account must read as changed."""
+    waiting = list(due)
+    while waiting:
+        batch: list[int] = []
+        accounts: set[str] = set()
+        later = []
+        for row in waiting:
+            if len(batch) < size and row.account_id not in accounts:
+                batch.append(row.id)
+                accounts.add(row.account_id)
+            else:
+                later.append(row)
+        yield batch
+        waiting = later
 
 
 def _event(conn: Connection, event_id: int | None) -> dict[str, Any] | None:
@@ -163,16 +197,16 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
     while True:
         with engine.connect() as conn:
             held = launch.holding(runtime.playbooks, conn)
-            ids = list(conn.execute(select(enrollments.c.id).where(
+            due = list(conn.execute(select(enrollments.c.id, enrollments.c.account_id).where(
                 enrollments.c.state == "active", enrollments.c.next_due_at <= now, enrollments.c.id > last,
                 enrollments.c.playbook_id.not_in(held))
-                .order_by(enrollments.c.id).limit(batch)).scalars())
-        if not ids:
+                .order_by(enrollments.c.id).limit(batch)))
+        if not due:
             return done
-        for enrollment_id in ids:
-            _advance_id(runtime, engine, enrollment_id, now, types)
-        done += len(ids)
-        last = ids[-1]
+        for ids in _batches(due, TRANSACTION):
+            _advance_batch(runtime, engine, ids, now, types)
+        done += len(due)
+        last = due[-1].id
 
 
 def retry(engine: Engine, ids: Sequence[int], playbook_id: str | None, now: datetime) -> int:

@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from playbookd.delivery.recipients import Contact
 from playbookd.model.account import INTERNAL, AccountRecord
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
+from playbookd.templates.compiled import Rendered
+from playbookd.templates.errors import TemplateError
+
+
+@dataclass
+class Batch:
+    """What the enrollments advanced in one transaction share, read or rendered for all of them at once:
+    each account's contacts, suppressions by category, and emails rendered ahead of their turn. A step
+    uses what is here only when it asks for exactly this (an email whose context is equal); anything
+    else it reads or renders itself, as without a batch."""
+
+    contacts: dict[str, list[Contact]] = field(default_factory=dict)
+    suppressed: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
+    rendered: dict[tuple[str, str], list[tuple[Mapping[str, Any], Rendered | TemplateError]]] = field(
+        default_factory=dict)
+
+    def take(self, template: str, segment: str, context: Mapping[str, Any]) -> Rendered | None:
+        """The email rendered ahead with this very context (its TemplateError raised), else None."""
+        found = self.rendered.get((template, segment), [])
+        for i, (given, result) in enumerate(found):
+            if given == context:
+                del found[i]
+                if isinstance(result, TemplateError):
+                    raise result
+                return result
+        return None
+
+    def suppressions(self, emails: Iterable[str], category: str) -> dict[str, str] | None:
+        """email -> reason for addresses read ahead for `category`; None when one was not read."""
+        asked, reasons = self.suppressed.get(category, (frozenset(), {}))
+        wanted = list(emails)
+        if not asked.issuperset(wanted):
+            return None
+        return {e: reasons[e] for e in wanted if e in reasons}
 
 
 @dataclass
@@ -24,6 +60,7 @@ class StepContext:
     now: datetime
     secret: bytes
     event: dict[str, Any] | None = None
+    batch: Batch | None = None
 
     def context(self, contact: dict[str, Any] | None, unsubscribe: str) -> dict[str, Any]:
         return template_context(self.runtime, self.playbook, self.account, contact, unsubscribe, self.event)

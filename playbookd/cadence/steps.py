@@ -45,6 +45,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
 from playbookd.store.schema import outbox, webhooks
+from playbookd.templates.compiled import Rendered
 from playbookd.workers import Interrupted
 
 log = logging.getLogger("playbookd.cadence")
@@ -71,11 +72,22 @@ def _record_cuts(ctx: StepContext, index: int, contact: Contact, cut: list[str])
                 contact.email, limit, extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
 
 
-def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact, variant: Variant) -> None:
+def email_context(ctx: StepContext, contact: Contact) -> tuple[str, dict[str, Any]]:
+    """The unsubscribe URL and the template context of the email to `contact`."""
     token = sign(ctx.secret, contact.email, ctx.playbook.category)
     url = unsubscribe_url(ctx.runtime.config.company.public_url, token)
-    context = ctx.context(contact.context(), url)
-    rendered = ctx.runtime.templates.render(variant.template, ctx.account["segment"], context)
+    return url, ctx.context(contact.context(), url)
+
+
+def _render(ctx: StepContext, template: str, context: dict[str, Any]) -> Rendered:
+    segment = ctx.account["segment"]
+    ahead = ctx.batch.take(template, segment, context) if ctx.batch is not None else None
+    return ahead or ctx.runtime.templates.render(template, segment, context)
+
+
+def _queue_email(ctx: StepContext, index: int, step: EmailStep, contact: Contact, variant: Variant) -> None:
+    url, context = email_context(ctx, contact)
+    rendered = _render(ctx, variant.template, context)
     sender = _sender(ctx, step.sender or rendered.sender)
     headers, cut = _headers(ctx, index, variant)
     cut += ["From"] if sender.cut else []
@@ -108,10 +120,18 @@ def _sender(ctx: StepContext, spec: str | None) -> senders.Sender:
                            ctx.runtime.config.limits.header_chars)
 
 
+def _people(ctx: StepContext) -> list[Contact]:
+    account_id = ctx.account["id"]
+    if ctx.batch is not None and account_id in ctx.batch.contacts:
+        return ctx.batch.contacts[account_id]
+    return load_contacts(ctx.conn, [account_id])[account_id]
+
+
 def run_email(ctx: StepContext, index: int, step: EmailStep) -> None:
-    people = load_contacts(ctx.conn, [ctx.account["id"]])[ctx.account["id"]]
+    people = _people(ctx)
     only = Filter(step.only, ctx.now, ctx.runtime.config.tz) if step.only is not None else None
-    ok, skipped = eligible(ctx.conn, people, step.to, ctx.playbook.category, only)
+    known = ctx.batch.suppressions if ctx.batch is not None else None
+    ok, skipped = eligible(ctx.conn, people, step.to, ctx.playbook.category, only, known)
     for contact, reason in skipped:
         ctx.log(audit.STEP_SKIPPED, index, reason, contact=contact.email)
     if not ok:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,14 +118,24 @@ class Filter:
         return evaluation.evaluate(self.where, contact.context(), self.now, self.tz)
 
 
+def addressed(people: Sequence[Contact], to: Sequence[str], only: Filter | None = None) -> list[Contact]:
+    """The contacts one email step addresses, eligible or not."""
+    picked = select_recipients(people, to)
+    return picked if only is None else [c for c in picked if only.keeps(c)]
+
+
+Known = Callable[[list[str], str], dict[str, str] | None]  # suppressions read ahead; None: not these
+
+
 def eligible(conn: Connection, people: Sequence[Contact], to: Sequence[str], category: str,
-             only: Filter | None = None) -> tuple[list[Contact], list[tuple[Contact, str]]]:
+             only: Filter | None = None, known: Known | None = None) -> tuple[list[Contact], list[tuple[Contact, str]]]:
     """(recipients, [(contact, reason skipped)]) for one email step; contacts `only` rules out are
     neither (the step does not address them)."""
-    picked = select_recipients(people, to)
-    if only is not None:
-        picked = [c for c in picked if only.keeps(c)]
-    suppressed = suppressed_for(conn, (c.email for c in picked), category)
+    picked = addressed(people, to, only)
+    emails = [c.email for c in picked]
+    suppressed = known(emails, category) if known is not None else None
+    if suppressed is None:
+        suppressed = suppressed_for(conn, emails, category)
     ok: list[Contact] = []
     skipped: list[tuple[Contact, str]] = []
     for contact in picked:

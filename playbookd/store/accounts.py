@@ -65,6 +65,18 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
         last = rows[-1].id
 
 
+def records_in(conn: Connection, ids: Iterable[str], types: Mapping[str, str],
+               history_since: date | None = None) -> dict[str, AccountRecord]:
+    """The accounts of `ids` that exist, by id, read on `conn` (inside its transaction)."""
+    found: dict[str, AccountRecord] = {}
+    for batch in chunked(ids):
+        rows = conn.execute(select(*RECORD).where(accounts.c.id.in_(batch)))
+        records = [decode_account(row.id, row.segment, row.data, row.changes, types) for row in rows]
+        H.attach(conn, records, history_since)
+        found.update((r["id"], r) for r in records)
+    return found
+
+
 def get_account(conn: Connection, account_id: str, types: Mapping[str, str],
                 history_since: date | None = None) -> AccountRecord | None:
     row = conn.execute(select(*RECORD).where(accounts.c.id == account_id)).first()

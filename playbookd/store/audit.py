@@ -62,11 +62,12 @@ def record(conn: Connection, event: str, *, account_id: str | None = None,
            playbook_id: str | None = None, enrollment_id: int | None = None, step: int | None = None,
            contact: str | None = None, reason: str | None = None, detail: Any = None,
            at: datetime | None = None) -> None:
-    conn.execute(insert(audit).values(
-        at=at or utcnow(), account_id=account_id, playbook_id=playbook_id,
-        enrollment_id=enrollment_id, step=step, contact=contact, event=event, reason=reason,
-        detail=detail,
-    ))
+    # the values as parameters: the statement compiles once, not once per entry
+    conn.execute(insert(audit), {
+        "at": at or utcnow(), "account_id": account_id, "playbook_id": playbook_id,
+        "enrollment_id": enrollment_id, "step": step, "contact": contact, "event": event, "reason": reason,
+        "detail": detail,
+    })
 
 
 def record_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -82,6 +82,9 @@ def _insert(conn: Connection, table: Table) -> Any:
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows, silently skipping those that collide with a unique key; returns inserted count."""
+    if len(rows) == 1:  # the values as parameters: the statement compiles once, not once per row
+        stmt = _insert(conn, table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+        return max(conn.execute(stmt, dict(rows[0])).rowcount, 0)
     inserted = 0
     # One multi-row VALUES statement per chunk with preserve_rowcount: otherwise SQLAlchemy reports
     # -1 for INSERTs on psycopg, and callers rely on the count to know whether they won a race.

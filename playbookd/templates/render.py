@@ -30,7 +30,8 @@ number, or a filter asked for a gigabyte, fails that one email with a message na
 template, the account and the limit, and the worker is replaced. A process, not checks in
 the sandbox, because nothing in-process can stop a Jinja loop or a C-level allocation from
 another thread, and a memory cap (RLIMIT_AS) can only be set on a whole process. The cost,
-one pipe round trip per email, is measured by bench/bench_render.py; the sandbox adds a
+a pipe round trip per call, is measured by bench/bench_render.py (one email a call) and
+bench/render_queue.py (cadences render GROUP emails a call: `render_many`); the sandbox adds a
 cheap size check on `*` and `**` that fails `"a" * 10**9` before it allocates anything.
 """
 
@@ -99,6 +100,7 @@ def without_optional(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _POOL = workers.Pool(compiled.ready, name="playbookd-render")
+GROUP = 25  # emails per worker call when rendering ahead: a round trip shared, a lost group still small
 
 
 def _account(context: Mapping[str, Any]) -> str:
@@ -186,6 +188,31 @@ class Templates:
         rendered: Rendered = self._call(self._path(rel), _account(context), "render", rel,
                                         self._pick(name, segment, TEXT), context)
         return rendered
+
+    def render_many(self, jobs: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[Rendered | TemplateError | None]:
+        """Many emails rendered ahead of their turn, GROUP to a worker call: each one's Rendered or
+        TemplateError, or None where it was not rendered. The limits bound a whole group as they bound
+        one email; a group that goes past them (or whose worker dies) gives None for each of its emails,
+        which are then rendered alone with `render`, each under its own limits, so the one that broke
+        them fails with its own message and the others go on."""
+        found: list[Rendered | TemplateError | None] = [None] * len(jobs)
+        calls = []
+        for i, (name, segment, context) in enumerate(jobs):
+            rel = self._pick(name, segment, HTML)
+            if rel is not None:
+                calls.append((i, (rel, self._pick(name, segment, TEXT), {**context, "globals": self.globals})))
+        for start in range(0, len(calls), GROUP):
+            group = calls[start:start + GROUP]
+            call = workers.Call(compiled.run, (self._spec, "render_many", [job for _, job in group]),
+                                self.limits.render_seconds, f"rendering {len(group)} emails ahead")
+            try:
+                kind, value = _POOL.call(call, self.limits.render_memory_mb)
+            except (workers.LimitExceeded, workers.WorkerDied, workers.WorkerFailed):
+                continue  # each is rendered alone when its turn comes
+            if kind == "ok":
+                for (i, _), one in zip(group, value, strict=True):
+                    found[i] = TemplateError(one) if isinstance(one, Problem) else one
+        return found
 
     def render_string(self, source: str, context: Mapping[str, Any], where: str = "<inline template>") -> str:
         """A one-off template (task title, webhook body): sandboxed and strict, not escaped."""

@@ -1,0 +1,64 @@
+"""What a batch of due enrollments needs, read and rendered for all of them at once.
+
+The enrollments of one transaction (cadence.advance) share one query for their contacts, one per
+category for suppressions, and worker calls that render many emails each: the first email step
+each enrollment stands at is rendered ahead, before any step runs. Steps still run one enrollment
+at a time, in order, and take an email rendered ahead only if its context is equal to the one they
+build (cadence.context.Batch): a step before it that changed the account, or a wait, simply means
+rendering it again, as without a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+
+from playbookd.cadence.context import Batch, StepContext
+from playbookd.cadence.steps import email_context
+from playbookd.delivery.recipients import ACTIVE, Contact, Filter, addressed, load_contacts, suppressed_for
+from playbookd.model.steps import CONTROL, EmailStep, Variant, variant_for
+
+_Plan = tuple[StepContext, list[Contact], Variant]
+
+
+def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
+    """The email step this enrollment stands at, whom it addresses and with which variant."""
+    index, _ = ctx.playbook.position(ctx.enrollment.step, ctx.enrollment.step_key)
+    if index >= len(ctx.playbook.steps) or ctx.enrollment.group_name == CONTROL:
+        return None
+    step = ctx.playbook.steps[index]
+    if not isinstance(step, EmailStep):
+        return None
+    only = Filter(step.only, ctx.now, ctx.runtime.config.tz) if step.only is not None else None
+    picked = addressed(batch.contacts.get(ctx.account["id"], []), step.to, only)
+    variant = variant_for(ctx.playbook, index, step, ctx.enrollment.group_name, ctx.account["id"])
+    return ctx, picked, variant
+
+
+def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
+    """Read and render ahead for `contexts`, and attach the batch to each."""
+    batch = Batch(contacts=load_contacts(conn, [ctx.account["id"] for ctx in contexts]))
+    plans = []
+    for ctx in contexts:
+        ctx.batch = batch
+        plan = _first_email(ctx, batch)
+        if plan is not None:
+            plans.append(plan)
+    wanted: dict[str, set[str]] = {}
+    for ctx, picked, _ in plans:
+        wanted.setdefault(ctx.playbook.category, set()).update(c.email for c in picked)
+    for category, emails in wanted.items():
+        batch.suppressed[category] = (frozenset(emails), suppressed_for(conn, emails, category))
+    jobs = []
+    for ctx, picked, variant in plans:
+        suppressed = batch.suppressed[ctx.playbook.category][1]
+        for contact in picked:
+            if contact.status == ACTIVE and contact.email not in suppressed:
+                jobs.append((variant.template, ctx.account["segment"], email_context(ctx, contact)[1]))
+    if jobs:
+        results = contexts[0].runtime.templates.render_many(jobs)
+        for (template, segment, context), result in zip(jobs, results, strict=True):
+            if result is not None:
+                batch.rendered.setdefault((template, segment), []).append((context, result))
+    return batch

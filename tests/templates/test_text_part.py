@@ -1,0 +1,74 @@
+"""The text part derived from the HTML: reusing the parsed opening gives what one whole pass gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from playbookd.config.settings import Company
+from playbookd.templates.compiled import Compiled, Spec
+from playbookd.templates.render import TEXT, Templates
+from playbookd.templates.text_part import Deriver, html_to_text
+
+SHIPPED = Path(__file__).resolve().parents[2] / "email_templates"
+GLOBALS = yaml.safe_load((SHIPPED.parent / "config.yaml").read_text())["template_globals"]
+SEGMENTS = ("high_touch", "low_touch", "tech_touch")
+COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
+
+# names that html2text treats specially somewhere: escapes, entities, list and heading markers at the
+# start of a line, links, long words that wrap, characters from outside ASCII, line breaks
+NAMES = ["Jordan", "O'Brien & Sons", "<b>Bold</b> Corp", "1. First", "- dash", "+ plus", "# hash",
+         "[link](http://x)", "a_b*c`d", "Zoë Ångström", "Ünïcödé 株式会社", "x" * 120,
+         "word " * 30, "line\nbreak", "  padded  ", "back\\slash", "http://example.com/path"]
+
+
+def derived_emails() -> list[tuple[str, str]]:
+    templates = Templates(SHIPPED, SEGMENTS, company=COMPANY)
+    return [(name, segment) for name in sorted(templates.names()) for segment in SEGMENTS
+            if templates._pick(name, segment, TEXT) is None]
+
+
+def contexts(segment: str) -> list[dict[str, Any]]:
+    base = Templates.sample_context(COMPANY, segment=segment)
+    found = []
+    for i, name in enumerate(NAMES):
+        found.append({**base, "globals": GLOBALS,
+                      "account": {**base["account"], "name": name, "arr": 1000 * i},
+                      "contact": {**base["contact"], "first_name": NAMES[-1 - i]}})
+    return found
+
+
+@pytest.mark.parametrize(("name", "segment"), derived_emails())
+def test_each_shipped_email_derives_the_text_a_whole_pass_gives(name: str, segment: str) -> None:
+    templates = Templates(SHIPPED, SEGMENTS, company=COMPANY)
+    compiled = Compiled(Spec("test", str(SHIPPED), 256 * 2**20, 200))
+    rel = templates.resolve(name, segment)
+    for context in contexts(segment):
+        rendered = compiled.render(rel, None, context)
+        assert rendered.text == html_to_text(rendered.html), context["account"]["name"]
+    assert compiled._derivers[rel]._state is not None  # the opening was reused, not parsed each time
+
+
+OPENING = "<html><head><style>p { margin: 0 }</style></head><body>" + "<p>Same opening text.</p>\n" * 30
+
+
+def test_an_email_that_begins_otherwise_gets_the_whole_pass() -> None:
+    deriver = Deriver()
+    first, second = OPENING + "<p>Hi Ann</p></body></html>", OPENING + "<p>Hi Bob</p></body></html>"
+    assert deriver.text(first) == html_to_text(first)
+    assert deriver.text(second) == html_to_text(second)
+    assert deriver._state is not None
+    other = "<html><body><p>Something else entirely, " + "and long " * 80 + "</p></body></html>"
+    assert deriver.text(other) == html_to_text(other)
+    third = OPENING + "<ul><li>one</li><li>two &amp; three</li></ul></body></html>"
+    assert deriver.text(third) == html_to_text(third)
+
+
+def test_a_short_opening_is_not_kept() -> None:
+    deriver = Deriver()
+    deriver.text("<p>Hi Ann</p>")
+    deriver.text("<p>Hi Bob</p>")
+    assert deriver._state is None
