@@ -34,6 +34,10 @@ ENROLLED = Counter("playbookd_enrolled", "Enrollments created by this process", 
 SYNCED_ROWS = Counter("playbookd_synced_rows", "Source rows read by this process", ["source"], registry=REGISTRY)
 CLICKS = Counter("playbookd_link_fetches", "Tracked links fetched, by kind (clicked, scanned, unknown_message)",
                  ["kind"], registry=REGISTRY)
+REPORT_SECONDS = Histogram("playbookd_report_refresh_seconds", "Time to compute one playbook's report figures "
+                           "for the console", registry=REGISTRY, buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+REPORT_FAILURES = Counter("playbookd_report_refresh_failures", "Playbooks whose report figures could not be "
+                          "refreshed (the log has each error)", ["playbook"], registry=REGISTRY)
 HTTP_CUT = Counter("playbookd_http_cut", "HTTP connections and requests the listener cut short, by reason "
                    "(slow_headers, evicted, busy, slow_body, too_large)", ["reason"], registry=REGISTRY)
 
