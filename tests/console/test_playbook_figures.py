@@ -80,6 +80,10 @@ def test_the_page_shows_the_report_of_the_snapshot_until_the_next_refresh(served
     assert refreshed.returncode == 0, refreshed.stderr
     assert "report figures: refreshed 1 playbook(s)" in refreshed.stdout
     assert totals(client, playbook)["exited: by hand"] == str(result.entered)
+    unknown = playbookd("report", "--refresh", "--playbook", "nope", cwd=project)
+    assert unknown.returncode != 0 and "no playbook 'nope'" in unknown.stderr
+    mixed = playbookd("report", "--refresh", "--since", "2026-01-01", cwd=project)
+    assert mixed.returncode == 2 and "--refresh" in mixed.stderr
 
 
 def test_the_page_and_the_list_say_how_old_the_figures_are(served: tuple[Client, Engine]) -> None:
