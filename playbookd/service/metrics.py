@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 from playbookd.delivery.circuit import current as open_circuit
 from playbookd.delivery.transports import Message, Transport
 from playbookd.store.audit import EVALUATION_FAILED
-from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import accounts, audit, enrollments, outbox, report_snapshots, suppressions, tasks
 from playbookd.sync import health
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -82,6 +83,19 @@ class StoreCollector(Collector):
         yield CounterMetricFamily("playbookd_evaluation_failures", "Accounts the rules engine could not "
                                   "evaluate, every replica together", value=_failed_evaluations(self.engine))
         yield from self._sources()
+        yield self._figures_age()
+
+    def _figures_age(self) -> GaugeMetricFamily:
+        age = GaugeMetricFamily("playbookd_report_figures_age_seconds", "How old each playbook's report figures "
+                                "in the console are (growing past report.refresh_every: the refresh fails)",
+                                labels=["playbook"])
+        now = utcnow()
+        with self.engine.connect() as conn:
+            for playbook, at in conn.execute(select(report_snapshots.c.playbook_id, report_snapshots.c.computed_at)):
+                computed = aware(at)
+                assert computed is not None
+                age.add_metric([str(playbook)], (now - computed).total_seconds())
+        return age
 
     def _sources(self) -> Iterator[GaugeMetricFamily]:
         failing = GaugeMetricFamily("playbookd_source_failing", "1 when the latest sync of the source could "

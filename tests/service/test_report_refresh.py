@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.report import snapshots
 from playbookd.service.daemon import Daemon
-from playbookd.service.metrics import REGISTRY
+from playbookd.service.metrics import REGISTRY, exposition
 from playbookd.service.scheduler import REPORTS
 from playbookd.store.database import utcnow
 from playbookd.store.schema import report_snapshots
@@ -88,5 +88,8 @@ def test_a_playbook_that_fails_is_logged_and_counted_and_the_others_are_refreshe
     assert logged.exc_text and "Traceback" in logged.exc_text  # the whole error, not a summary
     assert "not a time" in logged.exc_text or "infinity" in logged.exc_text
     assert daemon.failing() == {}  # the job ran; the daemon stays healthy
+    scraped = exposition(project.engine).decode()
+    assert 'playbookd_report_figures_age_seconds{playbook="welcome"}' in scraped
+    assert 'playbookd_report_figures_age_seconds{playbook="hello"}' not in scraped  # never computed
     again = project.run(utcnow())  # run --once names it and exits 1
     assert [e for e in again.errors if "report figures of hello" in e]
