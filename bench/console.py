@@ -1,8 +1,10 @@
-"""Console latency on a large base: the account page and the playbook page, beside a plain indexed
-SELECT of one account row measured in the same run, as ratios.
+"""Console latency on a large base: the account page, the playbook pages (read from the report
+snapshots, once the daemon's refresh has stored them: its time per playbook is printed too) and the
+playbooks list, beside a plain indexed SELECT of one account row measured in the same run, as ratios.
 
     python bench/console.py                     # 20,000 accounts
     python bench/console.py --accounts 1000000  # the full figure
+    python bench/console.py --accounts 1000000 --base /work/tmp/base1m  # built once, measured again later
 
 A project from `playbookd init` runs one cycle on 60 sample accounts; those accounts, with their
 enrollments, emails, tasks and audit entries, are then cloned under new ids up to --accounts, in bulk.
@@ -35,7 +37,8 @@ from playbookd.config.settings import load_config  # noqa: E402
 from playbookd.console.app import Console  # noqa: E402
 from playbookd.console.users import add_user  # noqa: E402
 from playbookd.console.views import mount  # noqa: E402
-from playbookd.service import http  # noqa: E402
+from playbookd.report import snapshots, stats  # noqa: E402
+from playbookd.service import cycle, http  # noqa: E402
 from playbookd.store.database import connect  # noqa: E402
 from playbookd.store.schema import accounts, audit, enrollments, outbox, tasks  # noqa: E402
 
@@ -121,23 +124,36 @@ def opener(base: str) -> urllib.request.OpenerDirector:
     return client
 
 
+def build(root: Path, total: int) -> Path:
+    project = root / "project"
+    if (project / "console-users.txt").exists():
+        print(f"base: the one in {root}", flush=True)
+        return project
+    root.mkdir(parents=True, exist_ok=True)
+    cli("init", "project", "--accounts", str(SEED), cwd=root)
+    cli("run", "--once", cwd=project)
+    config = load_config(project / "config.yaml")
+    engine = connect(config.database)
+    start = time.perf_counter()
+    counts = clone(engine, total)
+    built = time.perf_counter() - start
+    engine.dispose()
+    print(f"base: {', '.join(f'{v:,} {k}' for k, v in counts.items())} cloned in {built:.0f} s", flush=True)
+    add_user(config.console.users_file, "bench", "viewer", "bench-password")  # last: it marks the base complete
+    return project
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=20_000)
     parser.add_argument("--times", type=int, default=15)
+    parser.add_argument("--base", type=Path, help="Keep the built base in this folder and, when it is there "
+                        "already, measure it again instead of building another")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        cli("init", "project", "--accounts", str(SEED), cwd=root)
-        project = root / "project"
-        cli("run", "--once", cwd=project)
+        project = build(args.base or Path(tmp), args.accounts)
         config = load_config(project / "config.yaml")
         engine = connect(config.database)
-        start = time.perf_counter()
-        counts = clone(engine, args.accounts)
-        built = time.perf_counter() - start
-        print(f"base: {', '.join(f'{v:,} {k}' for k, v in counts.items())} cloned in {built:.0f} s", flush=True)
-        add_user(config.console.users_file, "bench", "viewer", "bench-password")
         rt = runtime.load(config=config, engine=engine)
         site = http.Site(engine, b"bench", "Acme", lambda: http.health(engine),
                          console=mount(Console(engine, lambda: rt, b"bench")))
@@ -145,13 +161,32 @@ def main() -> int:
         server.start()
         base = f"http://127.0.0.1:{server.server_address[1]}"
         try:
-            report(engine, opener(base), base, args.times)
+            report(rt, engine, opener(base), base, args.times)
         finally:
             server.shutdown()
     return 0
 
 
-def report(engine: Engine, client: urllib.request.OpenerDirector, base: str, times: int) -> None:
+def refresh(rt: runtime.Runtime, engine: Engine, reference: float) -> dict[str, int]:
+    """The daemon's report refresh, timed per playbook: what a page used to count at every view."""
+    stats.difference(1, 2, 1, 2)  # scipy's import (seconds, once per process) is not a playbook's cost
+    start = time.perf_counter()
+    done = cycle.refresh_reports(rt, engine)
+    took = time.perf_counter() - start
+    assert not done.failed, done.failed
+    with engine.connect() as conn:
+        sizes = {p: f.result.entered for p, f in snapshots.load_all(conn).items()}
+    for playbook, seconds in sorted(done.refreshed.items(), key=lambda kv: -sizes.get(kv[0], 0)):
+        enrolled = sizes.get(playbook, 0)
+        per = f", {seconds / enrolled * 1e6:.1f} µs per enrollment" if enrolled else ""
+        print(f"refresh {playbook} ({enrolled:,} enrollments): {seconds:.2f} s ({seconds / reference:,.0f}x the row"
+              f"{per})", flush=True)
+    print(f"refresh of all {len(done.refreshed)} playbooks: {took:.1f} s", flush=True)
+    return sizes
+
+
+def report(rt: runtime.Runtime, engine: Engine, client: urllib.request.OpenerDirector, base: str,
+           times: int) -> None:
     picks = random.Random(7)
     last = f"BEN-{0:07d}"
 
@@ -164,25 +199,33 @@ def report(engine: Engine, client: urllib.request.OpenerDirector, base: str, tim
         with client.open(f"{base}/console/accounts/{wanted}", timeout=60) as answer:
             assert "/login" not in answer.geturl() and wanted in answer.read().decode()
 
-    def playbook_page() -> None:
-        client.open(f"{base}/console/playbooks/no-login-7d", timeout=60).read()
+    def page(path: str, says: str) -> Any:
+        def call() -> None:
+            with client.open(f"{base}{path}", timeout=120) as answer:
+                assert says in answer.read().decode(), f"{path} does not say {says!r}"
+        return call
 
     with engine.connect() as conn:  # the playbook with the most enrollments: the page's worst case
         largest, enrolled = conn.execute(select(enrollments.c.playbook_id, func.count()).group_by(
             enrollments.c.playbook_id).order_by(func.count().desc()).limit(1)).one()
 
-    def largest_page() -> None:
-        client.open(f"{base}/console/playbooks/{largest}", timeout=120).read()
-
-    def search_page() -> None:
-        client.open(f"{base}/console/accounts?q=BEN-00005", timeout=60).read()
-
     reference = timed(one_row, times * 10)
     health = timed(lambda: client.open(f"{base}/healthz", timeout=60).read(), times)
     print(f"reference: one account row by primary key {reference * 1000:.2f} ms; GET /healthz {health * 1000:.1f} ms")
-    for name, call in (("account page", account_page), ("playbook page (no-login-7d)", playbook_page),
-                       (f"playbook page ({largest}, {enrolled:,} enrollments)", largest_page),
-                       ("account search (id prefix)", search_page)):
+    sizes = refresh(rt, engine, reference)
+    small_enrolled, small = max(((n, p) for p, n in sizes.items() if n < rt.config.report.live_under),
+                                default=(0, ""))
+    # a page of a playbook over report.live_under reads its snapshot: it says "Figures as of"
+    figures = "Figures as of" if enrolled >= rt.config.report.live_under else "Figures counted live"
+    pages = [("account page", account_page),
+             ("playbook page (no-login-7d)", page("/console/playbooks/no-login-7d", "Figures")),
+             (f"playbook page ({largest}, {enrolled:,} enrollments)", page(f"/console/playbooks/{largest}", figures)),
+             ("playbooks list", page("/console/playbooks", largest)),
+             ("account search (id prefix)", page("/console/accounts?q=BEN-00005", "BEN-00005"))]
+    if small_enrolled:  # the dearest page that still counts at every view
+        pages.insert(3, (f"playbook page ({small}, {small_enrolled:,} enrollments, the largest counted live)",
+                         page(f"/console/playbooks/{small}", "Figures counted live")))
+    for name, call in pages:
         seconds = timed(call, times)
         print(f"{name}: {seconds * 1000:.0f} ms median of {times} "
               f"({seconds / reference:,.0f}x the row, {seconds / health:.1f}x /healthz)", flush=True)

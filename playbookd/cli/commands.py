@@ -147,8 +147,10 @@ def run(config_path: Path, once: bool, at: str | None) -> None:
 @click.option("--until", metavar="ISO", help="Enrollments that entered before this moment.")
 @click.option("--segment", help="Only accounts of this segment (at entry).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--refresh", is_flag=True, help="Instead: recompute the figures the console shows (of --playbook, "
+              "or of every playbook) now, as the daemon does every report.refresh_every.")
 def report(config_path: Path, playbook: str | None, since: str | None, until: str | None, segment: str | None,
-           fmt: str) -> None:
+           fmt: str, refresh: bool) -> None:
     """Did it work? Per playbook: enrollments, emails, tasks, the goal; per group, with significance."""
     # here, not at the top: scipy takes seconds to import, and only this command needs it
     from playbookd.cli.report_output import echo_report
@@ -156,6 +158,12 @@ def report(config_path: Path, playbook: str | None, since: str | None, until: st
     from playbookd.report.results import Scope
 
     rt, engine = _loaded(config_path)
+    if refresh:
+        if since or until or segment or fmt != "table":
+            raise click.UsageError("--refresh computes the console's figures of all enrollments: it takes "
+                                   "--playbook only")
+        output.refresh(rt, engine, playbook)
+        return
     scope = Scope(playbook, _at(since) if since else None, _at(until) if until else None, segment)
     echo_report(results.report(engine, scope, {p.id: p.goal is not None for p in rt.playbooks}), fmt)
 

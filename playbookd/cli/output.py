@@ -19,6 +19,7 @@ from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
 from playbookd.errors import DependencyError, UserError
 from playbookd.runtime import Runtime
+from playbookd.service import cycle
 from playbookd.service.cycle import CycleReport
 from playbookd.store import audit, state
 from playbookd.store.database import aware
@@ -90,6 +91,8 @@ def echo_cycle(report: CycleReport) -> None:
                    f"skipped {hooks.skipped}")
     if report.purged.bodies or report.purged.audit:
         click.echo(report.purged.line())
+    if report.reports is not None:
+        click.echo(report.reports.line())
     if report.failed_accounts:
         click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
     if report.failed_steps:
@@ -100,6 +103,19 @@ def echo_cycle(report: CycleReport) -> None:
         _raise_for(report.sync)
     if not report.ok:
         raise UserError("the cycle ran, but sync rejected some rows (see above)")
+
+
+def refresh(rt: Runtime, engine: Engine, playbook: str | None) -> None:
+    """`report --refresh`: the console's figures of one playbook or of all, computed now."""
+    if playbook is not None and rt.playbook(playbook) is None:
+        raise UserError(f"--playbook: no playbook {playbook!r}")
+    report = cycle.refresh_reports(rt, engine, None if playbook is None else [playbook])
+    for playbook, seconds in sorted(report.refreshed.items()):
+        click.echo(f"{playbook}: {seconds:.2f} s")
+    click.echo(report.line())
+    if report.failed:
+        raise UserError("; ".join(f"the report figures of {p} could not be refreshed: {why}"
+                                  for p, why in sorted(report.failed.items())))
 
 
 def _count(engine: Engine, column: Any) -> dict[str, int]:

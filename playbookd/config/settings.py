@@ -16,6 +16,7 @@ from playbookd.config.base import Model, duration
 from playbookd.config.console import Console
 from playbookd.config.durations import format_duration
 from playbookd.config.health import HealthSettings, color_problems
+from playbookd.config.report import ReportSettings
 from playbookd.config.reserved import reserved_field
 from playbookd.config.tasks import Tasks
 from playbookd.config.webhooks import Webhooks
@@ -210,6 +211,7 @@ class Config(Model):
     limits: Limits = Field(default_factory=Limits)
     launch: Launch = Field(default_factory=Launch)
     retention: Retention = Field(default_factory=Retention)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     logging: Logging = Field(default_factory=Logging)
     path: Path = Field(Path("config.yaml"), exclude=True, description="Where this was loaded from")
 

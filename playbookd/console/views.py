@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from playbookd.cadence.preview import render_for
+from playbookd.config.durations import format_duration
 from playbookd.console import account_data, actions, ops_data, playbook_data
 from playbookd.console.app import (
     EMAIL_CSP,
@@ -161,15 +162,17 @@ class Views:
     # -- playbooks --------------------------------------------------------------------------------
 
     async def playbooks(self, request: Request, session: Session) -> Response:
-        table = await run_in_threadpool(playbook_data.overview, self.c.runtime(), self.c.engine)
+        table = await run_in_threadpool(playbook_data.overview, self.c.runtime(), self.c.engine, utcnow())
         return self.show(request, session, "playbooks.html.j2", "Playbooks", {table.id: table})
 
     async def playbook(self, request: Request, session: Session) -> Response:
         pid = request.path_params["playbook_id"]
         found = await run_in_threadpool(playbook_data.page, self.c.runtime(), self.c.engine, pid, utcnow())
         tables = {t.id: t for t in (found.funnel, found.totals, found.groups, found.comparisons)}
+        report = self.c.runtime().config.report
         return self.show(request, session, "playbook.html.j2", f"Playbook {pid}", tables, p=found,
-                         action=href("playbooks", pid))
+                         action=href("playbooks", pid), refresh_every=format_duration(report.refresh_every),
+                         live_under=report.live_under)
 
     async def playbook_status(self, request: Request, session: Session) -> Response:
         pid = request.path_params["playbook_id"]

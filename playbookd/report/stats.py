@@ -4,14 +4,15 @@ The p-value is the pooled two-proportion test's, two-sided: for a 2x2 table it i
 chi-square test without continuity correction, so scipy's `chi2_contingency` computes it. The 95%
 interval of the difference is Newcombe's hybrid score interval (his method 10, Stat Med 1998),
 built from the Wilson score interval of each rate, which scipy's `binomtest` gives.
+
+scipy is imported at the first comparison, not with this module: it takes seconds, and the daemon
+and the console load the report layer at start.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from scipy.stats import binomtest, chi2_contingency
 
 MIN_MEASURED = 30  # enrollments measured (entered - met at entry) each group needs for a comparison
 NOT_ENOUGH = f"not enough data (fewer than {MIN_MEASURED} measured in a group)"
@@ -25,11 +26,15 @@ class Difference:
 
 
 def wilson(met: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
     interval = binomtest(met, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
 
 
 def p_value(met_a: int, n_a: int, met_b: int, n_b: int) -> float | None:
+    from scipy.stats import chi2_contingency
+
     table = [[met_a, n_a - met_a], [met_b, n_b - met_b]]
     try:
         return float(chi2_contingency(table, correction=False).pvalue)

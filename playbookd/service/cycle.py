@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,6 +18,7 @@ from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
 from playbookd.engine import enroll, ranges
 from playbookd.engine.launch import admit
+from playbookd.report import snapshots
 from playbookd.runtime import Runtime
 from playbookd.service import metrics
 from playbookd.store import audit, launch, retention
@@ -26,6 +27,17 @@ from playbookd.store.state import put
 from playbookd.sync.run import SyncReport, sync
 
 log = logging.getLogger("playbookd.cycle")
+
+
+@dataclass
+class RefreshReport:
+    refreshed: dict[str, float] = field(default_factory=dict)  # playbook -> seconds its figures took
+    failed: dict[str, str] = field(default_factory=dict)  # playbook -> why not
+
+    def line(self) -> str:
+        took = sum(self.refreshed.values())
+        failed = f", {len(self.failed)} failed: {', '.join(sorted(self.failed))}" if self.failed else ""
+        return f"report figures: refreshed {len(self.refreshed)} playbook(s) in {took:.1f} s{failed}"
 
 
 @dataclass
@@ -40,6 +52,7 @@ class CycleReport:
     failed_steps: int = 0  # enrollments stopped at a step that could not run
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
     purged: retention.Purged = field(default_factory=retention.Purged)
+    reports: RefreshReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,6 +168,30 @@ def apply_retention(runtime: Runtime, engine: Engine, now: datetime | None = Non
     return purged
 
 
+def refresh_reports(runtime: Runtime, engine: Engine, only: Collection[str] | None = None,
+                    stop: threading.Event | None = None) -> RefreshReport:
+    """Each playbook's report snapshot, one playbook per transaction; one that fails is logged with its
+    traceback and counted in playbookd_report_refresh_failures, and the others are refreshed all the same."""
+    found = RefreshReport()
+    for playbook in runtime.playbooks:
+        if (only is not None and playbook.id not in only) or (stop is not None and stop.is_set()):
+            continue
+        try:
+            figures = snapshots.refresh(engine, playbook.id, playbook.goal is not None)
+        except Exception as exc:  # a broken row or query for one playbook must not leave the others stale
+            log.exception("report figures of playbook %s could not be refreshed", playbook.id,
+                          extra={"playbook": playbook.id})
+            metrics.REPORT_FAILURES.labels(playbook.id).inc()
+            found.failed[playbook.id] = f"{type(exc).__name__}: {exc}"
+        else:
+            metrics.REPORT_SECONDS.observe(figures.seconds)
+            found.refreshed[playbook.id] = figures.seconds
+    if only is None:
+        snapshots.prune(engine, [p.id for p in runtime.playbooks])
+    log.info(found.line(), extra={"refreshed": len(found.refreshed), "failed": len(found.failed)})
+    return found
+
+
 def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
     """Exactly one full cycle, as `playbookd run --once` does."""
     started = time.monotonic()
@@ -168,6 +205,9 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
         report.errors.append(report.delivery.paused)
     report.webhooks = post_webhooks(runtime, engine, clock=clock)
     report.purged = apply_retention(runtime, engine, now)
+    report.reports = refresh_reports(runtime, engine)
+    report.errors += [f"the report figures of {playbook} could not be refreshed: {why}"
+                      for playbook, why in sorted(report.reports.failed.items())]
     report.seconds = time.monotonic() - started
     put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
     return report

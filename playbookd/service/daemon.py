@@ -35,7 +35,7 @@ from playbookd.errors import DependencyError, PlaybookdError, ValidationError
 from playbookd.service import cycle, http, logs, metrics
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
-from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, WEBHOOKS, Scheduler
+from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, REPORTS, WEBHOOKS, Scheduler
 from playbookd.store.database import connect, transaction, utcnow
 from playbookd.store.leases import WORKER
 from playbookd.sync import health
@@ -139,6 +139,11 @@ class Daemon:
         if self.leader:  # one replica is enough; all of them would only contend for the same rows
             self._guard("retention", lambda: cycle.apply_retention(self.runtime, self.engine, stop=self.stop))
 
+    def refresh_reports(self) -> None:
+        """The console's report figures; leader only, like retention: one replica's counting is enough."""
+        if self.leader:
+            self._guard("report", lambda: cycle.refresh_reports(self.runtime, self.engine, stop=self.stop))
+
     def _guard(self, what: str, job: object) -> None:
         """A failing job is logged and retried on its next turn; it never takes the daemon down."""
         if self.stop.is_set():
@@ -187,6 +192,7 @@ class Daemon:
         self.scheduler.every("events", every, self.react, executor=EVENTS, first_in=every)
         self.scheduler.every("ranges", timedelta(seconds=2), self.ranges)
         self.scheduler.every("retention", config.retention.every, self.retention)
+        self.scheduler.every("report", config.report.refresh_every, self.refresh_reports, executor=REPORTS)
         self.scheduler.every("lead", LEAD_EVERY, self.lead, executor=CONTROL, first_in=LEAD_EVERY)
         self._schedule_calendar()
 

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 from playbookd.delivery.circuit import current as open_circuit
 from playbookd.delivery.transports import Message, Transport
 from playbookd.store.audit import EVALUATION_FAILED
-from playbookd.store.schema import accounts, audit, enrollments, outbox, suppressions, tasks
+from playbookd.store.database import aware, utcnow
+from playbookd.store.schema import accounts, audit, enrollments, outbox, report_snapshots, suppressions, tasks
 from playbookd.sync import health
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -34,6 +35,10 @@ ENROLLED = Counter("playbookd_enrolled", "Enrollments created by this process", 
 SYNCED_ROWS = Counter("playbookd_synced_rows", "Source rows read by this process", ["source"], registry=REGISTRY)
 CLICKS = Counter("playbookd_link_fetches", "Tracked links fetched, by kind (clicked, scanned, unknown_message)",
                  ["kind"], registry=REGISTRY)
+REPORT_SECONDS = Histogram("playbookd_report_refresh_seconds", "Time to compute one playbook's report figures "
+                           "for the console", registry=REGISTRY, buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+REPORT_FAILURES = Counter("playbookd_report_refresh_failures", "Playbooks whose report figures could not be "
+                          "refreshed (the log has each error)", ["playbook"], registry=REGISTRY)
 HTTP_CUT = Counter("playbookd_http_cut", "HTTP connections and requests the listener cut short, by reason "
                    "(slow_headers, evicted, busy, slow_body, too_large)", ["reason"], registry=REGISTRY)
 
@@ -78,6 +83,19 @@ class StoreCollector(Collector):
         yield CounterMetricFamily("playbookd_evaluation_failures", "Accounts the rules engine could not "
                                   "evaluate, every replica together", value=_failed_evaluations(self.engine))
         yield from self._sources()
+        yield self._figures_age()
+
+    def _figures_age(self) -> GaugeMetricFamily:
+        age = GaugeMetricFamily("playbookd_report_figures_age_seconds", "How old each playbook's report figures "
+                                "in the console are (growing past report.refresh_every: the refresh fails)",
+                                labels=["playbook"])
+        now = utcnow()
+        with self.engine.connect() as conn:
+            for playbook, at in conn.execute(select(report_snapshots.c.playbook_id, report_snapshots.c.computed_at)):
+                computed = aware(at)
+                assert computed is not None
+                age.add_metric([str(playbook)], (now - computed).total_seconds())
+        return age
 
     def _sources(self) -> Iterator[GaugeMetricFamily]:
         failing = GaugeMetricFamily("playbookd_source_failing", "1 when the latest sync of the source could "

@@ -13,17 +13,18 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-WORK, DELIVERY, WEBHOOKS, EVENTS, CONTROL = "work", "delivery", "webhooks", "events", "control"
+WORK, DELIVERY, WEBHOOKS, EVENTS, REPORTS, CONTROL = "work", "delivery", "webhooks", "events", "reports", "control"
 
 
 class Scheduler:
     """Sync and evaluation run one at a time on `work`; email delivery, webhooks and events each beside
-    them (an event starts its playbook even during a long sync); `control` (leadership) is never stuck
-    behind any of them."""
+    them (an event starts its playbook even during a long sync); the report figures beside them too
+    (they only read, for seconds on a large base); `control` (leadership) is never stuck behind any."""
 
     def __init__(self) -> None:
         self._scheduler = BackgroundScheduler(
-            executors={name: ThreadPoolExecutor(1) for name in (WORK, DELIVERY, WEBHOOKS, EVENTS, CONTROL)},
+            executors={name: ThreadPoolExecutor(1) for name in (WORK, DELIVERY, WEBHOOKS, EVENTS, REPORTS,
+                                                                           CONTROL)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )

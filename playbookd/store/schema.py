@@ -326,3 +326,16 @@ launch_days = Table(
     Column("day", String(10), primary_key=True),
     Column("entered", Integer, nullable=False),
 )
+
+# A playbook's report figures (report.snapshots) as the daemon's leader last computed them over all its
+# enrollments, so the console reads one row instead of counting them at every view. `format` is the
+# layout of `figures`: a row written by another version is ignored until the next refresh rewrites it.
+report_snapshots = Table(
+    "report_snapshots", metadata,
+    Column("playbook_id", String(200), primary_key=True),
+    Column("computed_at", When, nullable=False),
+    Column("seconds", Float, nullable=False),  # how long computing it took
+    Column("enrollments", BigInteger, nullable=False),
+    Column("format", Integer, nullable=False),
+    Column("figures", JSON, nullable=False),
+)
