@@ -37,7 +37,7 @@ lint: $(BIN)/playbookd
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal --durations=25
 
 bench: $(BIN)/playbookd
 	$(BIN)/python bench/run.py

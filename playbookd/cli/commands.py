@@ -13,12 +13,12 @@ from playbookd.cli import actions, lookahead, output
 from playbookd.cli import launch as launch_output
 from playbookd.cli.console import console_group
 from playbookd.cli.health import echo_health
+from playbookd.cli.messages import outbox_group, suppress_group
 from playbookd.cli.options import at_option, config_option
 from playbookd.cli.options import loaded as _loaded
 from playbookd.cli.options import parse_at as _at
 from playbookd.cli.tasks import tasks_group
 from playbookd.config.settings import CONFIG_ENV, Config, load_config
-from playbookd.delivery import operator
 from playbookd.delivery.forget import forget as erase
 from playbookd.errors import PlaybookdError
 from playbookd.model.addresses import lookup_form
@@ -253,74 +253,8 @@ def history(config_path: Path, account: str | None, playbook: str | None, contac
 cli.add_command(tasks_group)
 
 
-@cli.group()
-def suppress() -> None:
-    """Addresses that get no email (per category, or all)."""
-
-
-@suppress.command("add")
-@config_option
-@click.argument("email")
-@click.option("--category", default="*", show_default=True, help="Category, or * for everything.")
-@click.option("--note", help="Why.")
-def suppress_add(config_path: Path, email: str, category: str, note: str | None) -> None:
-    """Stop emailing EMAIL."""
-    click.echo(actions.suppress_add(connect(_config(config_path).database), email, category, note))
-
-
-@suppress.command("remove")
-@config_option
-@click.argument("email")
-@click.option("--category", default="*", show_default=True)
-def suppress_remove(config_path: Path, email: str, category: str) -> None:
-    """Allow emailing EMAIL again."""
-    click.echo(actions.suppress_remove(connect(_config(config_path).database), email, category))
-
-
-@suppress.command("list")
-@config_option
-def suppress_list(config_path: Path) -> None:
-    """List suppressed addresses."""
-    output.echo_suppressions(connect(_config(config_path).database))
-
-
-@cli.group("outbox")
-def outbox_group() -> None:
-    """Messages: list them; resend or drop those whose delivery is unknown or failed."""
-
-
-@outbox_group.command("list")
-@config_option
-@click.option("--state", "states", multiple=True, help="Only this state (repeatable): queued, sent, unknown ...")
-@click.option("--account", help="Only this account: its timeline of messages.")
-@click.option("--limit", default=200, show_default=True)
-def outbox_list(config_path: Path, states: tuple[str, ...], account: str | None, limit: int) -> None:
-    """The outbox, oldest first."""
-    output.echo_outbox(connect(_config(config_path).database), states, limit, account)
-
-
-@outbox_group.command("show")
-@config_option
-@click.argument("message_id", type=int)
-def outbox_show(config_path: Path, message_id: int) -> None:
-    """One message: its headers, state and text body (or why the body is gone)."""
-    output.echo_message(connect(_config(config_path).database), message_id)
-
-
-@outbox_group.command("resend")
-@config_option
-@click.argument("ids", nargs=-1, type=int, required=True)
-def outbox_resend(config_path: Path, ids: tuple[int, ...]) -> None:
-    """Queue messages again (for `unknown`: only when you know they did not arrive)."""
-    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "resend"))
-
-
-@outbox_group.command("drop")
-@config_option
-@click.argument("ids", nargs=-1, type=int, required=True)
-def outbox_drop(config_path: Path, ids: tuple[int, ...]) -> None:
-    """Give up on messages for good."""
-    click.echo(operator.outbox_decide(connect(_config(config_path).database), ids, "drop"))
+cli.add_command(suppress_group)
+cli.add_command(outbox_group)
 
 
 @cli.command()
