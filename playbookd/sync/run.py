@@ -23,7 +23,7 @@ from playbookd.store.accounts import load_account_types
 from playbookd.store.database import transaction, utcnow
 from playbookd.sync import health
 from playbookd.sync.accounts import AccountRun
-from playbookd.sync.base import Run, SourceReport, SyncReport
+from playbookd.sync.base import Run, SourceReport, SyncReport, Touched
 from playbookd.sync.contacts import ContactRun, EventRun
 from playbookd.sync.scores import refresh as rescore
 from playbookd.sync.segments import Segmenter
@@ -84,10 +84,11 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
     chosen = _chosen(config, only)
     _check_segments(engine, config, now)
     reports = []
+    touched = Touched()
     for source in chosen:
         report = SourceReport(source.name, source.entity)
         try:
-            RUNS[source.entity](engine, config, source, report, now).run()
+            RUNS[source.entity](engine, config, source, report, now, touched).run()
         except SourceError as exc:  # this source alone: the others still sync
             _failed(report, exc)
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
@@ -95,6 +96,6 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
         reports.append(report)
     scored = None
     if any(s.entity != "events" for s in chosen):  # events move no field
-        done = rescore(engine, config, now)
+        done = rescore(engine, config, now, touched)
         scored = None if done is None else done.line()
     return SyncReport(reports, scored)
