@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, literal, select, update
 
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
@@ -144,7 +144,8 @@ class ContactRun(Run):
         contacts_active change from an earlier sync goes, as `_derive` would drop it."""
         for batch in chunked(sorted(ids)):
             with transaction(self.engine) as conn:
-                rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(among(conn, accounts.c.id, batch)))
+                rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(
+                    among(conn, accounts.c.id, batch), _has_key(conn, accounts.c.changes, "contacts_active")))
                 settled = [{"b_id": r.id, "changes": {k: v for k, v in r.changes.items() if k != "contacts_active"}}
                            for r in rows if "contacts_active" in (r.changes or {})]
                 if settled:
@@ -213,6 +214,13 @@ class ContactRun(Run):
             conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
                 data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment")), updates)
         self.touched.add(u["b_id"] for u in updates)
+
+
+def _has_key(conn: Connection, column: Any, key: str) -> Any:
+    """The JSON object in `column` has `key` (most have none: only those rows are read)."""
+    if conn.dialect.name == "postgresql":
+        return column.op("->")(literal(key)).is_not(None)
+    return func.json_type(column, f"$.{key}").is_not(None)
 
 
 _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position",

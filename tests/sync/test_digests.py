@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import Config
 from playbookd.delivery.bounces import hard_bounce
+from playbookd.delivery.forget import forget
 from playbookd.model.account import AccountRecord
 from playbookd.store.accounts import get_account, load_account_types, set_fields
 from playbookd.store.database import transaction
@@ -119,3 +120,12 @@ def test_a_bounced_contact_is_compared_with_its_source_row_again(engine: Engine,
     assert digests(engine)["bo@a1.example"] is None
     assert counts(sync(engine, cfg, now=NOW + timedelta(hours=1))) == [(0, 0, 2), (0, 1, 1)]
     assert account(engine, "A1")["contacts_active"] == 2, "the source says active, as without digests"
+
+
+def test_a_forgotten_contact_is_no_longer_counted_after_the_next_sync(engine: Engine, tmp_path: Path) -> None:
+    sync(engine, config(tmp_path, contacts_csv=CONTACTS), now=NOW)
+    forget(engine, "bo@a1.example", NOW)
+    remaining = CONTACTS.replace("A1,bo@a1.example,active\n", "")
+    report = sync(engine, config(tmp_path, contacts_csv=remaining), now=NOW + timedelta(hours=1))
+    assert counts(report) == [(0, 0, 2), (0, 0, 1)]
+    assert account(engine, "A1")["contacts_active"] == 1
