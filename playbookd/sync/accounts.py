@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select
 
 from playbookd.config.reserved import reserved_field
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
+from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.schema import accounts, fields
 from playbookd.sync import digests
@@ -111,7 +112,7 @@ class AccountRun(Run):
             inserts, updates, digested = self._diff(batch, existing, types)
             self._write(conn, inserts, updates, digested)
         self.touched.add(row["id"] for row in inserts)
-        self.touched.add(row["b_id"] for row in updates)
+        self.touched.add(row["id"] for row in updates)
 
     def _diff(self, batch: list[Item], existing: Mapping[str, Any],
               types: Mapping[str, str]) -> tuple[list[dict[str, Any]], ...]:
@@ -138,10 +139,10 @@ class AccountRun(Run):
             self.report.updated += changed
             self.report.unchanged += not changed
             if changed or changes != old.changes or segment != old.segment:
-                updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment,
-                                "b_digest": digest})
+                updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment,
+                                "source_digest": digest})
             elif old.source_digest != digest:
-                digested.append({"b_id": account_id, "b_digest": digest})
+                digested.append({"id": account_id, "source_digest": digest})
                 if old.source_digest is None:  # a playbook or a bounce wrote it since: health may move
                     self.touched.add((account_id,))
         self.report.inserted += len(inserts)
@@ -149,15 +150,9 @@ class AccountRun(Run):
 
     def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
                digested: list[dict[str, Any]]) -> None:
-        if inserts:
-            conn.execute(accounts.insert().values(synced_at=self.now, created_at=self.now), inserts)
-        if updates:
-            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment"),
-                source_digest=bindparam("b_digest"), synced_at=self.now), updates)
-        if digested:
-            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                source_digest=bindparam("b_digest")), digested)
+        insert_rows(conn, accounts, inserts, synced_at=self.now, created_at=self.now)
+        update_rows(conn, accounts, "id", updates, synced_at=self.now)
+        update_rows(conn, accounts, "id", digested)
         self._write_types(conn)
 
     def _write_types(self, conn: Connection) -> None:

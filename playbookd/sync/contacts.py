@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, literal, select, update
+from sqlalchemy import Connection, func, literal, select
 
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
@@ -17,6 +17,7 @@ from playbookd.model.account import encode, same
 from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
 from playbookd.store.accounts import among, load_account_types
+from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
@@ -121,14 +122,9 @@ class ContactRun(Run):
             rows = conn.execute(select(contacts).where(contacts.c.account_id.in_(list(known))))
             existing = {(r.account_id, r.email): r for r in rows}
             inserts, updates, digested, left = self._diff(good, existing)
-            if inserts:
-                conn.execute(contacts.insert(), inserts)
-            if updates:
-                conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(
-                    {c: bindparam(c) for c in _CONTACT_UPDATE} | {"source_digest": bindparam("b_digest")}), updates)
-            if digested:
-                conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(
-                    source_digest=bindparam("b_digest")), digested)
+            insert_rows(conn, contacts, inserts, synced_at=self.now)
+            update_rows(conn, contacts, "id", updates, synced_at=self.now)
+            update_rows(conn, contacts, "id", digested)
             self._derive(conn, known, left)
             write_contact_types(conn, self.typer)
 
@@ -146,11 +142,9 @@ class ContactRun(Run):
             with transaction(self.engine) as conn:
                 rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(
                     among(conn, accounts.c.id, batch), _has_key(conn, accounts.c.changes, "contacts_active")))
-                settled = [{"b_id": r.id, "changes": {k: v for k, v in r.changes.items() if k != "contacts_active"}}
+                settled = [{"id": r.id, "changes": {k: v for k, v in r.changes.items() if k != "contacts_active"}}
                            for r in rows if "contacts_active" in (r.changes or {})]
-                if settled:
-                    conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                                 .values(changes=bindparam("changes")), settled)
+                update_rows(conn, accounts, "id", settled)
 
     def _known(self, item: Item, known: Mapping[str, Any]) -> bool:
         line, email, values, _ = item
@@ -168,13 +162,14 @@ class ContactRun(Run):
             if old is None:
                 inserts.append({**new, "account_id": values["account_id"], "email": email, "source_digest": digest})
                 continue
-            changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE if c != "synced_at")
+            new["id"] = old.id
+            changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE)
             self.report.updated += changed
             self.report.unchanged += not changed
             if changed:  # an unchanged contact is not rewritten (see AccountRun._diff)
-                updates.append({**new, "b_id": old.id, "b_digest": digest})
+                updates.append({**new, "source_digest": digest})
             elif old.source_digest != digest:
-                digested.append({"b_id": old.id, "b_digest": digest})
+                digested.append({"id": old.id, "source_digest": digest})
             if old.status != LEFT and new["status"] == LEFT and new["role"] in LEFT_ROLES:
                 left[values["account_id"]].add(LEFT_ROLES[new["role"]])
         self.report.inserted += len(inserts)
@@ -186,7 +181,7 @@ class ContactRun(Run):
         row["status"] = row["status"] or ACTIVE
         row["is_primary"] = bool(row["is_primary"])
         data = {**(old.data if old is not None else {}), **values["data"]}
-        row.update(data={k: v for k, v in data.items() if v is not None}, synced_at=self.now)
+        row["data"] = {k: v for k, v in data.items() if v is not None}
         return row
 
     def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> None:
@@ -209,11 +204,9 @@ class ContactRun(Run):
                 data[name] = encode(self.now)
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
-                updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment})
-        if updates:
-            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment")), updates)
-        self.touched.add(u["b_id"] for u in updates)
+                updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
+        update_rows(conn, accounts, "id", updates)
+        self.touched.add(u["id"] for u in updates)
 
 
 def _has_key(conn: Connection, column: Any, key: str) -> Any:
@@ -223,8 +216,7 @@ def _has_key(conn: Connection, column: Any, key: str) -> Any:
     return func.json_type(column, f"$.{key}").is_not(None)
 
 
-_CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position",
-                   "data", "synced_at")
+_CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position", "data")
 
 
 class EventRun(Run):

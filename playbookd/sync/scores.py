@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, select
 
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
@@ -32,6 +32,7 @@ from playbookd.sources.registry import source_columns
 from playbookd.store import health as H
 from playbookd.store import state
 from playbookd.store.accounts import among, load_account_types
+from playbookd.store.bulk import update_rows
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import aware, transaction
 from playbookd.store.schema import accounts
@@ -148,14 +149,12 @@ def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: 
         first = switched_on or aware(row.created_at) == now
         before, color = data.get(HEALTH_SCORE), data.get(HEALTH_COLOR)
         if H.apply(data, changes, values, None if first or rules is None else now.isoformat()):
-            updates.append({"b_id": row.id, "data": data, "changes": changes})
+            updates.append({"id": row.id, "data": data, "changes": changes})
             if rules is not None:
                 moves.append(H.Move(row.id, before, values[HEALTH_SCORE], values[HEALTH_COLOR]))
             if rules is not None and not first:
                 report.moved += 1
                 if (turned := values[HEALTH_COLOR]) != color and turned is not None:
                     report.turned[str(turned)] += 1
-    if updates:
-        conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                     .values(data=bindparam("data"), changes=bindparam("changes")), updates)
+    update_rows(conn, accounts, "id", updates)
     H.record_moves(conn, moves, day, now)
