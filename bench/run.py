@@ -18,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,6 +146,36 @@ def run_stage(stage: str, argv: list[str], config_path: Path) -> dict[str, float
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def shown(key: str, value: float) -> str:
+    if not isinstance(value, float):
+        return f"{value:,}"
+    return f"{value:.2f}" if key.endswith("ratio") else f"{value:,.1f}"
+
+
+STAGES = ("sync", "evaluate", "deliver")
+
+
+@contextmanager
+def private_schema(url: str | None) -> Iterator[str | None]:
+    """A PostgreSQL URL pointed at a schema of the bench's own, dropped afterwards: a run starts
+    empty (the first sync really is first) and leaves nothing behind in a shared database."""
+    if url is None or not url.startswith("postgresql"):
+        yield url
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -150,22 +183,27 @@ def main() -> None:
                         help="sample accounts whose first emails are rendered and sent over SMTP")
     parser.add_argument("--workers", type=int, default=None, help="rules-engine worker processes")
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    parser.add_argument("--stages", default="sync,evaluate,deliver",
+                        help="comma-separated stages to run (default: all three)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(child(args.stage, args, args.config)))
         return
-    with tempfile.TemporaryDirectory(prefix="playbookd-bench-") as tmp:
+    stages = args.stages.split(",")
+    if unknown := [s for s in stages if s not in STAGES]:
+        parser.error(f"unknown stage {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+    with tempfile.TemporaryDirectory(prefix="playbookd-bench-") as tmp, \
+            private_schema(args.database) as database:
         workdir = Path(tmp)
         started = time.perf_counter()
-        config_path = prepare(workdir, args.accounts, args.database or f"sqlite:///{workdir}/bench.db")
+        config_path = prepare(workdir, args.accounts, database or f"sqlite:///{workdir}/bench.db")
         print(f"generated {args.accounts:,} accounts in {time.perf_counter() - started:.1f}s")
         argv = sys.argv[1:]
-        for stage in ("sync", "evaluate", "deliver"):
+        for stage in stages:
             result = run_stage(stage, argv, config_path)
-            print(f"{stage:9} " + "  ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v:,}"
-                                            for k, v in result.items()))
+            print(f"{stage:9} " + "  ".join(f"{k}={shown(k, v)}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

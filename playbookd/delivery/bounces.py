@@ -46,7 +46,9 @@ def hard_bounce(conn: Connection, email: str, error: str, now: datetime) -> None
                                         "note": error[:500], "created_at": now}])
     delivered(conn, email)
     for contact in conn.execute(select(contacts).where(contacts.c.email == email, contacts.c.status == "active")):
-        conn.execute(update(contacts).where(contacts.c.id == contact.id).values(status="bounced"))
+        # no digest: the next sync compares the contact with its source row in full (sync.digests)
+        conn.execute(update(contacts).where(contacts.c.id == contact.id)
+                     .values(status="bounced", source_digest=None))
         field = LEFT_FIELDS.get(contact.role or "")
         if field:
             set_fields(conn, contact.account_id, {field: now}, now)

@@ -49,7 +49,12 @@ def forget(engine: Engine, email: str, now: datetime) -> Forgotten:
     forms = sorted({address, email.strip().lower()})
     done = Forgotten()
     with transaction(engine) as conn:
-        done.contacts = conn.execute(delete(contacts).where(func.lower(contacts.c.email).in_(forms))).rowcount
+        gone = func.lower(contacts.c.email).in_(forms)
+        theirs = select(contacts.c.account_id).where(gone)
+        # the accounts' other contacts are compared with their source rows in full at the next sync
+        # (no digest, see sync.digests), so contacts_active is counted again without this one
+        conn.execute(update(contacts).where(contacts.c.account_id.in_(theirs), ~gone).values(source_digest=None))
+        done.contacts = conn.execute(delete(contacts).where(gone)).rowcount
         mine = func.lower(outbox.c.to_addr).in_(forms)
         conn.execute(update(outbox).where(mine, outbox.c.state == "queued").values(state="dropped"))
         done.messages = conn.execute(update(outbox).where(mine).values(

@@ -78,6 +78,23 @@ def leaves(cond: Condition) -> list[Leaf]:
     return [leaf for item in cond.items for leaf in leaves(item)]
 
 
+STATIC = (*COMPARE, "in", "not_in", "exists", "contains", "matches", "between")
+
+
+def static(cond: Condition | None) -> bool:
+    """Whether `cond` depends on the account's field values alone: not on the clock, its changes,
+    its health history or its contacts (so the same values always give the same outcome)."""
+    if cond is None:
+        return True
+    if isinstance(cond, Contacts):
+        return False
+    if isinstance(cond, Leaf):
+        return cond.op in STATIC
+    if isinstance(cond, Not):
+        return static(cond.item)
+    return all(static(item) for item in cond.items)
+
+
 def uses_contacts(cond: Condition | None) -> bool:
     if cond is None or isinstance(cond, Leaf):
         return False

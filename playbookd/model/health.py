@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from playbookd.model import fields as F
 from playbookd.model.account import encode, lookup
-from playbookd.model.conditions import Condition
+from playbookd.model.conditions import Condition, static
 from playbookd.model.evaluation import equal, evaluate
 
 HEALTH_SCORE, HEALTH_COLOR = "health_score", "health_color"
@@ -106,6 +106,11 @@ class HealthRules:
     @property
     def reads(self) -> frozenset[str]:
         return frozenset(name for m in self.measures for name in m.reads)
+
+    @property
+    def static(self) -> bool:
+        """Whether a score depends on the account's fields and segment alone (no clock, no history)."""
+        return all(static(m.when) and all(static(b.test) for b in m.bands) for m in self.measures)
 
 
 @dataclass(frozen=True)

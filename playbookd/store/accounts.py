@@ -112,8 +112,9 @@ def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: d
     insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
                                        for k, v in values.items() if k not in known])
     scored = {} if health is None else _rescore(conn, row, data, changes, health, now)
+    # no digest: the next sync compares the account with its source row in full (sync.digests)
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
-                                                                            synced_at=now))
+                                                                            synced_at=now, source_digest=None))
     return scored
 
 

@@ -35,6 +35,7 @@ accounts = Table(
     Column("changes", JSON, nullable=False),
     Column("synced_at", When, nullable=False),
     Column("created_at", When, nullable=False),
+    Column("source_digest", String(32)),  # of the source row last synced into it (sync.digests)
 )
 
 # Known custom fields and their inferred types, so validate knows what a playbook may name.
@@ -59,6 +60,7 @@ contacts = Table(
     Column("position", Integer, nullable=False, default=0),
     Column("data", JSON, nullable=False),
     Column("synced_at", When, nullable=False),
+    Column("source_digest", String(32)),  # of the source row last synced into it (sync.digests)
     UniqueConstraint("account_id", "email", name="uq_contacts_account_email"),
 )
 Index("ix_contacts_email", contacts.c.email)

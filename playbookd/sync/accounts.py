@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select
 
 from playbookd.config.reserved import reserved_field
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
+from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.schema import accounts, fields
+from playbookd.sync import digests
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, encoded, fixed_value, merge, restate_as_text
-from playbookd.sync.segments import Segmenter
+from playbookd.sync.segments import Segmenter, assign_segments
 
 _NOT_SUPPLIED = frozenset({"id", *F.DERIVED_FIELDS})
 
@@ -36,6 +38,19 @@ class AccountRun(Run):
         self.ignored: set[str] = set()
         self.skip: set[str] = set(_NOT_SUPPLIED)
         self.columns_seen: set[str] = set()
+        self.retyped = False  # a column's type was written: values of rows no one touched read differently
+        self.skipping = digests.skipping(self.config)
+        self.context = digests.context("accounts", self.source.name, self.source.fields, declared,
+                                       self.config.custom_fields, digests.segments_context(self.config))
+        self.digests: dict[str, str | None] = {}
+
+    def prefetch(self, rows: list[Row]) -> None:
+        if not self.skipping:
+            return
+        ids = [key.strip() for row in rows if isinstance(key := row.values.get("id"), str) and key.strip()]
+        with self.engine.connect() as conn:
+            query = select(accounts.c.id, accounts.c.source_digest).where(among(conn, accounts.c.id, ids))
+            self.digests = dict(conn.execute(query).all())
 
     def item(self, row: Row) -> Item | None:
         values = row.values
@@ -56,12 +71,16 @@ class AccountRun(Run):
         self._note_derived(values)
         if not self.columns_seen.issuperset(values):
             self._note_reserved(values)
+        digest = digests.digest(self.context, values)
+        if self.skipping and self.digests.get(account_id) == digest:
+            self.skipped += 1
+            return None
         typed, errors = self.typer.row(values, self.skip)
         if errors:
             self.problem(row.line, f"account {account_id}: " + "; ".join(errors))
             return None
         self.columns.update(typed)
-        return row.line, account_id, encoded(typed)
+        return row.line, account_id, encoded(typed), digest
 
     def _note_derived(self, values: Mapping[str, Any]) -> None:
         for name in F.DERIVED_FIELDS:
@@ -86,28 +105,32 @@ class AccountRun(Run):
             self.segmenter = Segmenter(self.config, {**guess, **self.types()}, self.now)
         types = self.types()
         with transaction(self.engine) as conn:
-            ids = [key for _, key, _ in batch]
-            query = select(*RECORD, accounts.c.created_at).where(among(conn, accounts.c.id, ids))
+            ids = [key for _, key, _, _ in batch]
+            query = select(*RECORD, accounts.c.created_at, accounts.c.source_digest).where(
+                among(conn, accounts.c.id, ids))
             existing = {r.id: r for r in conn.execute(query)}
-            inserts, updates = self._diff(batch, existing, types)
-            self._write(conn, inserts, updates)
+            inserts, updates, digested = self._diff(batch, existing, types)
+            self._write(conn, inserts, updates, digested)
+        self.touched.add(row["id"] for row in inserts)
+        self.touched.add(row["id"] for row in updates)
 
     def _diff(self, batch: list[Item], existing: Mapping[str, Any],
-              types: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Rows whose data, changes and segment are as stored are not written at all: most rows of a
-        sync are unchanged, and rewriting them was most of its cost (`synced_at` is when a sync last
-        changed the row)."""
+              types: Mapping[str, str]) -> tuple[list[dict[str, Any]], ...]:
+        """Rows whose data, changes and segment are as stored are not written, but for a new digest
+        (`digested`): most rows of a sync are unchanged, and rewriting them was most of its cost
+        (`synced_at` is when a sync last changed the row)."""
         assert self.segmenter is not None
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
-        for _, account_id, supplied in batch:
+        digested: list[dict[str, Any]] = []
+        for _, account_id, supplied, digest in batch:
             old = existing.get(account_id)
             if old is None:
                 # no contact has been synced for a brand-new account yet
                 data = {"contacts_active": 0, **{k: v for k, v in supplied.items() if v is not None}}
                 segment = self.segmenter.of(account_id, data, {}, types)
                 inserts.append({"id": account_id, "segment": segment, "data": data, "changes": {},
-                                })
+                                "source_digest": digest})
                 continue
             # an account that a source before this one created in this same sync has no history yet
             first_sync = aware(old.created_at) == self.now
@@ -116,22 +139,27 @@ class AccountRun(Run):
             self.report.updated += changed
             self.report.unchanged += not changed
             if changed or changes != old.changes or segment != old.segment:
-                updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment})
+                updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment,
+                                "source_digest": digest})
+            elif old.source_digest != digest:
+                digested.append({"id": account_id, "source_digest": digest})
+                if old.source_digest is None:  # a playbook or a bounce wrote it since: health may move
+                    self.touched.add((account_id,))
         self.report.inserted += len(inserts)
-        return inserts, updates
+        return inserts, updates, digested
 
-    def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
-        if inserts:
-            conn.execute(accounts.insert().values(synced_at=self.now, created_at=self.now), inserts)
-        if updates:
-            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment"),
-                synced_at=self.now), updates)
+    def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
+               digested: list[dict[str, Any]]) -> None:
+        insert_rows(conn, accounts, inserts, synced_at=self.now, created_at=self.now)
+        update_rows(conn, accounts, "id", updates, synced_at=self.now)
+        update_rows(conn, accounts, "id", digested)
         self._write_types(conn)
 
     def _write_types(self, conn: Connection) -> None:
         types = self.typer.types
         rows = [{"entity": "accounts", "name": n, "type": types[n]} for n in sorted(self.typer.dirty)]
+        if rows:
+            self.retyped = True
         upsert(conn, fields, ["entity", "name"], rows)
         self.typer.dirty.clear()
 
@@ -140,5 +168,10 @@ class AccountRun(Run):
             self._write_types(conn)
         if self.typer.to_text:
             restate_as_text(self.engine, accounts, self.typer.to_text)
+        if self.retyped:
+            # rows skipped as unchanged were segmented under the old types, and health reads them too
+            self.touched.all()
+            if self.skipped:
+                assign_segments(self.engine, self.config)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -24,7 +24,7 @@ from playbookd.store.accounts import RECORD
 from playbookd.store.chunks import CHUNK
 from playbookd.store.schema import accounts
 
-Item = tuple[int, str, dict[str, Any]]  # line, key, values
+Item = tuple[int, str, dict[str, Any], str | None]  # line, key, values, digest of the source row
 
 
 @dataclass
@@ -74,17 +74,42 @@ class SyncReport:
         return lines + ([self.health] if self.health else [])
 
 
+class Touched:
+    """The accounts a sync wrote, whose health may have moved; `everything` when a change reached
+    accounts no row named (a widened type, restated values) or when they are too many to list."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.everything = False
+
+    def add(self, ids: Iterable[str]) -> None:
+        if not self.everything:
+            self.ids.update(ids)
+            if len(self.ids) > self.LIMIT:
+                self.all()
+
+    def all(self) -> None:
+        self.everything = True
+        self.ids.clear()
+
+
 class Run:
-    """One source's sync: subclasses turn rows into items and write chunks of them."""
+    """One source's sync: subclasses turn rows into items and write chunks of them. Rows are
+    taken a chunk at a time so `prefetch` can read their stored digests in one query: a row whose
+    digest is stored is counted unchanged and goes no further (sync.digests)."""
 
     NAMED_BY = ("account", "id")  # how a problem names an unreadable row: what, and the value that says which
 
     def __init__(self, engine: Engine, config: Config, source: Source, report: SourceReport,
-                 now: datetime) -> None:
+                 now: datetime, touched: Touched | None = None) -> None:
         self.engine, self.config, self.source, self.report, self.now = engine, config, source, report, now
+        self.touched = touched or Touched()
         self.file = source_file(source)
         self.at = now.isoformat()
         self.seen: dict[str, int] = {}
+        self.skipped = 0  # rows recognised unchanged by their digest
 
     def problem(self, line: int | None, message: str) -> None:
         if self.source.path is None and line is not None:
@@ -96,15 +121,31 @@ class Run:
     def run(self) -> None:
         with tempfile.TemporaryFile(prefix="playbookd-sync-") as file:
             spool = _Spool(file)
+            rows: list[Row] = []
             for row in read_rows(self.source, self.config.limits.max_field_bytes):
                 self.report.read += 1
-                if row.error is not None:
-                    self.problem(row.line, label(row.values, *self.NAMED_BY) + row.error)
-                elif (item := self.item(row)) is not None:
-                    spool.add(item)
-            for batch in spool.chunks():  # read whole: now apply
+                rows.append(row)
+                if len(rows) >= CHUNK:
+                    self._take(rows, spool)
+                    rows = []
+            self._take(rows, spool)
+            self.report.unchanged += self.skipped  # read whole: now apply
+            for batch in spool.chunks():
                 self.flush(batch)
         self.finish()
+
+    def _take(self, rows: list[Row], spool: _Spool) -> None:
+        good = [row for row in rows if row.error is None]
+        if good:
+            self.prefetch(good)
+        for row in rows:
+            if row.error is not None:
+                self.problem(row.line, label(row.values, *self.NAMED_BY) + row.error)
+            elif (item := self.item(row)) is not None:
+                spool.add(item)
+
+    def prefetch(self, rows: list[Row]) -> None:
+        """Read what `item` needs from the store for these rows (their stored digests)."""
 
     def first(self, key: str, line: int, what: str) -> bool:
         """False (and a problem) when `key` already came earlier in this file."""
@@ -115,7 +156,7 @@ class Run:
         return True
 
     def known_accounts(self, conn: Connection, batch: list[Item]) -> dict[str, Any]:
-        ids = {values["account_id"] for _, _, values in batch}
+        ids = {values["account_id"] for _, _, values, _ in batch}
         rows = conn.execute(select(*RECORD).where(accounts.c.id.in_(ids)))
         return {row.id: row for row in rows}
 

@@ -9,16 +9,19 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, func, literal, select
 
 from playbookd.config.zones import zone
 from playbookd.model import fields as F
 from playbookd.model.account import encode, same
 from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
-from playbookd.store.accounts import load_account_types
+from playbookd.store.accounts import among, load_account_types
+from playbookd.store.bulk import insert_rows, update_rows
+from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.schema import accounts, contacts, events
+from playbookd.sync import digests
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, restate_as_text
 from playbookd.sync.contact_types import contact_typer, write_contact_types
@@ -38,8 +41,28 @@ class ContactRun(Run):
         with self.engine.connect() as conn:
             self.types = load_account_types(conn)
         self.segmenter = Segmenter(self.config, self.types, self.now)
+        self.skipping = digests.skipping(self.config)
+        self.context = digests.context("contacts", self.source.name, self.source.fields, self.source.types,
+                                       self.config.timezone)
+        self.digests: dict[str, tuple[str, str]] = {}  # stored digest -> its contact's account and email
+        self.quiet: set[str] = set()  # accounts with contacts recognised unchanged
+
+    def prefetch(self, rows: list[Row]) -> None:
+        if not self.skipping:
+            return
+        ids = list({key.strip() for row in rows if isinstance(key := row.values.get("account_id"), str)})
+        with self.engine.connect() as conn:
+            query = (select(contacts.c.source_digest, contacts.c.account_id, contacts.c.email)
+                     .join(accounts, accounts.c.id == contacts.c.account_id)
+                     .where(among(conn, contacts.c.account_id, ids), contacts.c.source_digest.is_not(None)))
+            self.digests = {d: (a, e) for d, a, e in conn.execute(query)}
 
     def item(self, row: Row) -> Item | None:
+        # the position it gets if good is part of its digest: a contact that moved is rewritten
+        digest = digests.digest(self.context, row.values, self.position + 1)
+        if self.skipping and digest in self.digests:
+            self._unchanged(row.line, *self.digests[digest])
+            return None
         email = self._address(row)
         if email is None:
             return None
@@ -54,7 +77,14 @@ class ContactRun(Run):
         self.position += 1
         extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
         base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
-        return row.line, email, {**base, "email": email, "data": encoded(extra), "position": self.position}
+        return row.line, email, {**base, "email": email, "data": encoded(extra), "position": self.position}, digest
+
+    def _unchanged(self, line: int, account_id: str, email: str) -> None:
+        """A row as last synced: only checked for a duplicate, and counted."""
+        if self.first(f"{account_id}\n{email}", line, f"contact {email} of account {account_id}"):
+            self.position += 1
+            self.skipped += 1
+            self.quiet.add(account_id)
 
     def _address(self, row: Row) -> str | None:
         """The contact's address in its one canonical form (see model/addresses), or a row problem."""
@@ -91,12 +121,10 @@ class ContactRun(Run):
             good = [it for it in batch if self._known(it, known)]
             rows = conn.execute(select(contacts).where(contacts.c.account_id.in_(list(known))))
             existing = {(r.account_id, r.email): r for r in rows}
-            inserts, updates, left = self._diff(good, existing)
-            if inserts:
-                conn.execute(contacts.insert(), inserts)
-            if updates:
-                conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(
-                    {c: bindparam(c) for c in _CONTACT_UPDATE}), updates)
+            inserts, updates, digested, left = self._diff(good, existing)
+            insert_rows(conn, contacts, inserts, synced_at=self.now)
+            update_rows(conn, contacts, "id", updates, synced_at=self.now)
+            update_rows(conn, contacts, "id", digested)
             self._derive(conn, known, left)
             write_contact_types(conn, self.typer)
 
@@ -105,32 +133,47 @@ class ContactRun(Run):
             write_contact_types(conn, self.typer)
         if self.typer.to_text:
             restate_as_text(self.engine, contacts, self.typer.to_text)
+        self._settle(self.quiet - self.original.keys())
+
+    def _settle(self, ids: set[str]) -> None:
+        """Accounts whose every contact was unchanged: their count is as stored, so a pending
+        contacts_active change from an earlier sync goes, as `_derive` would drop it."""
+        for batch in chunked(sorted(ids)):
+            with transaction(self.engine) as conn:
+                rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(
+                    among(conn, accounts.c.id, batch), _has_key(conn, accounts.c.changes, "contacts_active")))
+                settled = [{"id": r.id, "changes": {k: v for k, v in r.changes.items() if k != "contacts_active"}}
+                           for r in rows if "contacts_active" in (r.changes or {})]
+                update_rows(conn, accounts, "id", settled)
 
     def _known(self, item: Item, known: Mapping[str, Any]) -> bool:
-        line, email, values = item
+        line, email, values, _ = item
         if values["account_id"] in known:
             return True
         self.problem(line, f"contact {email}: unknown account {values['account_id']}")
         return False
 
     def _diff(self, batch: list[Item], existing: Mapping[tuple[str, str], Any]
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, set[str]]]:
-        inserts, updates, left = [], [], defaultdict(set)
-        for _, email, values in batch:
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, set[str]]]:
+        inserts, updates, digested, left = [], [], [], defaultdict(set)
+        for _, email, values, digest in batch:
             old = existing.get((values["account_id"], email))
             new = self._merged(values, old)
             if old is None:
-                inserts.append({**new, "account_id": values["account_id"], "email": email})
+                inserts.append({**new, "account_id": values["account_id"], "email": email, "source_digest": digest})
                 continue
-            changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE if c != "synced_at")
+            new["id"] = old.id
+            changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE)
             self.report.updated += changed
             self.report.unchanged += not changed
             if changed:  # an unchanged contact is not rewritten (see AccountRun._diff)
-                updates.append({**new, "b_id": old.id})
+                updates.append({**new, "source_digest": digest})
+            elif old.source_digest != digest:
+                digested.append({"id": old.id, "source_digest": digest})
             if old.status != LEFT and new["status"] == LEFT and new["role"] in LEFT_ROLES:
                 left[values["account_id"]].add(LEFT_ROLES[new["role"]])
         self.report.inserted += len(inserts)
-        return inserts, updates, left
+        return inserts, updates, digested, left
 
     def _merged(self, values: Mapping[str, Any], old: Any) -> dict[str, Any]:
         """Supplied columns win; the rest keep their stored value (or default for new contacts)."""
@@ -138,7 +181,7 @@ class ContactRun(Run):
         row["status"] = row["status"] or ACTIVE
         row["is_primary"] = bool(row["is_primary"])
         data = {**(old.data if old is not None else {}), **values["data"]}
-        row.update(data={k: v for k, v in data.items() if v is not None}, synced_at=self.now)
+        row["data"] = {k: v for k, v in data.items() if v is not None}
         return row
 
     def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> None:
@@ -147,7 +190,7 @@ class ContactRun(Run):
             select(contacts.c.account_id, func.count()).where(
                 contacts.c.account_id.in_(list(known)), contacts.c.status == ACTIVE,
             ).group_by(contacts.c.account_id)).all())
-        updates = []
+        updates: list[dict[str, Any]] = []
         for account_id, row in known.items():
             data, changes = dict(row.data), dict(row.changes)
             original = self.original.setdefault(account_id, data.get("contacts_active"))
@@ -161,14 +204,19 @@ class ContactRun(Run):
                 data[name] = encode(self.now)
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
-                updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment})
-        if updates:
-            conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment")), updates)
+                updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
+        update_rows(conn, accounts, "id", updates)
+        self.touched.add(u["id"] for u in updates)
 
 
-_CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position",
-                   "data", "synced_at")
+def _has_key(conn: Connection, column: Any, key: str) -> Any:
+    """The JSON object in `column` has `key` (most have none: only those rows are read)."""
+    if conn.dialect.name == "postgresql":
+        return column.op("->")(literal(key)).is_not(None)
+    return func.json_type(column, f"$.{key}").is_not(None)
+
+
+_CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position", "data")
 
 
 class EventRun(Run):
@@ -191,7 +239,7 @@ class EventRun(Run):
         occurred = typed.pop("occurred_at", None) or self.now
         values = {"account_id": account_id, "name": name, "data": encoded(typed),
                   "occurred_at": occurred if occurred.tzinfo else occurred.replace(tzinfo=UTC)}
-        return row.line, self._key(row.values), values
+        return row.line, self._key(row.values), values, None
 
     def _key(self, values: Mapping[str, Any]) -> str:
         given = as_text(values.get("id"))
@@ -204,7 +252,7 @@ class EventRun(Run):
         with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             fresh: dict[str, dict[str, Any]] = {}
-            for line, key, values in batch:
+            for line, key, values, _ in batch:
                 if values["account_id"] not in known:
                     self.problem(line, f"event {values['name']}: unknown account {values['account_id']}")
                     continue

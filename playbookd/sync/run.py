@@ -1,7 +1,9 @@
 """Sync: type and check each source's rows, upsert them in chunks, remember previous values.
 
-Every chunk of about a thousand rows is one transaction: one SELECT of what exists, diffs in
-Python, executemany writes. A bad row is reported and skipped whole; the others are applied. A
+A row whose digest is the one stored with its account or contact is unchanged and goes no further
+(sync.digests). Every chunk of about a thousand other rows is one transaction: one SELECT of what
+exists, diffs in Python, executemany writes. A bad row is reported and skipped whole; the others
+are applied. A
 source that cannot be read to its end applies nothing (sync.base) and fails alone: the others
 still sync, and its state (sync.health) says so until it is read again.
 """
@@ -23,7 +25,7 @@ from playbookd.store.accounts import load_account_types
 from playbookd.store.database import transaction, utcnow
 from playbookd.sync import health
 from playbookd.sync.accounts import AccountRun
-from playbookd.sync.base import Run, SourceReport, SyncReport
+from playbookd.sync.base import Run, SourceReport, SyncReport, Touched
 from playbookd.sync.contacts import ContactRun, EventRun
 from playbookd.sync.scores import refresh as rescore
 from playbookd.sync.segments import Segmenter
@@ -84,10 +86,11 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
     chosen = _chosen(config, only)
     _check_segments(engine, config, now)
     reports = []
+    touched = Touched()
     for source in chosen:
         report = SourceReport(source.name, source.entity)
         try:
-            RUNS[source.entity](engine, config, source, report, now).run()
+            RUNS[source.entity](engine, config, source, report, now, touched).run()
         except SourceError as exc:  # this source alone: the others still sync
             _failed(report, exc)
         report.problems.sort(key=lambda p: (p.file, p.line or 0))  # file order, whatever found them
@@ -95,6 +98,6 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
         reports.append(report)
     scored = None
     if any(s.entity != "events" for s in chosen):  # events move no field
-        done = rescore(engine, config, now)
+        done = rescore(engine, config, now, touched)
         scored = None if done is None else done.line()
     return SyncReport(reports, scored)

@@ -1,9 +1,13 @@
-"""After a sync: every account's health_score and health_color recomputed from config.yaml's health section.
+"""After a sync: accounts' health_score and health_color recomputed from config.yaml's health section.
 
-Every account, not only those a source touched: contacts move segments and derived fields, and an
-edited health section changes every score. A move is a change that playbooks' `changed*` see, and a
-row in the day's history; an account's first score is no change, nor is every account's first score
-when health is switched on (a project adding health does not see all its red accounts "turn" red).
+Every account, unless the scores read field values and segment alone (no clock, no history), the
+health section is as at the last sync and the sync can name the accounts it wrote (sync.base
+Touched: sources' rows, contacts' derived fields and segments, and accounts a playbook or a bounce
+wrote since): then only those, as the others' inputs are as they were scored.
+
+A move is a change that playbooks' `changed*` see, and a row in the day's history; an account's
+first score is no change, nor is every account's first score when health is switched on (a
+project adding health does not see all its red accounts "turn" red).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, select
 
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
@@ -27,10 +31,12 @@ from playbookd.sources.base import SourceError
 from playbookd.sources.registry import source_columns
 from playbookd.store import health as H
 from playbookd.store import state
-from playbookd.store.accounts import load_account_types
+from playbookd.store.accounts import among, load_account_types
+from playbookd.store.bulk import update_rows
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import aware, transaction
 from playbookd.store.schema import accounts
+from playbookd.sync.base import Touched
 
 FINGERPRINT = "health_config"
 _CLEARED = dict.fromkeys(HEALTH_FIELDS)
@@ -81,8 +87,8 @@ def rules_for(engine: Engine, config: Config) -> HealthRules | None:
     return rules
 
 
-def refresh(engine: Engine, config: Config, now: datetime) -> HealthReport | None:
-    """Recompute every account's health; None when health is not configured (nor was it)."""
+def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | None = None) -> HealthReport | None:
+    """Recompute accounts' health (see above); None when health is not configured (nor was it)."""
     stored = state.get(engine, FINGERPRINT) or {}
     current = fingerprint(config)
     if current is None and stored.get("fingerprint") is None:
@@ -91,12 +97,16 @@ def refresh(engine: Engine, config: Config, now: datetime) -> HealthReport | Non
     switched_on = stored.get("fingerprint") is None
     report = HealthReport()
     day = now.astimezone(config.tz).date()
+    only = (sorted(touched.ids) if touched is not None and not touched.everything and rules is not None
+            and rules.static and stored.get("fingerprint") == current else None)
     last = ""
     while True:
         with transaction(engine) as conn:
-            rows = _chunk(conn, last)
+            rows = _chunk(conn, last) if only is None else _chunk_of(conn, only[:CHUNK])
             _rescore(conn, rows, rules, now, day, switched_on, report)
-        if len(rows) < CHUNK:
+        if only is not None:
+            only = only[CHUNK:]
+        if not only if only is not None else len(rows) < CHUNK:
             break
         last = rows[-1].id
     with transaction(engine) as conn:
@@ -107,8 +117,17 @@ def refresh(engine: Engine, config: Config, now: datetime) -> HealthReport | Non
 
 
 def _chunk(conn: Connection, last: str) -> list[Any]:
-    query = (select(accounts.c.id, accounts.c.segment, accounts.c.data, accounts.c.changes, accounts.c.created_at)
-             .where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK))
+    return _locked(conn, _SCORED.where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK))
+
+
+def _chunk_of(conn: Connection, ids: list[str]) -> list[Any]:
+    return _locked(conn, _SCORED.where(among(conn, accounts.c.id, ids)).order_by(accounts.c.id))
+
+
+_SCORED = select(accounts.c.id, accounts.c.segment, accounts.c.data, accounts.c.changes, accounts.c.created_at)
+
+
+def _locked(conn: Connection, query: Any) -> list[Any]:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()  # a `set` step on another replica must not be overwritten
     return list(conn.execute(query))
@@ -130,14 +149,12 @@ def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: 
         first = switched_on or aware(row.created_at) == now
         before, color = data.get(HEALTH_SCORE), data.get(HEALTH_COLOR)
         if H.apply(data, changes, values, None if first or rules is None else now.isoformat()):
-            updates.append({"b_id": row.id, "data": data, "changes": changes})
+            updates.append({"id": row.id, "data": data, "changes": changes})
             if rules is not None:
                 moves.append(H.Move(row.id, before, values[HEALTH_SCORE], values[HEALTH_COLOR]))
             if rules is not None and not first:
                 report.moved += 1
                 if (turned := values[HEALTH_COLOR]) != color and turned is not None:
                     report.turned[str(turned)] += 1
-    if updates:
-        conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                     .values(data=bindparam("data"), changes=bindparam("changes")), updates)
+    update_rows(conn, accounts, "id", updates)
     H.record_moves(conn, moves, day, now)

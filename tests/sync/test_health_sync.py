@@ -73,7 +73,7 @@ def test_scores_are_fields_their_moves_are_changes_and_each_day_keeps_its_range(
 
     later = NOW + timedelta(days=3)
     report = run(engine, config(tmp_path, HEADER + "A,150000,55,10,3,investigate\nB,5000,,,,\n"), later)
-    assert report.health == "health: 2 account(s) scored, 1 moved (1 turned red)"
+    assert report.health == "health: 1 account(s) scored, 1 moved (1 turned red)", "B's inputs are as scored"
     moved = account(engine, "A")  # (60*40 + 100*20 + 0*20 + 50*20) / 100
     assert (moved["health_score"], moved["health_color"]) == (54.0, "red")
     assert moved["_changes"] == {"seat_utilization": 90, "open_escalations": 0, "usage_fit": "yes",

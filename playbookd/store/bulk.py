@@ -1,0 +1,68 @@
+"""Writing many rows of one table at once: a sync's inserts and updates, a thousand rows at a time.
+
+On PostgreSQL one statement per chunk, its rows passed as one JSON array and read back with
+json_to_recordset: an executemany there is one statement per row, which even pipelined was most
+of a sync's time. SQLite runs in-process, where executemany is the fast way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Column, Connection, Integer, Table, bindparam, text, update
+
+from playbookd.store.chunks import chunked
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], **fixed: Any) -> None:
+    """INSERT `rows` (all with the same keys); `fixed`: columns with one value for every row."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert().values(fixed), list(rows))
+        return
+    names = list(rows[0])
+    statement = text(f"INSERT INTO {table.name} ({', '.join([*names, *fixed])}) "
+                     f"SELECT {', '.join([*names, *(f':f_{n}' for n in fixed)])} FROM {_recordset(table, names)}")
+    _run(conn, table, statement, rows, fixed)
+
+
+def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]], **fixed: Any) -> None:
+    """UPDATE the row whose `key` column is each row's `key` with the row's other values (all rows
+    with the same keys); `fixed`: columns set to one value for every row."""
+    if not rows:
+        return
+    names = [n for n in rows[0] if n != key]
+    if conn.dialect.name != "postgresql":
+        many = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
+            {n: bindparam(f"b_{n}") for n in names} | fixed)
+        conn.execute(many, [{f"b_{n}": v for n, v in row.items()} for row in rows])
+        return
+    sets = ", ".join([f"{n} = u.{n}" for n in names] + [f"{n} = :f_{n}" for n in fixed])
+    statement = text(f"UPDATE {table.name} SET {sets} FROM {_recordset(table, [key, *names])} "
+                     f"WHERE {table.name}.{key} = u.{key}")
+    _run(conn, table, statement, rows, fixed)
+
+
+def _run(conn: Connection, table: Table, statement: Any, rows: Sequence[Mapping[str, Any]],
+         fixed: Mapping[str, Any]) -> None:
+    constants = [bindparam(f"f_{name}", value, type_=table.c[name].type) for name, value in fixed.items()]
+    for batch in chunked(rows):
+        conn.execute(statement.bindparams(bindparam("rows", json.dumps(batch)), *constants))
+
+
+def _recordset(table: Table, names: list[str]) -> str:
+    return f"json_to_recordset(CAST(:rows AS JSON)) AS u({', '.join(f'{n} {_sql_type(table.c[n])}' for n in names)})"
+
+
+def _sql_type(column: Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, JSON):
+        return "json"
+    if isinstance(kind, Boolean):
+        return "boolean"
+    if isinstance(kind, Integer):
+        return "bigint"
+    return "text"

@@ -1,0 +1,46 @@
+"""Bulk inserts and updates on a real SQLite file and a real PostgreSQL schema: every value round-trips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from playbookd.store.bulk import insert_rows, update_rows
+from playbookd.store.database import aware
+from playbookd.store.schema import contacts
+
+NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+TRICKY = {"quote": 'say "hi"', "backslash": "a\\b", "braces": "{1,2}", "unicode": "Zoë ✓", "n": 3.5,
+          "nested": {"list": [1, None, "x"]}, "none": None}
+
+
+def stored(engine: Engine) -> list[tuple[object, ...]]:
+    query = select(contacts.c.email, contacts.c.first_name, contacts.c.is_primary, contacts.c.position,
+                   contacts.c.data, contacts.c.synced_at).order_by(contacts.c.email)
+    with engine.connect() as conn:
+        return [(*row[:5], aware(row[5])) for row in conn.execute(query)]
+
+
+def test_rows_written_in_bulk_read_back_as_written(engine: Engine) -> None:
+    rows = [{"account_id": "A1", "email": f"p{i:04d}@a1.example", "first_name": None if i % 2 else "O'Brien, \"Al\"",
+             "status": "active", "is_primary": i == 0, "position": i, "data": {**TRICKY, "i": i}}
+            for i in range(1500)]  # more than one chunk
+    with engine.begin() as conn:
+        insert_rows(conn, contacts, rows, synced_at=NOW)
+    found = stored(engine)
+    assert len(found) == 1500
+    assert found[0] == ("p0000@a1.example", "O'Brien, \"Al\"", True, 0, {**TRICKY, "i": 0}, NOW)
+    assert found[1] == ("p0001@a1.example", None, False, 1, {**TRICKY, "i": 1}, NOW)
+
+    with engine.connect() as conn:
+        ids = dict(conn.execute(select(contacts.c.email, contacts.c.id)).all())
+    later = NOW.replace(hour=11)
+    changes = [{"id": ids[f"p{i:04d}@a1.example"], "first_name": "Zoë", "is_primary": True, "data": {"i": -i}}
+               for i in range(0, 1500, 2)]
+    with engine.begin() as conn:
+        update_rows(conn, contacts, "id", changes, synced_at=later)
+    found = stored(engine)
+    assert found[2] == ("p0002@a1.example", "Zoë", True, 2, {"i": -2}, later)
+    assert found[3] == ("p0003@a1.example", None, False, 3, {**TRICKY, "i": 3}, NOW), "rows not named stay"
