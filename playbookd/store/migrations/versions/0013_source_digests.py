@@ -4,9 +4,9 @@ from, so a sync recognises an unchanged row before typing, segmenting and compar
 NULL (every row after this upgrade, and a row a playbook or a bounce changed since) means "compare
 it in full".
 
-Revision ID: 0012
-Revises: 0011
-Create Date: 2026-12-06 10:00:00
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-02 02:00:00
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
