@@ -6,7 +6,7 @@ it in full".
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-02 02:00:00
+Create Date: 2026-12-07 10:00:00
 """
 
 from __future__ import annotations
