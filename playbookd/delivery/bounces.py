@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
+from playbookd.store.marks import touch
 from playbookd.store.schema import bounces, contacts, suppressions
 
 SOFT_LIMIT = 3
@@ -47,6 +48,7 @@ def hard_bounce(conn: Connection, email: str, error: str, now: datetime) -> None
     delivered(conn, email)
     for contact in conn.execute(select(contacts).where(contacts.c.email == email, contacts.c.status == "active")):
         conn.execute(update(contacts).where(contacts.c.id == contact.id).values(status="bounced"))
+        touch(conn, [contact.account_id])
         field = LEFT_FIELDS.get(contact.role or "")
         if field:
             set_fields(conn, contact.account_id, {field: now}, now)

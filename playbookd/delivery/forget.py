@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.model.addresses import lookup_form
 from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.marks import touch
 from playbookd.store.schema import audit, clicks, contacts, outbox, suppressions
 
 HASHED = "sha256:"
@@ -49,7 +50,9 @@ def forget(engine: Engine, email: str, now: datetime) -> Forgotten:
     forms = sorted({address, email.strip().lower()})
     done = Forgotten()
     with transaction(engine) as conn:
-        done.contacts = conn.execute(delete(contacts).where(func.lower(contacts.c.email).in_(forms))).rowcount
+        theirs = func.lower(contacts.c.email).in_(forms)
+        touch(conn, conn.execute(select(contacts.c.account_id).where(theirs)).scalars())
+        done.contacts = conn.execute(delete(contacts).where(theirs)).rowcount
         mine = func.lower(outbox.c.to_addr).in_(forms)
         conn.execute(update(outbox).where(mine, outbox.c.state == "queued").values(state="dropped"))
         done.messages = conn.execute(update(outbox).where(mine).values(

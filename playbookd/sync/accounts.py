@@ -13,6 +13,7 @@ from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
 from playbookd.store.database import aware, transaction, upsert
+from playbookd.store.marks import bump
 from playbookd.store.schema import accounts, fields
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, encoded, fixed_value, merge, restate_as_text
@@ -126,7 +127,7 @@ class AccountRun(Run):
         if updates:
             conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
                 data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment"),
-                synced_at=self.now), updates)
+                synced_at=self.now, unseen=bump()), updates)
         self._write_types(conn)
 
     def _write_types(self, conn: Connection) -> None:

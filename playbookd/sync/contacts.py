@@ -18,6 +18,7 @@ from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
 from playbookd.store.accounts import load_account_types
 from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.marks import bump, touch
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync.base import Item, Run
 from playbookd.sync.columns import Typer, as_text, encoded, restate_as_text
@@ -92,11 +93,13 @@ class ContactRun(Run):
             rows = conn.execute(select(contacts).where(contacts.c.account_id.in_(list(known))))
             existing = {(r.account_id, r.email): r for r in rows}
             inserts, updates, left = self._diff(good, existing)
+            touched = {row["account_id"] for row in inserts} | {row.pop("account_id") for row in updates}
             if inserts:
                 conn.execute(contacts.insert(), inserts)
             if updates:
                 conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(
                     {c: bindparam(c) for c in _CONTACT_UPDATE}), updates)
+            touch(conn, touched)  # a contacts condition reads them: their account is evaluated again
             self._derive(conn, known, left)
             write_contact_types(conn, self.typer)
 
@@ -126,7 +129,7 @@ class ContactRun(Run):
             self.report.updated += changed
             self.report.unchanged += not changed
             if changed:  # an unchanged contact is not rewritten (see AccountRun._diff)
-                updates.append({**new, "b_id": old.id})
+                updates.append({**new, "b_id": old.id, "account_id": values["account_id"]})
             if old.status != LEFT and new["status"] == LEFT and new["role"] in LEFT_ROLES:
                 left[values["account_id"]].add(LEFT_ROLES[new["role"]])
         self.report.inserted += len(inserts)
@@ -164,7 +167,8 @@ class ContactRun(Run):
                 updates.append({"b_id": account_id, "data": data, "changes": changes, "segment": segment})
         if updates:
             conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
-                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment")), updates)
+                data=bindparam("data"), changes=bindparam("changes"), segment=bindparam("segment"),
+                unseen=bump()), updates)
 
 
 _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position",

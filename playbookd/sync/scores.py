@@ -30,6 +30,7 @@ from playbookd.store import state
 from playbookd.store.accounts import load_account_types
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import aware, transaction
+from playbookd.store.marks import bump
 from playbookd.store.schema import accounts
 
 FINGERPRINT = "health_config"
@@ -139,5 +140,5 @@ def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: 
                     report.turned[str(turned)] += 1
     if updates:
         conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                     .values(data=bindparam("data"), changes=bindparam("changes")), updates)
+                     .values(data=bindparam("data"), changes=bindparam("changes"), unseen=bump()), updates)
     H.record_moves(conn, moves, day, now)
