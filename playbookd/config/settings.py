@@ -149,6 +149,7 @@ class Evaluation(Model):
                                      "evaluation before `run --once` exits 1")
     full_every: timedelta = Field(timedelta(days=1), description="Between these, an evaluation looks only at accounts "
                                   "changed or due since the last one; then every account, as a safety net")
+    _full = field_validator("full_every", mode="before")(duration)
 
 
 class Http(Model):

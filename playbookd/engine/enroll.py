@@ -277,7 +277,8 @@ def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: Zone
              "goal_at_entry": (c.playbook.id, c.account_id) in met,
              "active_key": active_keyed(c.playbook.id, c.account_id)} for c in chunk]
     inserted = insert_ignore(conn, enrollments, rows)
-    touch(conn, [c.account_id for c in chunk])  # the next evaluation checks the new enrollment's exits
+    # the next evaluation checks the new enrollment's exits even if nothing else moves (advance does too)
+    touch(conn, [c.account_id for c in chunk])
     keys = [r["active_key"] for r in rows]
     created = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id,
                                   enrollments.c.group_name, enrollments.c.goal_at_entry)
