@@ -201,7 +201,7 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
             _trim(segments)
         if audited:
             record_failures(engine, rules.failures, now)
-            consume_changes(engine, changed, now)
+            consume_changes(engine, changed, now, S.reads_changes(runtime))
 
 
 def record_failures(engine: Engine, failures: Sequence[tuple[str, str]], now: datetime) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from playbookd.engine.due import DueTimes, volatile
+from playbookd.model.conditions import CHANGE, leaves
 from playbookd.model.evaluation import epoch_us
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
@@ -60,6 +61,12 @@ def conditions(runtime: Runtime, playbook: Playbook) -> list[Any]:
 def always_full(runtime: Runtime, playbooks: Sequence[Playbook]) -> frozenset[str]:
     """Playbooks whose answers can change with neither a write nor a known flip time."""
     return frozenset(p.id for p in playbooks if any(volatile(c) for c in conditions(runtime, p)))
+
+
+def reads_changes(runtime: Runtime) -> bool:
+    """Some condition tests `changed*`: its answer flips when an evaluation consumes the change."""
+    return any(leaf.op in CHANGE for p in runtime.playbooks for c in conditions(runtime, p) if c is not None
+               for leaf in leaves(c))
 
 
 def due_times(runtime: Runtime, playbooks: Sequence[Playbook]) -> DueTimes:

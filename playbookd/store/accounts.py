@@ -137,9 +137,10 @@ def _recorded_after(change: Mapping[str, Any], moment: datetime) -> bool:
     return at is not None and datetime.fromisoformat(str(at)) > moment
 
 
-def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime) -> None:
+def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime, flips: bool = True) -> None:
     """An evaluation at `seen_at` saw these accounts' changes: drop those recorded until then. A
-    change a sync recorded while the evaluation ran stays for the next one."""
+    change a sync recorded while the evaluation ran stays for the next one. `flips`: a condition
+    reads changes, so dropping them is a write the next evaluation must look at."""
     for batch in chunked(ids):
         with transaction(engine) as conn:
             rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(accounts.c.id.in_(batch)))
@@ -147,5 +148,5 @@ def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime) -> No
                 kept = {name: c for name, c in (changes or {}).items() if _recorded_after(c, seen_at)}
                 if kept != changes:
                     # a `changed` condition's answer flips as its change is dropped: the next one looks again
-                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(changes=kept,
-                                                                                            unseen=bump()))
+                    seen = {"unseen": bump()} if flips else {}
+                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(changes=kept, **seen))

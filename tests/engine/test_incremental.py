@@ -8,12 +8,15 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from cycle_helpers import Project
 
 from playbookd.engine import scope
-from playbookd.store import state
+from playbookd.model.evaluation import epoch_us
+from playbookd.service import cycle
+from playbookd.store import marks, state
 from playbookd.store.schema import enrollments
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -142,3 +145,29 @@ def test_incremental_evaluation_enrolls_exits_and_converts_as_a_full_one(
         assert state.get(incremental.engine, scope.KEY)["at"] == T0.isoformat()
     finally:
         incremental.engine.dispose()
+
+
+PLAN = "id: pro\ntrigger: {when: {plan: pro}}\nsteps:\n  - task: {title: t, assign: csm}\n"
+
+
+def test_only_the_accounts_a_sync_changed_are_looked_at_again(make: Any, db_url: str) -> None:
+    rng = random.Random(5)
+    population = {f"ACC-{i:03d}": _account(rng, T0) for i in range(20)}
+    project = make({"pro": PLAN}, accounts_csv=csv_of(population), database=db_url)
+    project.run(T0)
+    entered = {r.account_id for r in project.rows(enrollments)}
+    assert entered, "the population must have pro accounts"
+    now_us = epoch_us(T0 + 2 * STEP, ZoneInfo("UTC"))
+    # who entered (and whose enrollment then completed) is looked at once more, then nobody
+    assert set(marks.pending(project.engine, now_us)) == entered
+    project.run(T0 + STEP)
+    assert marks.pending(project.engine, now_us) == {}
+    population["ACC-007"]["nps"] = (population["ACC-007"]["nps"] + 1) % 11
+    switched = next(key for key, row in sorted(population.items()) if row["plan"] != "pro")
+    population[switched]["plan"] = "pro"
+    project.set_accounts(csv_of(population))
+    cycle.run_sync(project.runtime, project.engine, now=T0 + 2 * STEP)
+    assert sorted(marks.pending(project.engine, now_us)) == sorted({"ACC-007", switched})
+    project.run(T0 + 2 * STEP)
+    assert {r.account_id for r in project.rows(enrollments)} == entered | {switched}
+    assert set(marks.pending(project.engine, now_us)) == {switched}
