@@ -12,7 +12,9 @@ A span in calendar months has its edge on the calendar (`Months.before/after`), 
 search. The due time of an account is the earliest such flip after now over every time-based leaf
 of every condition it is evaluated with, inside `contacts:` conditions too (on each contact). It is
 conservative: a flip of a leaf that cannot change the whole condition's answer still makes the
-account due, which costs one evaluation of one account and never a missed entry.
+account due, which costs one evaluation of one account and never a missed entry. For the same
+reason there is one due time per account, not per (account, playbook): a flip re-evaluates the
+account for every playbook, which costs little more than for one and keeps a single indexed column.
 
 Trend conditions (`dropped_by`, `rose_by`) move as the window slides over the score's history: no
 flip time is computed for them, their playbook is evaluated over every account instead (`volatile`).
