@@ -30,6 +30,7 @@ from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
 from playbookd.store.accounts import load_account_types, records_in
 from playbookd.store.database import aware, transaction
+from playbookd.store.marks import touch
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments, events
 
@@ -48,6 +49,7 @@ def _exit_reason(ctx: StepContext) -> str | None:
 def _end(conn: Connection, enrollment: Row[Any], state: str, step: int, reason: str | None, now: datetime) -> None:
     conn.execute(update(enrollments).where(enrollments.c.id == enrollment.id).values(
         state=state, step=step, next_due_at=None, finished_at=now, reason=reason, active_key=None))
+    touch(conn, [enrollment.account_id])  # the account may enter again: the next evaluation looks
     audit.record(conn, audit.EXITED if state == "exited" else audit.COMPLETED, account_id=enrollment.account_id,
                  playbook_id=enrollment.playbook_id, enrollment_id=enrollment.id, reason=reason, at=now)
 
@@ -61,6 +63,7 @@ def _fail(ctx: StepContext, step: int, error: str) -> None:
     account) until `playbookd enrollments retry` runs the step again."""
     ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id).values(
         state="failed", step=step, step_key=ctx.playbook.key_at(step), next_due_at=None, reason=error))
+    touch(ctx.conn, [ctx.enrollment.account_id])  # no longer checked for exits until retried
     ctx.log(audit.STEP_FAILED, step, "step_failed", detail={"error": error})
     log.error("enrollment %s (%s, %s) failed: %s", ctx.enrollment.id, ctx.playbook.id, ctx.account["id"], error,
               extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
@@ -224,6 +227,7 @@ def retry(engine: Engine, ids: Sequence[int], playbook_id: str | None, now: date
         if rows:
             conn.execute(update(enrollments).where(enrollments.c.id.in_(list(rows))).values(
                 state="active", next_due_at=now, reason=None))
+            touch(conn, [r.account_id for r in rows.values()])  # checked for exits again
         audit.record_many(conn, [{"event": audit.RETRIED, "account_id": r.account_id, "playbook_id": r.playbook_id,
                                   "enrollment_id": r.id, "step": r.step, "at": now} for r in rows.values()])
     return len(rows)

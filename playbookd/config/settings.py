@@ -144,6 +144,9 @@ class Evaluation(Model):
     range_size: int = Field(25_000, ge=1, description="Accounts per range that replicas share out")
     max_failed_accounts: int = Field(0, ge=0, description="Accounts the rules engine may fail on in one "
                                      "evaluation before `run --once` exits 1")
+    full_every: timedelta = Field(timedelta(days=1), description="Between these, an evaluation looks only at accounts "
+                                  "changed or due since the last one; then every account, as a safety net")
+    _full = field_validator("full_every", mode="before")(duration)
 
 
 class Http(Model):

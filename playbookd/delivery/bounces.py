@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 from playbookd.store import audit
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import insert_ignore
+from playbookd.store.marks import touch
 from playbookd.store.schema import bounces, contacts, suppressions
 
 SOFT_LIMIT = 3
@@ -49,6 +50,7 @@ def hard_bounce(conn: Connection, email: str, error: str, now: datetime) -> None
         # no digest: the next sync compares the contact with its source row in full (sync.digests)
         conn.execute(update(contacts).where(contacts.c.id == contact.id)
                      .values(status="bounced", source_digest=None))
+        touch(conn, [contact.account_id])
         field = LEFT_FIELDS.get(contact.role or "")
         if field:
             set_fields(conn, contact.account_id, {field: now}, now)

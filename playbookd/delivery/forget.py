@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.model.addresses import lookup_form
 from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.marks import touch
 from playbookd.store.schema import audit, clicks, contacts, outbox, suppressions
 
 HASHED = "sha256:"
@@ -51,6 +52,7 @@ def forget(engine: Engine, email: str, now: datetime) -> Forgotten:
     with transaction(engine) as conn:
         gone = func.lower(contacts.c.email).in_(forms)
         theirs = select(contacts.c.account_id).where(gone)
+        touch(conn, conn.execute(theirs).scalars())
         # the accounts' other contacts are compared with their source rows in full at the next sync
         # (no digest, see sync.digests), so contacts_active is counted again without this one
         conn.execute(update(contacts).where(contacts.c.account_id.in_(theirs), ~gone).values(source_digest=None))

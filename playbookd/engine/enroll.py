@@ -10,28 +10,31 @@ import logging
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import shift
 from playbookd.engine import occurrences
-from playbookd.engine.exits import exit_matching
-from playbookd.engine.goals import held_at_entry, measure
+from playbookd.engine import scope as S
+from playbookd.engine.goals import held_at_entry
+from playbookd.engine.ledger import Ledger
 from playbookd.engine.rules import RuleEngine
+from playbookd.engine.scope import FULL, Scope
 from playbookd.model.account import CHANGES, AccountRecord
 from playbookd.model.conditions import All, Condition, Leaf, Not, uses_contacts
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
-from playbookd.store.accounts import consume_changes, get_account, iter_accounts, load_account_types, records_by_id
+from playbookd.store.accounts import consume_changes, iter_accounts, load_account_types, records_by_id
 from playbookd.store.chunks import chunked
 from playbookd.store.database import aware, insert_ignore, transaction
+from playbookd.store.marks import touch
 from playbookd.store.people import attach_contacts
-from playbookd.store.schema import enrollments, events
+from playbookd.store.schema import enrollments
 
 log = logging.getLogger("playbookd.engine")
 
@@ -107,9 +110,24 @@ def entry_block(playbook: Playbook, seen: tuple[bool, datetime] | None, now: dat
     return None if allowed <= now else f"may re-enter from {allowed.isoformat()}"
 
 
-def _eligible(conn: Connection, chunk: list[Candidate], now: datetime, tz: ZoneInfo) -> list[Candidate]:
+def reentry_at(playbook: Playbook, seen: tuple[bool, datetime] | None, tz: ZoneInfo) -> datetime | None:
+    """When a cooldown that blocks the account ends: its answer may change then."""
+    if seen is None or seen[0] or playbook.schedule is not None or playbook.reenter_after is None:
+        return None
+    return shift(seen[1], playbook.reenter_after, tz)
+
+
+def _eligible(conn: Connection, chunk: list[Candidate], now: datetime, tz: ZoneInfo,
+              ledger: Ledger | None = None) -> list[Candidate]:
     seen = _history(conn, {(c.playbook.id, c.account_id) for c in chunk})
-    return [c for c in chunk if entry_block(c.playbook, seen.get((c.playbook.id, c.account_id)), now, tz) is None]
+    found = []
+    for c in chunk:
+        history = seen.get((c.playbook.id, c.account_id))
+        if entry_block(c.playbook, history, now, tz) is None:
+            found.append(c)
+        elif ledger is not None and (until := reentry_at(c.playbook, history, tz)) is not None and until > now:
+            ledger.cooldown(c.account_id, until)
+    return found
 
 
 def scheduled_now(playbooks: Sequence[Playbook], engine: Engine, now: datetime, tz: ZoneInfo,
@@ -125,12 +143,29 @@ def scheduled_now(playbooks: Sequence[Playbook], engine: Engine, now: datetime, 
 
 def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
              id_range: tuple[str | None, str | None] | None, audited: bool,
-             playbooks: Sequence[Playbook], only: Sequence[str] | None = None) -> Iterator[Candidate]:
+             playbooks: Sequence[Playbook], only: Sequence[str] | None = None,
+             scope: Scope = FULL, ledger: Ledger | None = None) -> Iterator[Candidate]:
     if any(p.schedule for p in playbooks):  # a calendar playbook takes part only at its occurrence
         scheduled = scheduled_now(playbooks, engine, now, runtime.config.tz, audited)
         playbooks = [p for p in playbooks if p.schedule is None or p.id in scheduled]
     if not playbooks:
         return
+    if scope.accounts is None or only is not None:
+        yield from _stream(runtime, engine, now, workers, id_range, audited, playbooks, only, ledger)
+        return
+    # incremental: every playbook on the accounts changed or due; a calendar playbook at its occurrence
+    # and those whose answers move unseen (trends) on all the others too
+    yield from _stream(runtime, engine, now, workers, id_range, audited, playbooks, sorted(scope.accounts), ledger)
+    everyone = [p for p in playbooks if p.id in scope.everyone or p.schedule is not None]
+    if everyone:
+        yield from _stream(runtime, engine, now, workers, id_range, audited, everyone, None, None,
+                           skip=scope.accounts)
+
+
+def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,
+            id_range: tuple[str | None, str | None] | None, audited: bool, playbooks: Sequence[Playbook],
+            only: Sequence[str] | None, ledger: Ledger | None,
+            skip: Collection[str] = ()) -> Iterator[Candidate]:
     by_id = {p.id: p for p in playbooks}
     with engine.connect() as conn:
         types = load_account_types(conn)
@@ -138,18 +173,21 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
     # contacts are read only when a condition evaluated now tests them (a newsletter due once a month)
-    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks)
+    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks) or \
+        (ledger is not None and bool(ledger.dues.contact_leaves))
 
     def records() -> Iterator[AccountRecord]:
         size = runtime.config.evaluation.batch_size
         since = runtime.history_from(now)
-        found = records_by_id(engine, only, types, since) if only is not None else \
-            iter_accounts(engine, types, size, id_range, since)
+        read = None if ledger is None else ledger.read
+        found = records_by_id(engine, only, types, since, read) if only is not None else \
+            iter_accounts(engine, types, size, id_range, since, read)
         for batch in chunked(found, size):
+            batch = [r for r in batch if r["id"] not in skip]
             if needs_contacts:
                 with engine.connect() as conn:
                     attach_contacts(conn, batch)
-            for record in batch:
+            for record in batch if ledger is None else ledger.watch(batch):
                 segments[record["id"]] = record["segment"]
                 if record[CHANGES]:
                     changed.append(record["id"])
@@ -163,7 +201,7 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
             _trim(segments)
         if audited:
             record_failures(engine, rules.failures, now)
-            consume_changes(engine, changed, now)
+            consume_changes(engine, changed, now, S.reads_changes(runtime))
 
 
 def record_failures(engine: Engine, failures: Sequence[tuple[str, str]], now: datetime) -> None:
@@ -198,15 +236,18 @@ def live(runtime: Runtime, engine: Engine, which: Callable[[Playbook], bool] = l
 
 def candidates(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None,
                id_range: tuple[str | None, str | None] | None = None, audited: bool = False,
-               playbooks: Sequence[Playbook] | None = None, only: Sequence[str] | None = None) -> Iterator[Candidate]:
-    """Accounts (of `id_range`, or `only` these) that would enter a state-triggered playbook at `now`
-    (the live ones, unless `playbooks` names others), eligibility applied; `audited` records the
-    accounts the rules engine failed on (evaluation does, simulate changes nothing)."""
+               playbooks: Sequence[Playbook] | None = None, only: Sequence[str] | None = None,
+               scope: Scope = FULL, ledger: Ledger | None = None) -> Iterator[Candidate]:
+    """Accounts (of `id_range`, or `only` these, or those of `scope`) that would enter a state-triggered
+    playbook at `now` (the live ones, unless `playbooks` names others), eligibility applied; `audited`
+    records the accounts the rules engine failed on (evaluation does, simulate changes nothing), and
+    `ledger` what the evaluation learnt of each account (engine.ledger)."""
     if playbooks is None:
         playbooks = live(runtime, engine, lambda p: p.event is None)
-    for chunk in chunked(_matches(runtime, engine, now, workers, id_range, audited, playbooks, only)):
+    found = _matches(runtime, engine, now, workers, id_range, audited, playbooks, only, scope, ledger)
+    for chunk in chunked(found):
         with engine.connect() as conn:
-            yield from _eligible(conn, chunk, now, runtime.config.tz)
+            yield from _eligible(conn, chunk, now, runtime.config.tz, ledger)
 
 
 def _enter(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: ZoneInfo,
@@ -236,6 +277,8 @@ def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: Zone
              "goal_at_entry": (c.playbook.id, c.account_id) in met,
              "active_key": active_keyed(c.playbook.id, c.account_id)} for c in chunk]
     inserted = insert_ignore(conn, enrollments, rows)
+    # the next evaluation checks the new enrollment's exits even if nothing else moves (advance does too)
+    touch(conn, [c.account_id for c in chunk])
     keys = [r["active_key"] for r in rows]
     created = conn.execute(select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id,
                                   enrollments.c.group_name, enrollments.c.goal_at_entry)
@@ -249,12 +292,21 @@ def enroll(conn: Connection, chunk: Sequence[Candidate], now: datetime, tz: Zone
 
 
 def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
-                   id_range: tuple[str | None, str | None] | None = None, workers: int | None = None) -> int:
-    """Enroll eligible accounts of `id_range` in state-triggered playbooks; returns enrollments made."""
+                   id_range: tuple[str | None, str | None] | None = None, workers: int | None = None,
+                   scope: Scope = FULL) -> int:
+    """Enroll eligible accounts of `id_range` (those of `scope`) in state-triggered playbooks; returns
+    enrollments made."""
+    playbooks = live(runtime, engine, lambda p: p.event is None)
+    if not scope.full:  # the accounts not looked at qualify as they did: they keep their place in line
+        with transaction(engine) as conn:
+            launch.keep_waiting(conn, [p.id for p in playbooks if p.id not in scope.everyone and p.schedule is None],
+                                scope.accounts or {}, id_range, now)
+    ledger = Ledger(S.due_times(runtime, runtime.playbooks), now)
     total = 0
-    for chunk in chunked(candidates(runtime, engine, now, workers, id_range, audited=True)):
+    for chunk in chunked(candidates(runtime, engine, now, workers, id_range, True, playbooks, None, scope, ledger)):
         with transaction(engine) as conn:
             total += _enter(conn, chunk, now, runtime.config.tz)
+    ledger.settle(engine)
     return total
 
 
@@ -264,80 +316,6 @@ def open_occurrences(runtime: Runtime, conn: Connection, now: datetime) -> list[
     status = launch.statuses(runtime.playbooks, conn)
     playbooks = [p for p in runtime.playbooks if p.schedule is not None and status[p.id] == "live"]
     return occurrences.open_due(conn, playbooks, now, runtime.config.tz)
-
-
-def evaluate(runtime: Runtime, engine: Engine, now: datetime, workers: int | None = None) -> int:
-    """Goals and exits first, then every account, then pending events; returns enrollments made."""
-    measure(runtime, engine, now)
-    exit_matching(runtime, engine, now)
-    with transaction(engine) as conn:
-        open_occurrences(runtime, conn, now)
-    return evaluate_range(runtime, engine, now, None, workers) + process_events(runtime, engine, now)
-
-
-def _event_records(conn: Connection, types: dict[str, str], limit: int, history_since: date | None,
-                   contacts: bool) -> list[tuple[int, AccountRecord]]:
-    rows = conn.execute(select(events).where(events.c.processed_at.is_(None))
-                        .order_by(events.c.id).limit(limit)).all()
-    out: list[tuple[int, AccountRecord]] = []
-    for row in rows:
-        record = get_account(conn, row.account_id, types, history_since) or {"id": row.account_id, "segment": "",
-                                                                              "_changes": {}}
-        record = {**record, "event": {**(row.data or {}), "name": row.name}}
-        out.append((row.id, record))
-    if contacts:
-        attach_contacts(conn, [record for _, record in out])
-    return out
-
-
-def event_candidates(runtime: Runtime, engine: Engine, now: datetime,
-                     batch: int = 500) -> Iterator[tuple[list[int], list[Candidate]]]:
-    """Pending events, a batch at a time: (event ids, eligible candidates). A paused playbook's events
-    are matched too: their accounts wait for it to be live again, so no event is lost to a pause."""
-    status = statuses(runtime, engine)
-    playbooks = [p for p in runtime.playbooks if p.event is not None and status[p.id] in ("live", "paused")]
-    by_id = {p.id: p for p in playbooks}
-    with engine.connect() as conn:
-        types = load_account_types(conn)
-        pending = _event_records(conn, types, batch, runtime.history_from(now), runtime.needs_contacts)
-    if not pending:
-        return
-    found: list[Candidate] = []
-    if playbooks:
-        records = {r["id"] + f"#{eid}": (eid, r) for eid, r in pending}
-        keyed = [{**r, "id": key} for key, (_, r) in records.items()]
-        # one worker process, paid only when events wait: a batch stays under evaluate_batch_seconds
-        with rule_engine(runtime, playbooks, workers=1) as rules:
-            for key, matched in rules.match(keyed, now):
-                eid, record = records[key]
-                found += [Candidate(by_id[p], record["id"], record["segment"], eid) for p in sorted(matched)]
-            record_failures(engine, [(records[key][1]["id"], f"event {records[key][0]}: {why}")
-                                     for key, why in rules.failures], now)
-    with engine.connect() as conn:
-        yield [eid for eid, _ in pending], _eligible(conn, found, now, runtime.config.tz)
-
-
-def process_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
-    total = 0
-    while True:
-        batches = list(event_candidates(runtime, engine, now))
-        if not batches:
-            return total
-        paused = {pid for pid, status in statuses(runtime, engine).items() if status == "paused"}
-        for event_ids, chunk in batches:
-            with transaction(engine) as conn:
-                total += _enter(conn, _first_per_pair(chunk), now, runtime.config.tz, paused)
-                conn.execute(update(events).where(events.c.id.in_(event_ids)).values(processed_at=now))
-
-
-def _first_per_pair(chunk: list[Candidate]) -> list[Candidate]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for c in chunk:
-        if (c.playbook.id, c.account_id) not in seen:
-            seen.add((c.playbook.id, c.account_id))
-            out.append(c)
-    return out
 
 
 def detail(candidate: Candidate) -> dict[str, Any]:

@@ -8,20 +8,23 @@ lists them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from playbookd.engine.scope import FULL, Scope
 from playbookd.model import evaluation
 from playbookd.model.account import AccountRecord
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import audit
 from playbookd.store.accounts import load_account_types, records_by_id
-from playbookd.store.chunks import CHUNK
+from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import transaction
+from playbookd.store.marks import touch
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments
 
@@ -44,9 +47,11 @@ def exit_reason(runtime: Runtime, playbook: Playbook, record: AccountRecord, now
     return None
 
 
-def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] | None) -> list[Any]:
+def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] | None,
+            *where: Any) -> list[Any]:
     query = (select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id)
-             .where(enrollments.c.state == "active", enrollments.c.id > after).order_by(enrollments.c.id).limit(CHUNK))
+             .where(enrollments.c.state == "active", enrollments.c.id > after, *where)
+             .order_by(enrollments.c.id).limit(CHUNK))
     low, high = id_range or (None, None)
     if low is not None:
         query = query.where(enrollments.c.account_id >= low)
@@ -82,19 +87,35 @@ def _end(engine: Engine, found: list[tuple[Any, str]], now: datetime) -> int:
                                 .values(state="exited", next_due_at=None, finished_at=now, reason=reason,
                                         active_key=None))
             if done.rowcount:
+                touch(conn, [row.account_id])
                 audit.record(conn, audit.EXITED, account_id=row.account_id, playbook_id=row.playbook_id,
                              enrollment_id=row.id, reason=reason, at=now)
                 ended += 1
     return ended
 
 
+def _pages(engine: Engine, id_range: tuple[str | None, str | None] | None, scope: Scope) -> Iterator[list[Any]]:
+    """The active enrollments to check, a page at a time: all of them, or those of the accounts looked
+    at plus those of the playbooks evaluated over every account."""
+    wheres: list[tuple[Any, ...]] = [()]
+    if scope.accounts is not None:
+        wheres = [(enrollments.c.account_id.in_(batch),) for batch in chunked(sorted(scope.accounts))]
+        if scope.everyone:
+            wheres.append((enrollments.c.playbook_id.in_(sorted(scope.everyone)),))
+    for where in wheres:
+        last = 0
+        while rows := _active(engine, last, id_range, *where):
+            yield rows
+            last = rows[-1].id
+
+
 def exit_matching(runtime: Runtime, engine: Engine, now: datetime,
-                  id_range: tuple[str | None, str | None] | None = None) -> int:
-    """End every active enrollment (of accounts in `id_range`) that must exit now; returns how many."""
+                  id_range: tuple[str | None, str | None] | None = None, scope: Scope = FULL) -> int:
+    """End every active enrollment (of accounts in `id_range`, of those `scope` looks at) that must exit
+    now; returns how many."""
     with engine.connect() as conn:
         types = load_account_types(conn)
-    ended, last = 0, 0
-    while rows := _active(engine, last, id_range):
+    ended = 0
+    for rows in _pages(engine, id_range, scope):
         ended += _end(engine, _exits(runtime, engine, rows, types, now), now)
-        last = rows[-1].id
     return ended

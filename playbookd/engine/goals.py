@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, false, or_, select, update
+from sqlalchemy import Connection, false, or_, select, true, update
 from sqlalchemy.engine import Engine
 
 from playbookd.config.durations import Months, Span, shift
+from playbookd.engine.scope import FULL, Scope
 from playbookd.model import evaluation
 from playbookd.model.account import AccountRecord, decode_account
 from playbookd.model.conditions import Condition, uses_contacts
@@ -26,6 +27,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import RECORD, load_account_types, records_by_id
 from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import aware, transaction
+from playbookd.store.marks import touch
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import accounts, enrollments
 
@@ -92,16 +94,18 @@ def mark_met(conn: Connection, row: Any, playbook: Playbook, now: datetime) -> b
                          .values(state="exited", next_due_at=None, finished_at=now, reason=GOAL_EXIT,
                                  active_key=None))
     if ended.rowcount:
+        touch(conn, [row.account_id])
         audit.record(conn, audit.EXITED, account_id=row.account_id, playbook_id=playbook.id,
                      enrollment_id=row.id, reason=GOAL_EXIT, at=now)
     return bool(ended.rowcount)
 
 
 def _watch_query(playbook: Playbook, now: datetime, tz: ZoneInfo, after: int,
-                 id_range: tuple[str | None, str | None] | None) -> Any:
+                 id_range: tuple[str | None, str | None] | None, accounts: list[str] | None) -> Any:
     assert playbook.goal is not None
     query = (select(*_COLUMNS).where(
         enrollments.c.playbook_id == playbook.id, enrollments.c.goal_met_at.is_(None),
+        true() if accounts is None else enrollments.c.account_id.in_(accounts),
         or_(enrollments.c.goal_at_entry.is_(None), enrollments.c.goal_at_entry == false()),
         enrollments.c.id > after).order_by(enrollments.c.id).limit(CHUNK))
     if playbook.goal.within is None:
@@ -117,12 +121,22 @@ def _watch_query(playbook: Playbook, now: datetime, tz: ZoneInfo, after: int,
 
 
 def _measure_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, now: datetime,
-                      id_range: tuple[str | None, str | None] | None, types: dict[str, str]) -> int:
+                      id_range: tuple[str | None, str | None] | None, types: dict[str, str],
+                      scope: Scope) -> int:
+    if scope.accounts is None or playbook.id in scope.everyone:
+        return _measure_some(runtime, engine, playbook, now, id_range, types, None)
+    return sum(_measure_some(runtime, engine, playbook, now, id_range, types, batch)
+               for batch in chunked(sorted(scope.accounts)))
+
+
+def _measure_some(runtime: Runtime, engine: Engine, playbook: Playbook, now: datetime,
+                  id_range: tuple[str | None, str | None] | None, types: dict[str, str],
+                  accounts: list[str] | None) -> int:
     tz, met, last = runtime.config.tz, 0, 0
     assert playbook.goal is not None
     while True:
         with engine.connect() as conn:
-            rows = list(conn.execute(_watch_query(playbook, now, tz, last, id_range)))
+            rows = list(conn.execute(_watch_query(playbook, now, tz, last, id_range, accounts)))
         if not rows:
             return met
         last = rows[-1].id
@@ -142,9 +156,10 @@ def _measure_playbook(runtime: Runtime, engine: Engine, playbook: Playbook, now:
 
 
 def measure(runtime: Runtime, engine: Engine, now: datetime,
-            id_range: tuple[str | None, str | None] | None = None) -> int:
-    """Check every watched goal (of accounts in `id_range`) at `now`; returns how many were met."""
+            id_range: tuple[str | None, str | None] | None = None, scope: Scope = FULL) -> int:
+    """Check every watched goal (of accounts in `id_range`, of those `scope` looks at) at `now`; returns
+    how many were met."""
     with engine.connect() as conn:
         types = load_account_types(conn)
-    return sum(_measure_playbook(runtime, engine, p, now, id_range, types)
+    return sum(_measure_playbook(runtime, engine, p, now, id_range, types, scope)
                for p in runtime.playbooks if p.goal is not None)

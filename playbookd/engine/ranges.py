@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from playbookd.engine import enroll, launch
+from playbookd.engine import scope as S
 from playbookd.engine.exits import exit_matching
 from playbookd.engine.goals import measure
 from playbookd.runtime import Runtime
@@ -44,13 +45,20 @@ def _bounds(conn: Connection, size: int) -> list[str]:
 
 def plan(engine: Engine, now: datetime, size: int, runtime: Runtime | None = None) -> int:
     """Queue one evaluation at `now` as ranges; returns how many. With `runtime`, the calendar
-    occurrences due at `now` are opened in the same transaction: they run in these ranges or not at all."""
+    occurrences due at `now` are opened in the same transaction: they run in these ranges or not at all;
+    and the ranges look at every account or only at those changed or due (engine.scope), decided here
+    once for all of them. Without `runtime`, every account."""
     with transaction(engine) as conn:
+        why: str | None = "planned without a runtime"
         if runtime is not None:
             enroll.open_occurrences(runtime, conn, now)
+            why = S.wants_full(runtime, conn, now)
+            if why is not None:
+                log.info("full evaluation: %s", why, extra={"reason": why})
+                S.record_full(runtime, conn, now)  # the ranges are queued with it: they will be done
         conn.execute(delete(ranges).where(ranges.c.state == "done", ranges.c.run_at < now - KEEP_DONE))
         cuts: list[str | None] = [None, *_bounds(conn, size), None]
-        conn.execute(insert(ranges), [{"run_at": now, "lo": lo, "hi": hi, "state": "queued"}
+        conn.execute(insert(ranges), [{"run_at": now, "lo": lo, "hi": hi, "state": "queued", "full": why is not None}
                                       for lo, hi in itertools.pairwise(cuts)])
     return len(cuts) - 1
 
@@ -96,9 +104,11 @@ def work(runtime: Runtime, engine: Engine, stop: Any = None) -> int:
         run_at = aware(row.run_at)
         assert run_at is not None
         try:
-            measure(runtime, engine, run_at, (row.lo, row.hi))
-            exit_matching(runtime, engine, run_at, (row.lo, row.hi))
-            enrolled = enroll.evaluate_range(runtime, engine, run_at, (row.lo, row.hi))
+            part = (row.lo, row.hi)
+            scope = S.scope(runtime, engine, run_at, bool(row.full), runtime.playbooks, part)
+            measure(runtime, engine, run_at, part, scope)
+            exit_matching(runtime, engine, run_at, part, scope)
+            enrolled = enroll.evaluate_range(runtime, engine, run_at, part, scope=scope)
         except Interrupted:
             _hand_back(engine, row.id)
             raise

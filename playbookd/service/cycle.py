@@ -16,7 +16,7 @@ from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
-from playbookd.engine import enroll, ranges
+from playbookd.engine import evaluate, events, ranges
 from playbookd.engine.launch import admit
 from playbookd.report import snapshots
 from playbookd.runtime import Runtime
@@ -83,7 +83,7 @@ def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None
 
 def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
-        report.enrolled = enroll.evaluate(runtime, engine, now)
+        report.enrolled = evaluate.evaluate(runtime, engine, now)
         report.enrolled += admit(runtime, engine, now, sweep=True)
         report.advanced = advance(runtime, engine, now)
     report.failed_accounts = audit.count_at(engine, audit.EVALUATION_FAILED, now)
@@ -123,7 +123,7 @@ def evaluate_ranges(runtime: Runtime, engine: Engine, stop: threading.Event | No
 
 def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
     """Enroll from pending events and run the new enrollments' first steps; returns enrollments made."""
-    enrolled = enroll.process_events(runtime, engine, now)
+    enrolled = events.process_events(runtime, engine, now)
     enrolled += admit(runtime, engine, now)
     if enrolled:
         advance(runtime, engine, now)

@@ -14,10 +14,13 @@ from playbookd.model.health import HealthRules, health_fields
 from playbookd.store import health as H
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.marks import bump
 from playbookd.store.schema import accounts, fields
 
 # what a record is made of; timestamps stay unread (parsing them costs on SQLite)
 RECORD = (accounts.c.id, accounts.c.segment, accounts.c.data, accounts.c.changes)
+MARKS = (accounts.c.unseen, accounts.c.due_us)  # see store.marks
+Marks = dict[str, tuple[int, int | None]]  # account id -> (unseen, due_us) as read
 
 
 def custom_types(conn: Connection) -> dict[str, str]:
@@ -29,26 +32,39 @@ def load_account_types(conn: Connection) -> dict[str, str]:
     return account_types(custom_types(conn))
 
 
+def _decoded(rows: Iterable[Any], types: Mapping[str, str], marks: Marks | None) -> list[AccountRecord]:
+    records = []
+    for row in rows:
+        records.append(decode_account(row.id, row.segment, row.data, row.changes, types))
+        if marks is not None:
+            marks[row.id] = (int(row.unseen), row.due_us)
+    return records
+
+
 def records_by_id(engine: Engine, ids: Iterable[str], types: Mapping[str, str],
-                  history_since: date | None = None) -> Iterator[AccountRecord]:
-    """The accounts of `ids` that exist; with their health history from `history_since` when given."""
+                  history_since: date | None = None, marks: Marks | None = None) -> Iterator[AccountRecord]:
+    """The accounts of `ids` that exist; with their health history from `history_since` when given;
+    `marks` gets each one's (unseen, due_us)."""
+    columns = (*RECORD, *MARKS) if marks is not None else RECORD
     for batch in chunked(ids):
         with engine.connect() as conn:
-            query = select(*RECORD).where(accounts.c.id.in_(batch)).order_by(accounts.c.id)
-            records = [decode_account(row.id, row.segment, row.data, row.changes, types) for row in conn.execute(query)]
+            query = select(*columns).where(accounts.c.id.in_(batch)).order_by(accounts.c.id)
+            records = _decoded(conn.execute(query), types, marks)
             H.attach(conn, records, history_since)
         yield from records
 
 
 def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 1000,
                   id_range: tuple[str | None, str | None] | None = None,
-                  history_since: date | None = None) -> Iterator[AccountRecord]:
+                  history_since: date | None = None, marks: Marks | None = None) -> Iterator[AccountRecord]:
     """Accounts ordered by id, `batch_size` at a time (keyset); id_range is [low, high). With
-    `history_since`, each carries its health history from that day on (for trend conditions)."""
+    `history_since`, each carries its health history from that day on (for trend conditions);
+    `marks` gets each one's (unseen, due_us)."""
     low, high = id_range or (None, None)
     last: str | None = None
+    columns = (*RECORD, *MARKS) if marks is not None else RECORD
     while True:
-        query = select(*RECORD).order_by(accounts.c.id).limit(batch_size)
+        query = select(*columns).order_by(accounts.c.id).limit(batch_size)
         if last is not None:
             query = query.where(accounts.c.id > last)
         elif low is not None:
@@ -57,7 +73,7 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
             query = query.where(accounts.c.id < high)
         with engine.connect() as conn:
             rows = conn.execute(query).all()
-            records = [decode_account(row.id, row.segment, row.data, row.changes, types) for row in rows]
+            records = _decoded(rows, types, marks)
             H.attach(conn, records, history_since)
         yield from records
         if len(rows) < batch_size:
@@ -114,7 +130,8 @@ def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: d
     scored = {} if health is None else _rescore(conn, row, data, changes, health, now)
     # no digest: the next sync compares the account with its source row in full (sync.digests)
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
-                                                                            synced_at=now, source_digest=None))
+                                                                            synced_at=now, source_digest=None,
+                                                                            unseen=bump()))
     return scored
 
 
@@ -134,13 +151,16 @@ def _recorded_after(change: Mapping[str, Any], moment: datetime) -> bool:
     return at is not None and datetime.fromisoformat(str(at)) > moment
 
 
-def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime) -> None:
+def consume_changes(engine: Engine, ids: Iterable[str], seen_at: datetime, flips: bool = True) -> None:
     """An evaluation at `seen_at` saw these accounts' changes: drop those recorded until then. A
-    change a sync recorded while the evaluation ran stays for the next one."""
+    change a sync recorded while the evaluation ran stays for the next one. `flips`: a condition
+    reads changes, so dropping them is a write the next evaluation must look at."""
     for batch in chunked(ids):
         with transaction(engine) as conn:
             rows = conn.execute(select(accounts.c.id, accounts.c.changes).where(accounts.c.id.in_(batch)))
             for account_id, changes in rows.all():
                 kept = {name: c for name, c in (changes or {}).items() if _recorded_after(c, seen_at)}
                 if kept != changes:
-                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(changes=kept))
+                    # a `changed` condition's answer flips as its change is dropped: the next one looks again
+                    seen = {"unseen": bump()} if flips else {}
+                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(changes=kept, **seen))

@@ -29,18 +29,21 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     _run(conn, table, statement, rows, fixed)
 
 
-def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]], **fixed: Any) -> None:
+def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]],
+                increment: Sequence[str] = (), **fixed: Any) -> None:
     """UPDATE the row whose `key` column is each row's `key` with the row's other values (all rows
-    with the same keys); `fixed`: columns set to one value for every row."""
+    with the same keys); `increment`: integer columns each row adds one to; `fixed`: columns set to
+    one value for every row."""
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
     if conn.dialect.name != "postgresql":
         many = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
-            {n: bindparam(f"b_{n}") for n in names} | fixed)
+            {n: bindparam(f"b_{n}") for n in names} | {n: table.c[n] + 1 for n in increment} | fixed)
         conn.execute(many, [{f"b_{n}": v for n, v in row.items()} for row in rows])
         return
-    sets = ", ".join([f"{n} = u.{n}" for n in names] + [f"{n} = :f_{n}" for n in fixed])
+    sets = ", ".join([f"{n} = u.{n}" for n in names] + [f"{n} = {table.name}.{n} + 1" for n in increment]
+                     + [f"{n} = :f_{n}" for n in fixed])
     statement = text(f"UPDATE {table.name} SET {sets} FROM {_recordset(table, [key, *names])} "
                      f"WHERE {table.name}.{key} = u.{key}")
     _run(conn, table, statement, rows, fixed)

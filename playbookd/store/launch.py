@@ -7,14 +7,15 @@ Only `live` and `paused` can be set this way; `draft` and `retired` are decision
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from playbookd.model.launch import HOLDING
 from playbookd.model.steps import Playbook
+from playbookd.store.chunks import chunked
 from playbookd.store.database import upsert
 from playbookd.store.schema import launch_queue, playbook_states
 
@@ -49,3 +50,24 @@ def wait(conn: Connection, entries: Sequence[dict[str, Any]], now: datetime) -> 
     upsert(conn, launch_queue, ["playbook_id", "account_id"],
            [{**e, "event_id": e.get("event_id"), "qualified_at": now, "seen_at": now} for e in unique.values()],
            only=["seen_at", "segment"])
+
+
+def keep_waiting(conn: Connection, playbook_ids: Sequence[str], looked_at: Collection[str],
+                 id_range: tuple[str | None, str | None] | None, now: datetime) -> None:
+    """An incremental evaluation at `now` did not look at the accounts outside `looked_at`: they qualify
+    as before, so those waiting for these playbooks are marked seen (the sweep would drop them)."""
+    if not playbook_ids:
+        return
+    query = select(launch_queue.c.playbook_id, launch_queue.c.account_id).where(
+        launch_queue.c.playbook_id.in_(list(playbook_ids)), launch_queue.c.event_id.is_(None),
+        launch_queue.c.seen_at < now)
+    low, high = id_range or (None, None)
+    if low is not None:
+        query = query.where(launch_queue.c.account_id >= low)
+    if high is not None:
+        query = query.where(launch_queue.c.account_id < high)
+    kept = [row for row in conn.execute(query) if row.account_id not in looked_at]
+    for batch in chunked(kept, 500):
+        conn.execute(update(launch_queue).where(launch_queue.c.playbook_id == bindparam("b_playbook"),
+                                                launch_queue.c.account_id == bindparam("b_account"))
+                     .values(seen_at=now), [{"b_playbook": r.playbook_id, "b_account": r.account_id} for r in batch])

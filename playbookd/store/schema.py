@@ -26,7 +26,10 @@ When = DateTime(timezone=True)
 
 # An account's field values live in `data` (JSON, typed: dates as ISO text) because most of
 # them are custom columns; `changes` holds {field: {"from": old, "at": iso}} for fields that
-# changed in the latest sync of the source that supplies them.
+# changed in the latest sync of the source that supplies them. `unseen` counts the writes since an
+# evaluation last saw the account, `due_us` is the next moment (epoch microseconds) a time-based
+# condition of a live playbook can flip for it: together they are what an incremental evaluation
+# reads (engine.scope).
 accounts = Table(
     "accounts", metadata,
     Column("id", String(200), primary_key=True),
@@ -36,7 +39,11 @@ accounts = Table(
     Column("synced_at", When, nullable=False),
     Column("created_at", When, nullable=False),
     Column("source_digest", String(32)),  # of the source row last synced into it (sync.digests)
+    Column("unseen", Integer, nullable=False, default=1, server_default="1"),  # a new account is unseen
+    Column("due_us", BigInteger),
 )
+Index("ix_accounts_unseen", accounts.c.unseen)
+Index("ix_accounts_due", accounts.c.due_us)
 
 # Known custom fields and their inferred types, so validate knows what a playbook may name.
 fields = Table(
@@ -252,6 +259,7 @@ ranges = Table(
     Column("claimed_by", String(200)),
     Column("claimed_at", When),
     Column("enrolled", Integer),
+    Column("full", Boolean, nullable=False, default=True, server_default="1"),  # every account, or the changed
 )
 Index("ix_ranges_state", ranges.c.state, ranges.c.id)
 

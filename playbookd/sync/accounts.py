@@ -14,6 +14,7 @@ from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
 from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.database import aware, transaction, upsert
+from playbookd.store.marks import UNSEEN
 from playbookd.store.schema import accounts, fields
 from playbookd.sync import digests
 from playbookd.sync.base import Item, Run
@@ -151,7 +152,7 @@ class AccountRun(Run):
     def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
                digested: list[dict[str, Any]]) -> None:
         insert_rows(conn, accounts, inserts, synced_at=self.now, created_at=self.now)
-        update_rows(conn, accounts, "id", updates, synced_at=self.now)
+        update_rows(conn, accounts, "id", updates, increment=UNSEEN, synced_at=self.now)
         update_rows(conn, accounts, "id", digested)
         self._write_types(conn)
 

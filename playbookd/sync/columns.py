@@ -6,12 +6,14 @@ from collections.abc import Container, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from playbookd.model import fields as F
 from playbookd.model.account import encode, put_values
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import transaction
+from playbookd.store.marks import touch
+from playbookd.store.schema import accounts
 
 
 def as_text(value: Any) -> Any:
@@ -104,6 +106,14 @@ def merge(data: Mapping[str, Any], changes: Mapping[str, Any], supplied: Mapping
     return new_data, new_changes, changed
 
 
+def _unseen(conn: Connection, table: Table, ids: list[Any]) -> None:
+    """The restated accounts, or the accounts of the restated contacts, are evaluated again."""
+    if table is accounts:
+        touch(conn, ids)
+    else:
+        touch(conn, conn.execute(select(table.c.account_id).where(table.c.id.in_(ids))).scalars())
+
+
 def restate_as_text(engine: Engine, table: Table, names: set[str]) -> None:
     """A column that widened to text keeps text values in every stored row (accounts or contacts),
     or `eq: "1"` would miss a stored 1."""
@@ -117,6 +127,7 @@ def restate_as_text(engine: Engine, table: Table, names: set[str]) -> None:
             if fixes:
                 conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(data=bindparam("data")),
                              fixes)
+                _unseen(conn, table, [fix["b_id"] for fix in fixes])
         if len(rows) < CHUNK:
             return
         last = rows[-1].id

@@ -20,6 +20,7 @@ from playbookd.store.accounts import among, load_account_types
 from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.marks import UNSEEN, touch
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync import digests
 from playbookd.sync.base import Item, Run
@@ -125,6 +126,9 @@ class ContactRun(Run):
             insert_rows(conn, contacts, inserts, synced_at=self.now)
             update_rows(conn, contacts, "id", updates, synced_at=self.now)
             update_rows(conn, contacts, "id", digested)
+            owner = {r.id: r.account_id for r in existing.values()}
+            # a contacts condition reads them: their account is evaluated again
+            touch(conn, {row["account_id"] for row in inserts} | {owner[row["id"]] for row in updates})
             self._derive(conn, known, left)
             write_contact_types(conn, self.typer)
 
@@ -144,7 +148,7 @@ class ContactRun(Run):
                     among(conn, accounts.c.id, batch), _has_key(conn, accounts.c.changes, "contacts_active")))
                 settled = [{"id": r.id, "changes": {k: v for k, v in r.changes.items() if k != "contacts_active"}}
                            for r in rows if "contacts_active" in (r.changes or {})]
-                update_rows(conn, accounts, "id", settled)
+                update_rows(conn, accounts, "id", settled, increment=UNSEEN)  # `changes` moved
 
     def _known(self, item: Item, known: Mapping[str, Any]) -> bool:
         line, email, values, _ = item
@@ -205,7 +209,7 @@ class ContactRun(Run):
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
                 updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
-        update_rows(conn, accounts, "id", updates)
+        update_rows(conn, accounts, "id", updates, increment=UNSEEN)
         self.touched.add(u["id"] for u in updates)
 
 

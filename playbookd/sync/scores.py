@@ -35,6 +35,7 @@ from playbookd.store.accounts import among, load_account_types
 from playbookd.store.bulk import update_rows
 from playbookd.store.chunks import CHUNK
 from playbookd.store.database import aware, transaction
+from playbookd.store.marks import UNSEEN
 from playbookd.store.schema import accounts
 from playbookd.sync.base import Touched
 
@@ -156,5 +157,5 @@ def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: 
                 report.moved += 1
                 if (turned := values[HEALTH_COLOR]) != color and turned is not None:
                     report.turned[str(turned)] += 1
-    update_rows(conn, accounts, "id", updates)
+    update_rows(conn, accounts, "id", updates, increment=UNSEEN)
     H.record_moves(conn, moves, day, now)

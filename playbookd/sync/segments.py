@@ -16,6 +16,7 @@ from playbookd.model.evaluation import evaluate
 from playbookd.store.accounts import iter_accounts, load_account_types, records_by_id
 from playbookd.store.chunks import chunked
 from playbookd.store.database import transaction, utcnow
+from playbookd.store.marks import bump
 from playbookd.store.schema import accounts
 
 DEFAULT_SEGMENT = "default"
@@ -75,7 +76,7 @@ def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] |
         if moves:
             with transaction(engine) as conn:
                 conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id"))
-                             .values(segment=bindparam("b_segment")), moves)
+                             .values(segment=bindparam("b_segment"), unseen=bump()), moves)
         changed += len(moves)
     return changed
 
