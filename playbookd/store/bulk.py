@@ -20,13 +20,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     """INSERT `rows` (all with the same keys); `fixed`: columns with one value for every row."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
-        conn.execute(table.insert().values(fixed), list(rows))
-        return
     names = list(rows[0])
-    statement = text(f"INSERT INTO {table.name} ({', '.join([*names, *fixed])}) "
+    recordset = text(f"INSERT INTO {table.name} ({', '.join([*names, *fixed])}) "
                      f"SELECT {', '.join([*names, *(f':f_{n}' for n in fixed)])} FROM {_recordset(table, names)}")
-    _run(conn, table, statement, rows, fixed)
+    many = table.insert().values(fixed)
+    for batch in chunked(rows):
+        if not _run(conn, table, recordset, batch, fixed):
+            conn.execute(many, list(batch))
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]],
@@ -37,23 +37,30 @@ def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
-    if conn.dialect.name != "postgresql":
-        many = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
-            {n: bindparam(f"b_{n}") for n in names} | {n: table.c[n] + 1 for n in increment} | fixed)
-        conn.execute(many, [{f"b_{n}": v for n, v in row.items()} for row in rows])
-        return
     sets = ", ".join([f"{n} = u.{n}" for n in names] + [f"{n} = {table.name}.{n} + 1" for n in increment]
                      + [f"{n} = :f_{n}" for n in fixed])
-    statement = text(f"UPDATE {table.name} SET {sets} FROM {_recordset(table, [key, *names])} "
+    recordset = text(f"UPDATE {table.name} SET {sets} FROM {_recordset(table, [key, *names])} "
                      f"WHERE {table.name}.{key} = u.{key}")
-    _run(conn, table, statement, rows, fixed)
-
-
-def _run(conn: Connection, table: Table, statement: Any, rows: Sequence[Mapping[str, Any]],
-         fixed: Mapping[str, Any]) -> None:
-    constants = [bindparam(f"f_{name}", value, type_=table.c[name].type) for name, value in fixed.items()]
+    many = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
+        {n: bindparam(f"b_{n}") for n in names} | {n: table.c[n] + 1 for n in increment} | fixed)
     for batch in chunked(rows):
-        conn.execute(statement.bindparams(bindparam("rows", json.dumps(batch)), *constants))
+        if not _run(conn, table, recordset, batch, fixed):
+            conn.execute(many, [{f"b_{n}": v for n, v in row.items()} for row in batch])
+
+
+def _run(conn: Connection, table: Table, statement: Any, batch: Sequence[Mapping[str, Any]],
+         fixed: Mapping[str, Any]) -> bool:
+    """The batch as one statement on PostgreSQL, if it can be; False: run it as an executemany.
+    json_to_recordset cannot turn \\u0000 into text, while a json column stores it as it is, so a
+    batch with a NUL anywhere (synced data is hostile) takes the slower way."""
+    if conn.dialect.name != "postgresql":
+        return False
+    payload = json.dumps(batch)
+    if "\\u0000" in payload:
+        return False
+    constants = [bindparam(f"f_{name}", value, type_=table.c[name].type) for name, value in fixed.items()]
+    conn.execute(statement.bindparams(bindparam("rows", payload), *constants))
+    return True
 
 
 def _recordset(table: Table, names: list[str]) -> str:

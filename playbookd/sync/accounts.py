@@ -17,7 +17,7 @@ from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.marks import UNSEEN
 from playbookd.store.schema import accounts, fields
 from playbookd.sync import digests
-from playbookd.sync.base import Item, Run
+from playbookd.sync.base import Item, Run, lookup_ids
 from playbookd.sync.columns import Typer, encoded, fixed_value, merge, restate_as_text
 from playbookd.sync.segments import Segmenter, assign_segments
 
@@ -48,7 +48,7 @@ class AccountRun(Run):
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
             return
-        ids = [key.strip() for row in rows if isinstance(key := row.values.get("id"), str) and key.strip()]
+        ids = lookup_ids(rows, "id")
         with self.engine.connect() as conn:
             query = select(accounts.c.id, accounts.c.source_digest).where(among(conn, accounts.c.id, ids))
             self.digests = dict(conn.execute(query).all())

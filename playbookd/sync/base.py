@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, select
 
 from playbookd.config.settings import Config, Source
 from playbookd.errors import Problem
+from playbookd.model import fields as F
 from playbookd.sources.base import Row, source_file
 from playbookd.sources.registry import read_rows
 from playbookd.store.accounts import RECORD
@@ -201,3 +202,10 @@ class _Spool:
             yield pickle.load(self.file)
         if self.batch:
             yield self.batch
+
+
+def lookup_ids(rows: list[Row], key: str) -> list[str]:
+    """The ids of `rows` fit to be looked up: a bad one (a NUL, which PostgreSQL refuses in any query,
+    a control character, too long) is reported later by `item` with its line, never queried."""
+    found = {value.strip() for row in rows if isinstance(value := row.values.get(key), str)}
+    return sorted(i for i in found if i and F.id_problem(i) is None)

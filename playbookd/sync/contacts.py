@@ -23,7 +23,7 @@ from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.marks import UNSEEN, touch
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync import digests
-from playbookd.sync.base import Item, Run
+from playbookd.sync.base import Item, Run, lookup_ids
 from playbookd.sync.columns import Typer, as_text, encoded, restate_as_text
 from playbookd.sync.contact_types import contact_typer, write_contact_types
 from playbookd.sync.segments import Segmenter
@@ -51,7 +51,7 @@ class ContactRun(Run):
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
             return
-        ids = list({key.strip() for row in rows if isinstance(key := row.values.get("account_id"), str)})
+        ids = lookup_ids(rows, "account_id")
         with self.engine.connect() as conn:
             query = (select(contacts.c.source_digest, contacts.c.account_id, contacts.c.email)
                      .join(accounts, accounts.c.id == contacts.c.account_id)

@@ -44,3 +44,21 @@ def test_rows_written_in_bulk_read_back_as_written(engine: Engine) -> None:
     found = stored(engine)
     assert found[2] == ("p0002@a1.example", "Zoë", True, 2, {"i": -2}, later)
     assert found[3] == ("p0003@a1.example", None, False, 3, {**TRICKY, "i": 3}, NOW), "rows not named stay"
+
+
+def test_a_nul_in_a_json_value_is_written_too_and_the_counter_goes_up(engine: Engine) -> None:
+    """PostgreSQL's json_to_recordset refuses \\u0000 where a json column keeps it: such a batch is
+    written row by row instead, with the same result."""
+    rows = [{"account_id": "A1", "email": f"n{i}@a1.example", "first_name": "N", "status": "active",
+             "is_primary": False, "position": i, "data": {"name": "N\x00ull" if i == 1 else "plain"}}
+            for i in range(3)]
+    with engine.begin() as conn:
+        insert_rows(conn, contacts, rows, synced_at=NOW)
+    with engine.connect() as conn:
+        ids = dict(conn.execute(select(contacts.c.email, contacts.c.id)).all())
+    with engine.begin() as conn:
+        update_rows(conn, contacts, "id", [{"id": ids["n1@a1.example"], "data": {"name": "still N\x00ull"}}],
+                    increment=("position",))
+    found = {row[0]: row for row in stored(engine)}
+    assert found["n0@a1.example"][4] == {"name": "plain"}
+    assert found["n1@a1.example"][3:5] == (2, {"name": "still N\x00ull"})  # position 1 + 1
