@@ -40,11 +40,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n 3 --dist worksteal --durations=25
 
 bench: $(BIN)/playbookd
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/render_queue.py
-	if command -v smtp-sink >/dev/null; then $(BIN)/python bench/delivery.py --messages 20000 && \
-	$(BIN)/python bench/peer.py --recipients 20000; \
-	else echo "delivery bench skipped: apt-get install postfix for smtp-sink and smtp-source"; fi
+	$(BIN)/python bench/table.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import tempfile
 import time
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="share of accounts the second sync changes")
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite in a temp dir)")
     parser.add_argument("--trends", action="store_true", help="keep the shipped playbook with a trend condition")
+    parser.add_argument("--json", action="store_true", help="last line: the figures as one JSON object")
     args = parser.parse_args()
 
     from playbookd import runtime
@@ -86,6 +88,10 @@ def main() -> None:
               "those whose changes it consumed)")
         print(f"after a sync changing {changed:,} accounts: {incremental:8.2f}s  ({looked:,} accounts looked at)")
         print(f"ratio incremental / full:         {incremental / full:8.3f}  (target <= 0.05)")
+        if args.json:
+            print(json.dumps({"accounts": args.accounts, "changed": changed, "looked_at": looked,
+                              "full_seconds": full, "incremental_seconds": incremental,
+                              "ratio_to_full": incremental / full}))
         engine.dispose()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from playbookd.cadence.advance import advance  # noqa: E402
 from playbookd.cadence.context import template_context  # noqa: E402
 from playbookd.config.settings import load_config  # noqa: E402
 from playbookd.delivery.recipients import load_contacts  # noqa: E402
-from playbookd.engine import enroll  # noqa: E402
+from playbookd.engine.evaluate import evaluate  # noqa: E402
 from playbookd.service import cycle  # noqa: E402
 from playbookd.store.accounts import load_account_types, records_by_id  # noqa: E402
 from playbookd.store.database import connect, utcnow  # noqa: E402
@@ -143,13 +144,13 @@ def floor_insert(engine: Engine) -> float:
     return seconds
 
 
-def measure(config_path: Path, template: str, profile: int) -> None:
+def measure(config_path: Path, template: str, profile: int) -> dict[str, float]:
     config = load_config(config_path)
     engine = connect(config.database)
     rt = runtime.load(config=config, engine=engine)
     cycle.run_sync(rt, engine)
     now = utcnow()
-    enrolled = enroll.evaluate(rt, engine, now)
+    enrolled = evaluate(rt, engine, now)
     rt.templates.render_string("warm", {})  # the render worker's start is paid once per process
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
@@ -171,6 +172,7 @@ def measure(config_path: Path, template: str, profile: int) -> None:
     print(f"floor: plain Jinja {render_s / rendered * 1e6:,.0f} µs + bulk outbox INSERT "
           f"{insert_s / rendered * 1e6:,.0f} µs per email = {floor:,.0f} emails/s")
     print(f"ratio to the floor: {ours / floor:.2f}x ({floor / ours:.1f} times slower)")
+    result = {"emails": queued, "emails_per_s": ours, "floor_per_s": floor, "ratio_to_floor": ours / floor}
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(profile)
@@ -178,6 +180,7 @@ def measure(config_path: Path, template: str, profile: int) -> None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile)
         print(out.getvalue())
+    return result
 
 
 def main() -> None:
@@ -187,12 +190,15 @@ def main() -> None:
                         help="the email (default: one whose text part is derived from its HTML)")
     parser.add_argument("--database", default=None, help="a PostgreSQL URL (default: SQLite in a temp dir)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N")
+    parser.add_argument("--json", action="store_true", help="last line: the figures as one JSON object")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="playbookd-render-") as tmp:
         project = Path(tmp) / "project"
         with database(args.database, project) as url:
             config = prepare(Path(tmp), args.accounts, args.template, url if args.database else None)
-            measure(config, args.template, args.profile)
+            result = measure(config, args.template, args.profile)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

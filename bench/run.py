@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite in a temp dir)")
     parser.add_argument("--stages", default="sync,evaluate,deliver",
                         help="comma-separated stages to run (default: all three)")
+    parser.add_argument("--json", action="store_true", help="last line: every stage's figures as one JSON object")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,9 +202,12 @@ def main() -> None:
         config_path = prepare(workdir, args.accounts, database or f"sqlite:///{workdir}/bench.db")
         print(f"generated {args.accounts:,} accounts in {time.perf_counter() - started:.1f}s")
         argv = sys.argv[1:]
+        results = {}
         for stage in stages:
-            result = run_stage(stage, argv, config_path)
-            print(f"{stage:9} " + "  ".join(f"{k}={shown(k, v)}" for k, v in result.items()))
+            results[stage] = result = run_stage(stage, argv, config_path)
+            print(f"{stage:9} " + "  ".join(f"{k}={shown(k, v)}" for k, v in result.items()), flush=True)
+        if args.json:
+            print(json.dumps(results))
 
 
 if __name__ == "__main__":
