@@ -93,11 +93,13 @@ def _origin(url: str) -> tuple[str, str, int | None, str]:
 
 
 def covers(prefix: str, url: str) -> bool:
-    """Same scheme, host and port, and the path under the prefix's: a plain string prefix would hand
-    https://crm.example.com's token to https://crm.example.com.attacker.net."""
+    """Same scheme, host and port, and the path at or under the prefix's, whole segments only: a plain
+    string prefix would hand https://crm.example.com's token to https://crm.example.com.attacker.net,
+    and /tenant-a's to /tenant-ab."""
     scheme, host, port, path = _origin(prefix)
     theirs = _origin(url)
-    return (scheme, host, port) == theirs[:3] and theirs[3].startswith(path)
+    under = theirs[3] == path or theirs[3].startswith(path if path.endswith("/") else path + "/")
+    return (scheme, host, port) == theirs[:3] and under
 
 
 def authoriser(config: Config) -> Authorise:

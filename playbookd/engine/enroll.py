@@ -301,7 +301,7 @@ def evaluate_range(runtime: Runtime, engine: Engine, now: datetime,
         with transaction(engine) as conn:
             launch.keep_waiting(conn, [p.id for p in playbooks if p.id not in scope.everyone and p.schedule is None],
                                 scope.accounts or {}, id_range, now)
-    ledger = Ledger(S.due_times(runtime, runtime.playbooks), now)
+    ledger = Ledger(S.due_times(runtime, runtime.playbooks), now, scope.read_first)
     total = 0
     for chunk in chunked(candidates(runtime, engine, now, workers, id_range, True, playbooks, None, scope, ledger)):
         with transaction(engine) as conn:

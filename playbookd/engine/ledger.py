@@ -8,7 +8,7 @@ unseen, so the next one looks at them again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -21,9 +21,10 @@ from playbookd.store.accounts import Marks
 
 
 class Ledger:
-    def __init__(self, dues: DueTimes, now: datetime) -> None:
+    def __init__(self, dues: DueTimes, now: datetime, before: Mapping[str, int] | None = None) -> None:
         self.dues = dues
         self.now = now
+        self.before = before  # `unseen` when the evaluation began: never clear a write that came after
         self.read: Marks = {}  # filled by the store as it reads accounts
         self.seen: list[marks.Mark] = []
         self.cooldowns: dict[str, int] = {}
@@ -32,6 +33,8 @@ class Ledger:
         """The records, each noted with its next due time as it passes (its contacts attached)."""
         for record in records:
             unseen, due = self.read.pop(record["id"], (0, None))
+            if self.before is not None:  # written after goals and exits read it: the next evaluation looks again
+                unseen = min(unseen, self.before.get(record["id"], 0))
             new_due = self.dues.next_flip(record, self.now) if self.dues else None
             if unseen or new_due != due:
                 self.seen.append((record["id"], unseen, new_due))

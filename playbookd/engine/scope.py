@@ -29,6 +29,7 @@ from playbookd.model.evaluation import epoch_us
 from playbookd.model.steps import Playbook
 from playbookd.runtime import Runtime
 from playbookd.store import launch, marks, state
+from playbookd.store.accounts import load_account_types
 from playbookd.store.marks import IdRange
 
 KEY = "full_evaluation"  # state: {"at": ISO time, "fingerprint": hex} of the latest full evaluation
@@ -41,13 +42,18 @@ class Scope:
 
     accounts: Mapping[str, int] | None = None
     everyone: frozenset[str] = frozenset()
+    # a full evaluation's `unseen` as read before its goals and exits (an incremental one's is `accounts`)
+    before: Mapping[str, int] | None = None
+
+    @property
+    def read_first(self) -> Mapping[str, int] | None:
+        """`unseen` of each account as read when the evaluation began, None if not read: the most an
+        evaluation may clear, so a write landing after its goals or exits read an account stays."""
+        return self.before if self.accounts is None else self.accounts
 
     @property
     def full(self) -> bool:
         return self.accounts is None
-
-    def covers(self, playbook_id: str, account_id: str) -> bool:
-        return self.accounts is None or playbook_id in self.everyone or account_id in self.accounts
 
 
 FULL = Scope()
@@ -73,9 +79,11 @@ def due_times(runtime: Runtime, playbooks: Sequence[Playbook]) -> DueTimes:
     return DueTimes([c for p in playbooks for c in conditions(runtime, p)], runtime.config.tz)
 
 
-def fingerprint(runtime: Runtime, statuses: Mapping[str, str]) -> str:
-    """Everything an account's answers depend on beside the account and the clock."""
-    parts: list[Any] = [str(runtime.config.tz), repr(runtime.exit_when),
+def fingerprint(runtime: Runtime, statuses: Mapping[str, str], types: Mapping[str, str]) -> str:
+    """Everything an account's answers depend on beside the account and the clock. The fields' types
+    are in it: a sync that retypes a column (a date read as a datetime) changes how every account
+    reads, written or not."""
+    parts: list[Any] = [str(runtime.config.tz), repr(runtime.exit_when), sorted(types.items()),
                         runtime.config.health.model_dump_json() if runtime.config.health else None]
     for p in sorted(runtime.playbooks, key=lambda p: p.id):
         if statuses.get(p.id) in ("live", "paused"):
@@ -84,13 +92,17 @@ def fingerprint(runtime: Runtime, statuses: Mapping[str, str]) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def _current(runtime: Runtime, conn: Connection) -> str:
+    return fingerprint(runtime, launch.statuses(runtime.playbooks, conn), load_account_types(conn))
+
+
 def wants_full(runtime: Runtime, conn: Connection, now: datetime) -> str | None:
     """Why the evaluation at `now` must look at every account, None if it need not."""
     last = state.read(conn, KEY)
     if not isinstance(last, dict) or "at" not in last:
         return "no full evaluation recorded"
-    if last.get("fingerprint") != fingerprint(runtime, launch.statuses(runtime.playbooks, conn)):
-        return "playbooks, their statuses or the settings they depend on changed"
+    if last.get("fingerprint") != _current(runtime, conn):
+        return "playbooks, their statuses, the fields' types or the settings they depend on changed"
     if now - datetime.fromisoformat(str(last["at"])) >= runtime.config.evaluation.full_every:
         return "evaluation.full_every has passed"
     return None
@@ -98,13 +110,13 @@ def wants_full(runtime: Runtime, conn: Connection, now: datetime) -> str | None:
 
 def record_full(runtime: Runtime, conn: Connection, now: datetime) -> None:
     """In the transaction that makes the full evaluation at `now` happen (or records it done)."""
-    prints = fingerprint(runtime, launch.statuses(runtime.playbooks, conn))
+    prints = _current(runtime, conn)
     state.write(conn, KEY, {"at": now.isoformat(), "fingerprint": prints})
 
 
 def scope(runtime: Runtime, engine: Engine, now: datetime, full: bool, playbooks: Sequence[Playbook],
           id_range: IdRange = None) -> Scope:
     if full:
-        return FULL
+        return Scope(before=marks.written(engine, id_range))
     found = marks.pending(engine, epoch_us(now, runtime.config.tz), id_range)
     return Scope(found, always_full(runtime, playbooks))

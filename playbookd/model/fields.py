@@ -129,6 +129,9 @@ def _to_integer(value: Any) -> int:
     raise ValueError(f"expected an integer, got {value!r}")
 
 
+MAX_EXPONENT = 308  # a double's: past it a value is no measurement, and as an integer it costs seconds to build
+
+
 def _to_decimal(value: Any) -> int | float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
@@ -139,6 +142,8 @@ def _to_decimal(value: Any) -> int | float:
             number = Decimal(value.strip())
         except InvalidOperation as exc:
             raise ValueError(f"expected a number, got {value!r}") from exc
+        if not number.is_finite() or abs(number.adjusted()) > MAX_EXPONENT:  # "1e1000000": a 10-byte cell
+            raise ValueError(f"number out of range (beyond 1e±{MAX_EXPONENT}): {value.strip()[:40]!r}")
         return int(number) if number == number.to_integral_value() and "." not in value else float(number)
     raise ValueError(f"expected a number, got {value!r}")
 

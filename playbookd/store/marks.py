@@ -55,6 +55,13 @@ def pending(engine: Engine, now_us: int, id_range: IdRange = None) -> dict[str, 
         return {row.id: int(row.unseen) for row in conn.execute(query)}
 
 
+def written(engine: Engine, id_range: IdRange = None) -> dict[str, int]:
+    """Accounts (of `id_range`) written since last seen: id -> `unseen` as read."""
+    query = _in_range(select(accounts.c.id, accounts.c.unseen).where(accounts.c.unseen > 0), id_range)
+    with engine.connect() as conn:
+        return {row.id: int(row.unseen) for row in conn.execute(query)}
+
+
 def settle(engine: Engine, marks: Sequence[Mark]) -> None:
     """An evaluation saw these accounts: store each one's next due time, and clear `unseen` where no
     write came since it was read."""

@@ -108,7 +108,9 @@ class AccountRun(Run):
         with transaction(self.engine) as conn:
             ids = [key for _, key, _, _ in batch]
             query = select(*RECORD, accounts.c.created_at, accounts.c.source_digest).where(
-                among(conn, accounts.c.id, ids))
+                among(conn, accounts.c.id, ids)).order_by(accounts.c.id)
+            if conn.dialect.name == "postgresql":  # a `set` step or a bounce committing meanwhile must not be
+                query = query.with_for_update()    # overwritten, nor its cleared digest stamped over
             existing = {r.id: r for r in conn.execute(query)}
             inserts, updates, digested = self._diff(batch, existing, types)
             self._write(conn, inserts, updates, digested)

@@ -120,7 +120,10 @@ class ContactRun(Run):
         with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             good = [it for it in batch if self._known(it, known)]
-            rows = conn.execute(select(contacts).where(contacts.c.account_id.in_(list(known))))
+            query = select(contacts).where(contacts.c.account_id.in_(list(known))).order_by(contacts.c.id)
+            if conn.dialect.name == "postgresql":  # as AccountRun.flush: a bounce meanwhile is not overwritten
+                query = query.with_for_update()
+            rows = conn.execute(query)
             existing = {(r.account_id, r.email): r for r in rows}
             inserts, updates, digested, left = self._diff(good, existing)
             insert_rows(conn, contacts, inserts, synced_at=self.now)

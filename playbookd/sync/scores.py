@@ -107,9 +107,12 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
             _rescore(conn, rows, rules, now, day, switched_on, report)
         if only is not None:
             only = only[CHUNK:]
-        if not only if only is not None else len(rows) < CHUNK:
+            if not only:
+                break
+        elif len(rows) < CHUNK:
             break
-        last = rows[-1].id
+        else:
+            last = rows[-1].id
     with transaction(engine) as conn:
         if config.health is not None:
             H.prune(conn, day - timedelta(days=config.health.history_days))

@@ -167,6 +167,9 @@ def test_a_receiver_nobody_configured_gets_no_credentials(engine: Engine, receiv
     ("https://crm.example.com", "https://crm.example.com:8443/hooks", False),
     ("https://crm.example.com/hooks/", "https://crm.example.com/other", False),
     ("https://crm.example.com/hooks/", "https://user@crm.example.com/hooks/1", True),
+    ("https://crm.example.com/tenant-a", "https://crm.example.com/tenant-a/hook", True),
+    ("https://crm.example.com/tenant-a", "https://crm.example.com/tenant-a", True),
+    ("https://crm.example.com/tenant-a", "https://crm.example.com/tenant-ab/hook", False),
 ])
 def test_a_receiver_covers_its_origin_and_path_only(prefix: str, url: str, covered: bool) -> None:
     assert webhooks.covers(prefix, url) is covered

@@ -171,3 +171,27 @@ def test_only_the_accounts_a_sync_changed_are_looked_at_again(make: Any, db_url:
     project.run(T0 + 2 * STEP)
     assert {r.account_id for r in project.rows(enrollments)} == entered | {switched}
     assert set(marks.pending(project.engine, now_us)) == {switched}
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_write_after_goals_and_exits_read_an_account_is_not_cleared(make: Any, db_url: str, full: bool) -> None:
+    """A bounce or a `set` step on another thread can commit while an evaluation runs: what its
+    goals and exits read must not be marked seen by the entry pass that read the write."""
+    from playbookd.engine.enroll import evaluate_range
+    from playbookd.store.database import transaction
+
+    rng = random.Random(7)
+    population = {f"ACC-{i:03d}": _account(rng, T0) for i in range(10)}
+    project = make({"pro": PLAN}, accounts_csv=csv_of(population), database=db_url)
+    project.run(T0)
+    project.run(T0 + STEP)
+    now = T0 + 2 * STEP
+    now_us = epoch_us(now, ZoneInfo("UTC"))
+    assert marks.pending(project.engine, now_us) == {}
+    with transaction(project.engine) as conn:  # written before the evaluation: in its scope
+        marks.touch(conn, ["ACC-003"])
+    seen = scope.scope(project.runtime, project.engine, now, full, project.runtime.playbooks)
+    with transaction(project.engine) as conn:  # after goals and exits, before entry: the race
+        marks.touch(conn, ["ACC-003"])
+    evaluate_range(project.runtime, project.engine, now, scope=seen)
+    assert set(marks.pending(project.engine, now_us)) == {"ACC-003"}

@@ -405,3 +405,14 @@ def test_a_yes_no_column_with_a_third_answer_keeps_its_words_and_resyncs_unchang
     assert (s.updated, s.unchanged) == (0, 301)
     a1 = account(engine, "A1")
     assert a1 is not None and a1["usage_fit"] == "yes" and stored_types(engine) == {"usage_fit": "string"}
+
+
+def test_a_number_out_of_range_is_a_row_problem_not_a_stall(engine: Engine, tmp_path: Path) -> None:
+    """`1e1000000` is ten bytes, and as an exact integer a million digits that take seconds to build
+    (and that no JSON encoder writes): refused for a declared number, kept as text when inferred."""
+    path = write(tmp_path / "a.csv", "id,arr,note\nA1,1e1000000,1e400\nA2,1e300,x\n")
+    report = sync(engine, config(tmp_path, src("crm", path, types={"arr": "decimal"})), now=NOW)
+    assert problems(report) == [f"{path}:2: account A1: arr: number out of range (beyond 1e±308): '1e1000000'"]
+    assert account(engine, "A1") is None
+    a2 = account(engine, "A2")
+    assert a2 is not None and a2["arr"] == 10**300
