@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import insert
 
 from playbookd.config.durations import Months
 from playbookd.engine import scope as S
@@ -20,6 +21,7 @@ from playbookd.model.account import CONTACTS
 from playbookd.model.conditions import FUTURE, PAST, All, Contacts, Leaf, Not, Trend
 from playbookd.model.evaluation import EPOCH, epoch_us, evaluate
 from playbookd.model.launch import Declared
+from playbookd.store.schema import fields
 
 TZ = ZoneInfo("Europe/Paris")
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -111,7 +113,7 @@ def test_a_full_evaluation_is_due_first_then_on_changes_and_every_full_every(mak
     assert _full_reasons(project, NOW + timedelta(hours=23)) is None
     assert _full_reasons(project, NOW + timedelta(days=1)) == "evaluation.full_every has passed"
     original = project.runtime
-    changed = "playbooks, their statuses or the settings they depend on changed"
+    changed = "playbooks, their statuses, the fields' types or the settings they depend on changed"
     edited = dataclasses.replace(original.playbooks[0], trigger=Leaf("last_login_at", "older_than", 86_400))
     project.runtime = dataclasses.replace(original, playbooks=(edited,))
     assert _full_reasons(project, NOW + timedelta(hours=1)) == changed
@@ -122,6 +124,11 @@ def test_a_full_evaluation_is_due_first_then_on_changes_and_every_full_every(mak
         project.runtime = dataclasses.replace(original, config=original.config.model_copy(update=setting))
         assert _full_reasons(project, NOW + timedelta(hours=1)) == changed, setting
     project.runtime = original
+    assert _full_reasons(project, NOW + timedelta(hours=1)) is None
+    with project.engine.begin() as conn:  # a sync typed a new column: every account reads differently
+        conn.execute(insert(fields).values(entity="accounts", name="seat_count", type="integer"))
+    assert _full_reasons(project, NOW + timedelta(hours=1)) == changed
+    _record(project, NOW + timedelta(hours=1))
     assert _full_reasons(project, NOW + timedelta(hours=1)) is None
     nudge = Declared("nudge", "live", original.playbooks[0].launch)
     set_status(project.engine, nudge, "paused", NOW, None)
