@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -40,6 +41,7 @@ class Recorder:
     in_flight: int = 0  # DATA commands being answered right now, over all connections
     peak: int = 0  # the most ever answered at once
     lock: threading.Lock = field(default_factory=threading.Lock)
+    on_received: Callable[[], object] | None = None  # called as each message is recorded, before the reply
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -75,6 +77,8 @@ class Recorder:
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message,  # type: ignore[arg-type]
                                           bytes(envelope.original_content), list(envelope.mail_options)))
+        if self.on_received is not None:
+            self.on_received()
         return "250 Message accepted for delivery"
 
 
