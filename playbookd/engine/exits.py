@@ -24,7 +24,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import load_account_types, records_by_id
 from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import transaction
-from playbookd.store.marks import touch
+from playbookd.store.marks import in_range, touch
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import enrollments
 
@@ -52,11 +52,7 @@ def _active(engine: Engine, after: int, id_range: tuple[str | None, str | None] 
     query = (select(enrollments.c.id, enrollments.c.playbook_id, enrollments.c.account_id)
              .where(enrollments.c.state == "active", enrollments.c.id > after, *where)
              .order_by(enrollments.c.id).limit(CHUNK))
-    low, high = id_range or (None, None)
-    if low is not None:
-        query = query.where(enrollments.c.account_id >= low)
-    if high is not None:
-        query = query.where(enrollments.c.account_id < high)
+    query = in_range(query, enrollments.c.account_id, id_range)
     with engine.connect() as conn:
         return list(conn.execute(query))
 

@@ -27,7 +27,7 @@ from playbookd.store import audit
 from playbookd.store.accounts import RECORD, load_account_types, records_by_id
 from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import aware, transaction
-from playbookd.store.marks import touch
+from playbookd.store.marks import in_range, touch
 from playbookd.store.people import attach_contacts
 from playbookd.store.schema import accounts, enrollments
 
@@ -112,11 +112,7 @@ def _watch_query(playbook: Playbook, now: datetime, tz: ZoneInfo, after: int,
         query = query.where(enrollments.c.state.in_(("active", "failed")))
     else:
         query = query.where(enrollments.c.entered_at >= _earliest_entry(now, playbook.goal.within, tz))
-    low, high = id_range or (None, None)
-    if low is not None:
-        query = query.where(enrollments.c.account_id >= low)
-    if high is not None:
-        query = query.where(enrollments.c.account_id < high)
+    query = in_range(query, enrollments.c.account_id, id_range)
     return query
 
 

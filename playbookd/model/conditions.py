@@ -127,6 +127,14 @@ class FieldTypes:
         return False, None
 
 
+class AnyField(FieldTypes):
+    """Every name is a field, typed as far as `types` knows: for conditions config validation already
+    checked with locations, where a column no row has filled yet is simply missing."""
+
+    def lookup(self, name: str) -> tuple[bool, str | None]:
+        return True, self.types.get(name)
+
+
 class _Parser:
     def __init__(self, doc: Located, known: FieldTypes) -> None:
         self.doc = doc

@@ -17,6 +17,7 @@ from playbookd.model.launch import HOLDING
 from playbookd.model.steps import Playbook
 from playbookd.store.chunks import chunked
 from playbookd.store.database import upsert
+from playbookd.store.marks import in_range
 from playbookd.store.schema import launch_queue, playbook_states
 
 SETTABLE = ("live", "paused")
@@ -61,11 +62,7 @@ def keep_waiting(conn: Connection, playbook_ids: Sequence[str], looked_at: Colle
     query = select(launch_queue.c.playbook_id, launch_queue.c.account_id).where(
         launch_queue.c.playbook_id.in_(list(playbook_ids)), launch_queue.c.event_id.is_(None),
         launch_queue.c.seen_at < now)
-    low, high = id_range or (None, None)
-    if low is not None:
-        query = query.where(launch_queue.c.account_id >= low)
-    if high is not None:
-        query = query.where(launch_queue.c.account_id < high)
+    query = in_range(query, launch_queue.c.account_id, id_range)
     kept = [row for row in conn.execute(query) if row.account_id not in looked_at]
     for batch in chunked(kept, 500):
         conn.execute(update(launch_queue).where(launch_queue.c.playbook_id == bindparam("b_playbook"),

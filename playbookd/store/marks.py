@@ -37,27 +37,29 @@ def touch(conn: Connection, account_ids: Iterable[str]) -> None:
         conn.execute(update(accounts).where(accounts.c.id.in_(batch)).values(unseen=bump()))
 
 
-def _in_range(query: Any, id_range: IdRange) -> Any:
+def in_range(query: Any, column: Any, id_range: IdRange) -> Any:
+    """`query` kept to the account ids `column` holds within [low, high) (a replica's range)."""
     low, high = id_range or (None, None)
     if low is not None:
-        query = query.where(accounts.c.id >= low)
+        query = query.where(column >= low)
     if high is not None:
-        query = query.where(accounts.c.id < high)
+        query = query.where(column < high)
     return query
 
 
 def pending(engine: Engine, now_us: int, id_range: IdRange = None) -> dict[str, int]:
     """Accounts (of `id_range`) written since last seen, or due by `now_us`: id -> `unseen` as read.
     Both tests are on indexed columns, so the cost follows how many accounts qualify."""
-    query = _in_range(select(accounts.c.id, accounts.c.unseen)
-                      .where(or_(accounts.c.unseen > 0, accounts.c.due_us <= now_us)), id_range)
+    due = or_(accounts.c.unseen > 0, accounts.c.due_us <= now_us)
+    query = in_range(select(accounts.c.id, accounts.c.unseen).where(due), accounts.c.id, id_range)
     with engine.connect() as conn:
         return {row.id: int(row.unseen) for row in conn.execute(query)}
 
 
 def written(engine: Engine, id_range: IdRange = None) -> dict[str, int]:
     """Accounts (of `id_range`) written since last seen: id -> `unseen` as read."""
-    query = _in_range(select(accounts.c.id, accounts.c.unseen).where(accounts.c.unseen > 0), id_range)
+    written_since = select(accounts.c.id, accounts.c.unseen).where(accounts.c.unseen > 0)
+    query = in_range(written_since, accounts.c.id, id_range)
     with engine.connect() as conn:
         return {row.id: int(row.unseen) for row in conn.execute(query)}
 

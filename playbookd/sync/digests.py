@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from playbookd.config.settings import Config
-from playbookd.model.conditions import FieldTypes, parse_condition_data, static
+from playbookd.model.conditions import AnyField, parse_condition_data, static
 
 # bump when typing, checks or what a row stores change for the same input
 VERSION = 1
@@ -44,18 +44,13 @@ def digest(prefix: bytes, values: Mapping[str, Any], position: int = 0) -> str:
 _SEP = "\x1f"
 
 
-class _Permissive(FieldTypes):
-    def lookup(self, name: str) -> tuple[bool, str | None]:
-        return True, None
-
-
 def skipping(config: Config) -> bool:
     """Whether unchanged rows may be skipped: every segment condition reads field values alone
     (config validation has reported bad conditions already; one that does not parse is not skipped)."""
     for segment in config.segments:
         if segment.when is None:
             continue
-        cond, problems = parse_condition_data(segment.when, str(config.path), _Permissive({}))
+        cond, problems = parse_condition_data(segment.when, str(config.path), AnyField({}))
         if problems or not static(cond):
             return False
     return True

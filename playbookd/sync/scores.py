@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
 from playbookd.model.account import decode_account
-from playbookd.model.conditions import FieldTypes
+from playbookd.model.conditions import AnyField
 from playbookd.model.health import HEALTH_COLOR, HEALTH_FIELDS, HEALTH_SCORE, HealthRules, health_fields
 from playbookd.model.health_rules import build_rules
 from playbookd.sources.base import SourceError
@@ -54,14 +54,6 @@ class HealthReport:
         return f"health: {self.scored} account(s) scored, {self.moved} moved" + (f" ({turned})" if turned else "")
 
 
-class _Permissive(FieldTypes):
-    """Every name is a field here: validation (with locations) already ran, and a column no row has
-    filled yet is simply missing, which leaves its measure out."""
-
-    def lookup(self, name: str) -> tuple[bool, str | None]:
-        return True, self.types.get(name)
-
-
 def fingerprint(config: Config) -> str | None:
     if config.health is None:
         return None
@@ -82,7 +74,7 @@ def rules_for(engine: Engine, config: Config) -> HealthRules | None:
             except SourceError:
                 continue  # its own run reports it
     types.update(config.custom_fields)
-    rules, problems = build_rules(config.health, _Permissive(types), config.tz, str(config.path))
+    rules, problems = build_rules(config.health, AnyField(types), config.tz, str(config.path))
     if problems:
         raise ValidationError(problems, f"{config.path}: health: bad measure")
     return rules
