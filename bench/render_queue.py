@@ -25,17 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import jinja2
-from sqlalchemy import create_engine, delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from run import private_schema  # noqa: E402
 
 from playbookd import runtime  # noqa: E402
 from playbookd.cadence.advance import advance  # noqa: E402
@@ -63,20 +64,12 @@ steps:
 
 
 @contextmanager
-def database(url: str | None, project: Path) -> Iterator[str]:
+def database(url: str | None, project: Path) -> Iterator[str | None]:
     if url is None:
         yield f"sqlite:///{project}/bench.db"
         return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(url) as private:
+        yield private
 
 
 def prepare(root: Path, accounts: int, template: str, url: str | None) -> Path:
