@@ -18,6 +18,7 @@ from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
 from playbookd.engine import explain, simulate
 from playbookd.errors import DependencyError, UserError
+from playbookd.report import snapshots
 from playbookd.runtime import Runtime
 from playbookd.service import cycle
 from playbookd.service.cycle import CycleReport
@@ -150,6 +151,7 @@ def status_data(engine: Engine, sources: Sequence[str] | None = None) -> dict[st
         "smtp_circuit": paused,
         "header_cuts": _header_cuts(engine),
         "sources": health.states(engine, sources),
+        "report_failures": snapshots.failures(engine),
     }
 
 
@@ -234,6 +236,11 @@ def echo_status(engine: Engine, fmt: str, playbooks: list[dict[str, Any]] | None
     if data["evaluation_failures"]:
         click.echo("\nAccounts the rules engine could not evaluate, in its latest evaluation that failed on any:")
         table(("AT", "ACCOUNT", "ERROR"), [tuple(map(str, f.values())) for f in data["evaluation_failures"]])
+    if data["report_failures"]:
+        click.echo("\nReport figures that could not be refreshed (the console shows the last ones computed; the "
+                   "log has each traceback):")
+        failed = sorted(data["report_failures"].items())
+        table(("PLAYBOOK", "AT", "ERROR"), [(p, f["at"], f["error"]) for p, f in failed])
     if data["unknown_messages"]:
         click.echo("\nNeeds a decision (delivery was cut off; may or may not have been sent):")
         table(("ID", "TO", "PLAYBOOK", "ACCOUNT", "ERROR"), [tuple(m.values()) for m in data["unknown_messages"]])

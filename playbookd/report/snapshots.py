@@ -8,7 +8,7 @@ its figures are then never stale, and cost little.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +16,11 @@ from sqlalchemy import Connection, Row, delete, func, literal, select
 from sqlalchemy.engine import Engine
 
 from playbookd.report.figures import FORMAT, Figures, as_json, compute, from_json
+from playbookd.store import state
 from playbookd.store.database import aware, transaction, upsert, utcnow
 from playbookd.store.schema import enrollments, report_snapshots
 
+FAILED = "report_refresh_failures"  # state: playbook -> {"at", "error"} of its latest refresh, if that failed
 _COLUMNS = (report_snapshots.c.playbook_id, report_snapshots.c.computed_at, report_snapshots.c.seconds,
             report_snapshots.c.figures)
 
@@ -45,6 +47,22 @@ def prune(engine: Engine, keep: Collection[str]) -> int:
         if keep:
             query = query.where(report_snapshots.c.playbook_id.not_in(sorted(keep)))
         return int(conn.execute(query).rowcount or 0)
+
+
+def note_failures(engine: Engine, refreshed: Collection[str], failed: Mapping[str, str],
+                  configured: Collection[str], now: datetime) -> None:
+    """Keep, per playbook, why its latest refresh failed (until one succeeds): what `status` shows, so
+    figures left stale by a corrupt row are named beside the log line and the metric."""
+    with transaction(engine) as conn:
+        before = state.read(conn, FAILED) or {}
+        kept = {p: v for p, v in before.items() if p in configured and p not in refreshed and p not in failed}
+        kept.update({p: {"at": now.isoformat(), "error": why} for p, why in failed.items()})
+        if kept != before:
+            state.write(conn, FAILED, kept)
+
+
+def failures(engine: Engine) -> dict[str, dict[str, str]]:
+    return dict(state.get(engine, FAILED) or {})
 
 
 def _figures(row: Row[Any, Any, Any, Any]) -> Figures:

@@ -186,8 +186,10 @@ def refresh_reports(runtime: Runtime, engine: Engine, only: Collection[str] | No
         else:
             metrics.REPORT_SECONDS.observe(figures.seconds)
             found.refreshed[playbook.id] = figures.seconds
+    configured = [p.id for p in runtime.playbooks]
     if only is None:
-        snapshots.prune(engine, [p.id for p in runtime.playbooks])
+        snapshots.prune(engine, configured)
+    snapshots.note_failures(engine, found.refreshed, found.failed, configured, utcnow())
     log.info(found.line(), extra={"refreshed": len(found.refreshed), "failed": len(found.failed)})
     return found
 

@@ -4,11 +4,13 @@ hand edit leaves) is logged with its error and counted while the other playbooks
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 import pytest
+from cli_helpers import playbookd
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 
@@ -22,6 +24,12 @@ from playbookd.store.schema import report_snapshots
 HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
 WELCOME = HELLO.replace("id: hello", "id: welcome")
 FAILURES = "playbookd_report_refresh_failures_total"
+
+
+def status(project: Any, *args: str) -> str:
+    done = playbookd("status", *args, cwd=project.path)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def stored(engine: Engine) -> set[str]:
@@ -93,3 +101,19 @@ def test_a_playbook_that_fails_is_logged_and_counted_and_the_others_are_refreshe
     assert 'playbookd_report_figures_age_seconds{playbook="hello"}' not in scraped  # never computed
     again = project.run(utcnow())  # run --once names it and exits 1
     assert [e for e in again.errors if "report figures of hello" in e]
+
+
+def test_status_names_a_playbook_whose_figures_failed_until_a_refresh_succeeds(project: Any) -> None:
+    corrupt_goal_times(project.engine, "hello")
+    daemon = Daemon(project.path / "config.yaml", project.runtime, project.engine)
+    daemon.leader = True
+    daemon.refresh_reports()
+    shown = status(project)
+    assert "Report figures that could not be refreshed" in shown
+    assert "hello" in shown and ("not a time" in shown or "infinity" in shown)
+    assert set(json.loads(status(project, "--format", "json"))["report_failures"]) == {"hello"}  # not welcome
+    with project.engine.begin() as conn:
+        conn.execute(text("UPDATE enrollments SET goal_met_at = NULL WHERE playbook_id = 'hello'"))
+    daemon.refresh_reports()
+    assert json.loads(status(project, "--format", "json"))["report_failures"] == {}
+    assert "could not be refreshed" not in status(project)
