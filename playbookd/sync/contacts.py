@@ -30,6 +30,20 @@ from playbookd.sync.segments import Segmenter
 
 LEFT, ACTIVE = "left", "active"
 LEFT_ROLES = {"champion": "champion_left_at", "admin": "admin_left_at"}
+# the contact's own columns: PostgreSQL refuses a NUL in text and a value over the column's length, and
+# one such row would fail its whole batch, so each is a problem of its row
+_BOUNDED: dict[str, int | None] = {name: getattr(contacts.c[name].type, "length", None)
+                                   for name in ("first_name", "last_name", "role", "timezone", "status")}
+
+
+def _unstorable(name: str, value: Any, limit: int | None) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        return f"{name}: contains a NUL character"
+    if limit is not None and len(value) > limit:
+        return f"{name}: {len(value)} characters, more than the {limit} a contact's {name} may have"
+    return None
 
 
 class ContactRun(Run):
@@ -111,8 +125,9 @@ class ContactRun(Run):
         errors = [] if typed.get("account_id") else ["account_id is missing"]
         if typed.get("account_id") and (why := F.id_problem(typed["account_id"])):
             errors.append(f"account_id {why}")
+        errors += [why for name, limit in _BOUNDED.items() if (why := _unstorable(name, typed.get(name), limit))]
         given = typed.get("timezone")
-        if given and zone(given) is None:
+        if given and zone(given) is None and not any(e.startswith("timezone:") for e in errors):
             errors.append(f"timezone: unknown time zone {given!r}")
         return errors
 

@@ -82,6 +82,10 @@ class Environment(ImmutableSandboxedEnvironment):
 def _finalize(value: Any) -> Any:
     if value is None:
         raise EmptyValue()
+    if isinstance(value, str) and "\x00" in value:
+        # a NUL from data shows nothing in any mail client, SMTP forbids it, and PostgreSQL refuses the
+        # whole row holding it: the email would never be queued
+        return value.replace("\x00", "")
     return value
 
 

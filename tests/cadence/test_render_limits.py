@@ -39,3 +39,21 @@ def test_a_runaway_render_fails_its_account_and_the_rest_are_sent(make: Any, db_
     assert "limits.render_seconds (4 s)" in reason
     assert sorted(r.account_id for r in project.rows(outbox)) == ["ACC-1", "ACC-3"]
     assert report.failed_steps == 1 and not report.ok
+
+
+def test_a_nul_in_data_is_dropped_from_the_email_so_it_is_queued_and_sent(make: Any, db_url: str) -> None:
+    """PostgreSQL refuses a NUL in text: one account's name holding one would fail every batch it is in."""
+    hostile = ACCOUNTS.replace("Quay Foods", "Quay\x00Foods")
+    project = make({}, accounts_csv=hostile, contacts_csv=CONTACTS, database=db_url)
+    (project.path / "email_templates" / "default" / "named.html.j2").write_text(
+        '---\nsubject: "For {{ account.name }}"\n---\n{% extends "_layouts/base.html.j2" %}\n'
+        "{% block body %}<p>News for {{ account.name }} and {{ account.name | upper }}</p>{% endblock %}\n")
+    (project.path / "playbooks" / "named.yaml").write_text(PLAYBOOK.replace("loops", "named"))
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+    report = project.run(T0)
+    assert report.ok and report.failed_steps == 0
+    assert {r.account_id: r.state for r in project.rows(enrollments)} == dict.fromkeys(("ACC-1", "ACC-2", "ACC-3"),
+                                                                                      "completed")
+    (queued,) = project.rows(outbox, outbox.c.account_id == "ACC-2")
+    assert "News for QuayFoods and QUAYFOODS" in queued.html and "QuayFoods" in queued.text
+    assert "\x00" not in queued.html + queued.text + queued.subject

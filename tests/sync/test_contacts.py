@@ -16,9 +16,10 @@ from playbookd.sync.run import sync
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def synced(engine: Engine, tmp_path: Path, people: str) -> tuple[list[str], list[str]]:
+def synced(engine: Engine, tmp_path: Path, people: str,
+           header: str = "account_id,email,role") -> tuple[list[str], list[str]]:
     (tmp_path / "a.csv").write_text("id,name\nA1,Acme\nA2,Beta\n")
-    (tmp_path / "c.csv").write_text("account_id,email,role\n" + people)
+    (tmp_path / "c.csv").write_text(header + "\n" + people)
     cfg = Config.model_validate({"company": {"postal_address": "1 Main St"}, "sources": [
         {"name": "crm", "kind": "csv", "entity": "accounts", "path": str(tmp_path / "a.csv")},
         {"name": "people", "kind": "csv", "entity": "contacts", "path": str(tmp_path / "c.csv")}]})
@@ -57,3 +58,23 @@ def test_two_spellings_of_one_mailbox_are_one_contact(engine: Engine, tmp_path: 
     stored, problems = synced(engine, tmp_path, 'A1,a@example.com,admin\nA1,"""a""@Example.com",user\n')
     assert stored == ["a@example.com"]
     assert problems == [f"{tmp_path / 'c.csv'}:3: contact a@example.com of account A1: duplicate (first on line 2)"]
+
+
+def test_a_value_the_store_cannot_hold_is_a_problem_of_its_row_alone(engine: Engine, tmp_path: Path) -> None:
+    """A NUL, or a name longer than its column: PostgreSQL would refuse the whole batch for one row."""
+    stored, problems = synced(engine, tmp_path, "A1,ok@acme.example,admin,Ana,UTC\n"
+                              "A1,nul@acme.example,admin,An\x00a,UTC\n"
+                              f"A1,long@acme.example,admin,{'L' * 201},UTC\n"
+                              f"A1,role@acme.example,{'r' * 101},Bo,UTC\n"
+                              f"A1,zone@acme.example,admin,Bo,{'Z' * 65}\n"
+                              "A2,last@acme.example,user,Cy,Europe/Paris\n",
+                              header="account_id,email,role,first_name,timezone")
+    assert stored == ["ok@acme.example", "last@acme.example"]
+    people = tmp_path / "c.csv"
+    assert problems == [
+        f"{people}:3: contact nul@acme.example: first_name: contains a NUL character",
+        f"{people}:4: contact long@acme.example: first_name: 201 characters, more than the 200 a contact's "
+        "first_name may have",
+        f"{people}:5: contact role@acme.example: role: 101 characters, more than the 100 a contact's role may have",
+        f"{people}:6: contact zone@acme.example: timezone: 65 characters, more than the 64 a contact's timezone "
+        "may have"]
