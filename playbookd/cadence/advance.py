@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 
 from playbookd.cadence.batch import prepare
 from playbookd.cadence.context import StepContext
@@ -162,6 +163,35 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
             advance_one(ctx)
 
 
+def _advance_apart(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
+                   types: dict[str, str]) -> None:
+    """A batch the store refuses for a value one of its enrollments would write runs again one
+    enrollment at a time, and the one refused fails alone with the store's reason: else it would fail
+    every batch it is in, at every cycle. A store that cannot be reached still stops the run."""
+    try:
+        _advance_batch(runtime, engine, ids, now, types)
+    except DataError as exc:
+        if len(ids) > 1:
+            for one in ids:
+                _advance_apart(runtime, engine, [one], now, types)
+            return
+        _refused(engine, ids[0], f"the database refused what this step writes: {exc.orig}", now)
+
+
+def _refused(engine: Engine, enrollment_id: int, error: str, now: datetime) -> None:
+    with transaction(engine) as conn:
+        row = conn.execute(select(enrollments).where(enrollments.c.id == enrollment_id)).first()
+        if row is None or row.state != "active":
+            return
+        conn.execute(update(enrollments).where(enrollments.c.id == row.id).values(
+            state="failed", next_due_at=None, reason=error))
+        touch(conn, [row.account_id])
+        audit.record(conn, audit.STEP_FAILED, account_id=row.account_id, playbook_id=row.playbook_id,
+                     enrollment_id=row.id, step=row.step, reason="step_failed", at=now, detail={"error": error})
+    log.error("enrollment %s (%s, %s) failed: %s", row.id, row.playbook_id, row.account_id, error,
+              extra={"account": row.account_id, "playbook": row.playbook_id})
+
+
 def _batches(due: Sequence[Row[Any, Any]], size: int) -> Iterator[list[int]]:
     """Enrollment ids, `size` at most at a time and no two of one account together: a step may change
     its account (`set`), which the next enrollment of that account must read as changed."""
@@ -207,7 +237,7 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
         if not due:
             return done
         for ids in _batches(due, TRANSACTION):
-            _advance_batch(runtime, engine, ids, now, types)
+            _advance_apart(runtime, engine, ids, now, types)
         done += len(due)
         last = due[-1].id
 

@@ -203,3 +203,21 @@ def test_replicas_racing_to_create_one_task_make_one_and_refresh_it(pg_url: str)
         assert (rows[0].refresh_count, rows[0].enrollment_id, rows[0].title) == (1, 2, "Call, from enrollment 2")
     finally:
         engine.dispose()
+
+
+def test_a_value_the_database_refuses_fails_its_enrollment_alone(make: Any, pg_url: str) -> None:
+    """PostgreSQL refuses an assignee longer than its column; the batch it was in runs again one
+    enrollment at a time, so only that account's enrollment fails, with the database's reason."""
+    long_csm = "m" * 330 + "@acme.example"
+    p = make({"call": CALL}, accounts_csv=ACCOUNTS.replace(",Summit Bank,150000,active,enterprise,adopted,",
+                                                           f",Summit Bank,150000,active,enterprise,adopted,{long_csm}"),
+             database=pg_url, tasks=FALLBACK)
+    report = p.run(T0)
+    assert sorted(by_account(p)) == ["ACC-1", "ACC-3"]
+    states = {r.account_id: (r.state, r.reason) for r in p.rows(enrollments)}
+    assert states["ACC-1"][0] == states["ACC-3"][0] == "completed"
+    state, reason = states["ACC-2"]
+    assert state == "failed" and "the database refused what this step writes" in reason
+    assert "character varying(320)" in reason
+    assert [r.account_id for r in p.rows(audit, audit.c.event == "step_failed")] == ["ACC-2"]
+    assert not report.ok
