@@ -64,6 +64,8 @@ def id_problem(value: str) -> str | None:
     where a line break or an invisible character corrupts what is around it."""
     if len(value) > MAX_ID:
         return f"longer than {MAX_ID} characters"
+    if value.isascii() and value.isprintable():
+        return None  # printable ASCII holds none of them: the usual id, without a lookup per character
     bad = next((c for c in value if unicodedata.category(c) in _CONTROL), None)
     return None if bad is None else f"contains the control character U+{ord(bad):04X}"
 

@@ -1,32 +1,40 @@
-"""Writing many rows of one table at once: a sync's inserts and updates, a thousand rows at a time.
+"""Writing many rows of one table at once: a sync's inserts and updates.
 
-On PostgreSQL one statement per chunk, its rows passed as one JSON array and read back with
-json_to_recordset: an executemany there is one statement per row, which even pipelined was most
-of a sync's time. SQLite runs in-process, where executemany is the fast way.
+The rows go to the driver as they are, past SQLAlchemy's per-row statement machinery, which was
+most of a sync's write time: each column's bind processor (JSON, dates, booleans as the dialect
+stores them) is looked up once per call, not once per value. Inserts on PostgreSQL are one COPY;
+its updates are one statement per thousand rows, their rows passed as one JSON array read back with
+json_to_recordset (an executemany there is one statement per row). SQLite runs in-process, where
+executemany is the fast way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Connection, Integer, Table, bindparam, text, update
+from sqlalchemy import JSON, Boolean, Column, Connection, Integer, Table, bindparam, text
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from playbookd.store.chunks import chunked
 
+Processor = Callable[[Any], Any] | None
+
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], **fixed: Any) -> None:
-    """INSERT `rows` (all with the same keys); `fixed`: columns with one value for every row."""
+    """INSERT `rows` (all with the same keys); `fixed`: columns with one value for every row.
+    Columns given neither take their (scalar) default, as a SQLAlchemy insert would."""
     if not rows:
         return
     names = list(rows[0])
-    recordset = text(f"INSERT INTO {table.name} ({', '.join([*names, *fixed])}) "
-                     f"SELECT {', '.join([*names, *(f':f_{n}' for n in fixed)])} FROM {_recordset(table, names)}")
-    many = table.insert().values(fixed)
-    for batch in chunked(rows):
-        if not _run(conn, table, recordset, batch, fixed):
-            conn.execute(many, list(batch))
+    fixed = {**_defaults(table, [*names, *fixed]), **fixed}
+    columns = ", ".join([*names, *fixed])
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, f"COPY {table.name} ({columns}) FROM STDIN", names, rows, fixed)
+        return
+    marks = ", ".join("?" * (len(names) + len(fixed)))
+    _many(conn, table, f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", names, rows, fixed)
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]],
@@ -37,30 +45,78 @@ def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
-    sets = ", ".join([f"{n} = u.{n}" for n in names] + [f"{n} = {table.name}.{n} + 1" for n in increment]
-                     + [f"{n} = :f_{n}" for n in fixed])
+    added = [f"{n} = {table.name}.{n} + 1" for n in increment]
+    if conn.dialect.name != "postgresql":
+        sets = ", ".join([f"{n} = ?" for n in [*names, *fixed]] + added)
+        _many(conn, table, f"UPDATE {table.name} SET {sets} WHERE {key} = ?", [*names, key], rows, fixed,
+              fixed_first=True)
+        return
+    sets = ", ".join([f"{n} = u.{n}" for n in names] + added + [f"{n} = :f_{n}" for n in fixed])
     recordset = text(f"UPDATE {table.name} SET {sets} FROM {_recordset(table, [key, *names])} "
                      f"WHERE {table.name}.{key} = u.{key}")
-    many = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
-        {n: bindparam(f"b_{n}") for n in names} | {n: table.c[n] + 1 for n in increment} | fixed)
-    for batch in chunked(rows):
-        if not _run(conn, table, recordset, batch, fixed):
-            conn.execute(many, [{f"b_{n}": v for n, v in row.items()} for row in batch])
-
-
-def _run(conn: Connection, table: Table, statement: Any, batch: Sequence[Mapping[str, Any]],
-         fixed: Mapping[str, Any]) -> bool:
-    """The batch as one statement on PostgreSQL, if it can be; False: run it as an executemany.
-    json_to_recordset cannot turn \\u0000 into text, while a json column stores it as it is, so a
-    batch with a NUL anywhere (synced data is hostile) takes the slower way."""
-    if conn.dialect.name != "postgresql":
-        return False
-    payload = json.dumps(batch)
-    if "\\u0000" in payload:
-        return False
+    one = f"UPDATE {table.name} SET {', '.join([f'{n} = %s' for n in [*names, *fixed]] + added)} WHERE {key} = %s"
     constants = [bindparam(f"f_{name}", value, type_=table.c[name].type) for name, value in fixed.items()]
-    conn.execute(statement.bindparams(bindparam("rows", payload), *constants))
-    return True
+    for batch in chunked(rows):
+        payload = json.dumps(batch)
+        if "\\u0000" in payload:
+            # json_to_recordset cannot turn \u0000 into text, while a json column stores it as it is
+            # (synced data is hostile): such a batch is written row by row instead
+            _many(conn, table, one, [*names, key], batch, fixed, fixed_first=True)
+        else:
+            conn.execute(recordset.bindparams(bindparam("rows", payload), *constants))
+
+
+def _defaults(table: Table, given: Sequence[str]) -> dict[str, Any]:
+    return {c.name: c.default.arg for c in table.c
+            if c.name not in given and isinstance(c.default, ScalarElementColumnDefault)}
+
+
+def _processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Processor]:
+    dialect = conn.dialect
+    return [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+
+
+def _values(conn: Connection, table: Table, names: Sequence[str]) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """A function from a row to its values in `names` order, each as the driver takes it."""
+    steps = list(zip(names, _processors(conn, table, names), strict=True))
+
+    def values(row: Mapping[str, Any]) -> list[Any]:
+        return [v if p is None or v is None else p(v) for n, p in steps for v in (row[n],)]
+
+    return values
+
+
+def _constants(conn: Connection, table: Table, fixed: Mapping[str, Any]) -> list[Any]:
+    processors = _processors(conn, table, list(fixed))
+    return [v if p is None or v is None else p(v) for v, p in zip(fixed.values(), processors, strict=True)]
+
+
+def _many(conn: Connection, table: Table, sql: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]],
+          fixed: Mapping[str, Any], fixed_first: bool = False) -> None:
+    """One executemany of `sql`: each row's `names` values, with `fixed`'s after them (or, for an
+    UPDATE whose key comes last, before the last)."""
+    values = _values(conn, table, names)
+    constants = _constants(conn, table, fixed)
+    if fixed_first:
+        params = [(*(v := values(row))[:-1], *constants, v[-1]) for row in rows]
+    else:
+        params = [(*values(row), *constants) for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+def _copy(conn: Connection, table: Table, sql: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]],
+          fixed: Mapping[str, Any]) -> None:
+    """COPY FROM STDIN on the connection's own transaction. JSON goes as its text, where a json
+    column keeps a \\u0000 as it is; the driver escapes what COPY's text format needs."""
+    dumps = [json.dumps if isinstance(table.c[n].type, JSON) else None for n in [*names, *fixed]]
+    constants = [v if d is None or v is None else d(v) for v, d in zip(fixed.values(), dumps[len(names):],
+                                                                         strict=True)]
+    own = list(zip(names, dumps, strict=False))
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a connection in use has its driver's
+    with driver.cursor() as cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([row[n] if d is None or row[n] is None else d(row[n]) for n, d in own] + constants)
 
 
 def _recordset(table: Table, names: list[str]) -> str:

@@ -21,7 +21,7 @@ from playbookd.errors import Problem
 from playbookd.model import fields as F
 from playbookd.sources.base import Row, source_file
 from playbookd.sources.registry import read_rows
-from playbookd.store.accounts import RECORD
+from playbookd.store.accounts import RECORD, among
 from playbookd.store.chunks import CHUNK
 from playbookd.store.schema import accounts
 
@@ -157,8 +157,8 @@ class Run:
         return True
 
     def known_accounts(self, conn: Connection, batch: list[Item]) -> dict[str, Any]:
-        ids = {values["account_id"] for _, _, values, _ in batch}
-        rows = conn.execute(select(*RECORD).where(accounts.c.id.in_(ids)))
+        ids = sorted({values["account_id"] for _, _, values, _ in batch})
+        rows = conn.execute(select(*RECORD).where(among(conn, accounts.c.id, ids)))
         return {row.id: row for row in rows}
 
     def item(self, row: Row) -> Item | None:

@@ -61,6 +61,8 @@ class Typer:
                 return (F.STRING, raw) if raw and not raw.isspace() else (None, None)
             if raw.isdigit() and (raw[0] != "0" or len(raw) == 1):
                 return F.INTEGER, int(raw)
+            if known in _DATED and (value := _dated(raw, known)) is not None:
+                return known, value
         return F.infer(raw)
 
     def _widen(self, typed: dict[str, Any], kinds: dict[str, str], raw: Mapping[str, Any]) -> None:
@@ -76,6 +78,21 @@ class Typer:
                     self.to_text.add(name)
             if new == F.STRING and kind != F.STRING:
                 typed[name] = as_text(raw[name])
+
+
+_DATED = frozenset({F.DATE, F.DATETIME})
+
+
+def _dated(raw: str, known: str) -> Any:
+    """A column inferred as dates keeps parsing as dates: try that before the other types (which
+    `infer` tries first, each failing with an exception). Only text no other type reads: a plain
+    date in a datetime column is still inferred a date (it widens, and stays a date)."""
+    if known == F.DATETIME and ":" not in raw:
+        return None
+    try:
+        return F.coerce(raw, known)
+    except ValueError:
+        return None
 
 
 def fixed_value(raw: Any, kind: str) -> Any:

@@ -135,7 +135,7 @@ class ContactRun(Run):
         with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             good = [it for it in batch if self._known(it, known)]
-            query = select(contacts).where(contacts.c.account_id.in_(list(known))).order_by(contacts.c.id)
+            query = select(contacts).where(among(conn, contacts.c.account_id, list(known))).order_by(contacts.c.id)
             if conn.dialect.name == "postgresql":  # as AccountRun.flush: a bounce meanwhile is not overwritten
                 query = query.with_for_update()
             rows = conn.execute(query)
@@ -210,7 +210,7 @@ class ContactRun(Run):
         """contacts_active and champion/admin departures, tracked in `changes` like any field."""
         counts: dict[str, int] = dict(conn.execute(
             select(contacts.c.account_id, func.count()).where(
-                contacts.c.account_id.in_(list(known)), contacts.c.status == ACTIVE,
+                among(conn, contacts.c.account_id, list(known)), contacts.c.status == ACTIVE,
             ).group_by(contacts.c.account_id)).all())
         updates: list[dict[str, Any]] = []
         for account_id, row in known.items():

@@ -2,7 +2,7 @@
 
 A row whose digest is the one stored with its account or contact is unchanged and goes no further
 (sync.digests). Every chunk of about a thousand other rows is one transaction: one SELECT of what
-exists, diffs in Python, executemany writes. A bad row is reported and skipped whole; the others
+exists, diffs in Python, bulk writes (store.bulk). A bad row is reported and skipped whole; the others
 are applied. A
 source that cannot be read to its end applies nothing (sync.base) and fails alone: the others
 still sync, and its state (sync.health) says so until it is read again.

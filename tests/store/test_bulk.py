@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 
 from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.database import aware
-from playbookd.store.schema import contacts
+from playbookd.store.marks import UNSEEN
+from playbookd.store.schema import accounts, contacts
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
 TRICKY = {"quote": 'say "hi"', "backslash": "a\\b", "braces": "{1,2}", "unicode": "Zoë ✓", "n": 3.5,
@@ -62,3 +63,16 @@ def test_a_nul_in_a_json_value_is_written_too_and_the_counter_goes_up(engine: En
     found = {row[0]: row for row in stored(engine)}
     assert found["n0@a1.example"][4] == {"name": "plain"}
     assert found["n1@a1.example"][3:5] == (2, {"name": "still N\x00ull"})  # position 1 + 1
+
+
+def test_columns_not_given_take_their_defaults_and_an_update_bumps_unseen(engine: Engine) -> None:
+    """A new account is unseen (1) as an ORM insert would make it, and each bulk update adds one:
+    incremental evaluation reads that count (store.marks)."""
+    rows = [{"id": f"A{i}", "segment": "s", "data": {"n": i}, "changes": {}} for i in range(3)]
+    with engine.begin() as conn:
+        insert_rows(conn, accounts, rows, synced_at=NOW, created_at=NOW)
+        update_rows(conn, accounts, "id", [{"id": "A1", "data": {"n": -1}}], increment=UNSEEN)
+    with engine.connect() as conn:
+        found = {r.id: (r.unseen, r.data) for r in conn.execute(select(accounts.c.id, accounts.c.unseen,
+                                                                        accounts.c.data))}
+    assert found == {"A0": (1, {"n": 0}), "A1": (2, {"n": -1}), "A2": (1, {"n": 2})}
