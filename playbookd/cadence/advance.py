@@ -139,7 +139,7 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
                    types: dict[str, str]) -> None:
     """Enrollments of distinct accounts advanced in one transaction: all of their steps are
     committed together or, on a crash or a store error, none (they stay due and run again)."""
-    with transaction(engine) as conn:
+    with transaction(engine) as conn, audit.held(conn):  # the batch's audit entries: one INSERT
         rows = _claim(conn, ids, now)
         if not rows:
             return

@@ -218,6 +218,7 @@ def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
     if isinstance(step, WaitStep):
         return _wait(ctx, index, step)
     runner: Any = {EmailStep: run_email, TaskStep: run_task, WebhookStep: run_webhook, SetStep: run_set}[type(step)]
+    held = audit.held_count(ctx.conn)
     try:
         # A savepoint: a step that fails on this account's data leaves nothing half-written and
         # does not hold up other accounts.
@@ -226,5 +227,6 @@ def run_step(ctx: StepContext, index: int, step: Step) -> datetime | None:
     except (SQLAlchemyError, Interrupted):
         raise  # the store's problem or a stop, not this account's: the whole transaction is retried later
     except Exception as exc:
+        audit.drop_held(ctx.conn, held)  # what the step recorded went with its savepoint
         raise StepFailed(f"{step_kind(step)} step {index + 1}: {exc}") from exc
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,12 +63,11 @@ def record(conn: Connection, event: str, *, account_id: str | None = None,
            playbook_id: str | None = None, enrollment_id: int | None = None, step: int | None = None,
            contact: str | None = None, reason: str | None = None, detail: Any = None,
            at: datetime | None = None) -> None:
-    # the values as parameters: the statement compiles once, not once per entry
-    conn.execute(insert(audit), {
+    _write(conn, [{
         "at": at or utcnow(), "account_id": account_id, "playbook_id": playbook_id,
         "enrollment_id": enrollment_id, "step": step, "contact": contact, "event": event, "reason": reason,
         "detail": detail,
-    })
+    }])
 
 
 def record_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -75,7 +75,43 @@ def record_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         defaults = {"account_id": None, "playbook_id": None, "enrollment_id": None, "step": None,
                     "contact": None, "reason": None, "detail": None}
-        conn.execute(insert(audit), [{**defaults, "at": utcnow(), **row} for row in rows])
+        _write(conn, [{**defaults, "at": utcnow(), **row} for row in rows])
+
+
+_HELD = "playbookd.audit.held"  # in Connection.info: the entries `held` keeps back
+
+
+def _write(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    held: list[dict[str, Any]] | None = conn.info.get(_HELD)
+    if held is not None:
+        held += rows
+    else:  # the values as parameters: the statement compiles once, not once per entry
+        conn.execute(insert(audit), rows[0] if len(rows) == 1 else rows)
+
+
+@contextmanager
+def held(conn: Connection) -> Iterator[None]:
+    """Entries recorded on `conn` inside are written when it ends, in their order and in one
+    statement rather than one each; on an exception none are (their transaction is lost with them).
+    Nothing reads the audit trail back inside such a block."""
+    rows: list[dict[str, Any]] = []
+    conn.info[_HELD] = rows
+    try:
+        yield
+    finally:
+        del conn.info[_HELD]
+    if rows:
+        conn.execute(insert(audit), rows)
+
+
+def held_count(conn: Connection) -> int:
+    """How many entries are held back now: `drop_held` takes back those recorded after."""
+    return len(conn.info.get(_HELD, ()))
+
+
+def drop_held(conn: Connection, count: int) -> None:
+    """Forget the entries held back after the first `count` (a savepoint rolled back what they say)."""
+    del conn.info.get(_HELD, [])[count:]
 
 
 def history(conn: Connection, account_id: str | None = None, playbook_id: str | None = None,

@@ -21,7 +21,7 @@ from playbookd.model.headers import header_value
 from playbookd.templates.errors import TemplateError, fail, located
 from playbookd.templates.front_matter import Head, Part, check_front, front_matter, header_line
 from playbookd.templates.sandbox import environment
-from playbookd.templates.text_part import Deriver
+from playbookd.templates.text_part import Shapes, shown_values
 
 KEEP = 4  # specs whose compiled templates a worker keeps: the running set and a reload or two
 
@@ -58,7 +58,7 @@ class Compiled:
         self.header_chars = spec.header_chars
         self._heads: dict[str, Head] = {}
         self._strings: dict[str, jinja2.Template] = {}
-        self._derivers: dict[str, Deriver] = {}  # the text part derived from the HTML, per email template
+        self._derivers: dict[str, Shapes] = {}  # the text part derived from the HTML, per email template
 
     def _path(self, rel: str) -> str:
         return str(self.root / rel)
@@ -101,8 +101,9 @@ class Compiled:
         if head.preheader is not None:
             preheader, cut_preheader = header_value(head.preheader.render(self.root, context), limit)
         # the blanked front matter (kept for line numbers) would open the HTML with empty lines
-        html = self._render_file(rel, {**context, "preheader": preheader}).lstrip()
-        text = self._render_file(text_rel, context) if text_rel else self._derived(rel, html)
+        shown = {**context, "preheader": preheader}
+        html = self._render_file(rel, shown).lstrip()
+        text = self._render_file(text_rel, context) if text_rel else self._derived(rel, html, shown)
         self._check_footer(rel, text_rel, html, text, context)
         return Rendered(rel, subject, preheader or None, html, text,
                         tuple(n for n, was in (("subject", cut), ("preheader", cut_preheader)) if was), head.sender)
@@ -117,11 +118,11 @@ class Compiled:
                 done.append(exc.problem)
         return done
 
-    def _derived(self, rel: str, html: str) -> str:
+    def _derived(self, rel: str, html: str, context: Mapping[str, Any]) -> str:
         deriver = self._derivers.get(rel)
         if deriver is None:
-            deriver = self._derivers[rel] = Deriver()
-        return deriver.text(html)
+            deriver = self._derivers[rel] = Shapes()
+        return deriver.text(html, shown_values(context))
 
     def _render_file(self, rel: str, context: Mapping[str, Any]) -> str:
         with located(self.root, self._path(rel)):

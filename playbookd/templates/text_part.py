@@ -1,14 +1,28 @@
-"""The plain-text part of an email, derived from its HTML."""
+"""The plain-text part of an email, derived from its HTML.
+
+Most emails of one template differ only in the values they show (a name, a link, a number), so
+their text parts are one text with those values put in. `Deriver` converts a template's emails
+through their *shape*: the HTML with each value it shows replaced by a placeholder. A shape is
+converted once; each email with that shape gets the shape's text with its own values put back and
+is then wrapped, which html2text does as a last pass over the whole text anyway. That gives what one
+whole pass gives as long as html2text treats a placeholder exactly as it treats the value, so only
+values it passes through untouched are replaced (`_replaceable`), only where it reads them as text
+or as a link's address, and each shape's first email is also converted whole and compared: a
+template whose shape and whole pass differ is converted whole from then on, as is any email whose
+shape cannot be made.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import html2text
+from markupsafe import escape
 
 
 class _SkipHidden:
@@ -39,11 +53,23 @@ def _parser() -> html2text.HTML2Text:
     return parser
 
 
-def _finish(parser: html2text.HTML2Text) -> str:
-    """What HTML2Text.handle does after feeding, then our own clean-up."""
+def _unwrapped(parser: html2text.HTML2Text) -> str:
+    """What HTML2Text.handle does after feeding, up to its wrapping."""
     parser.feed("")
-    lines = [line.rstrip() for line in str(parser.optwrap(parser.finish())).strip().splitlines()]
+    return str(parser.finish())
+
+
+_WRAPPER = _parser()  # only its settings are used: optwrap reads them, and the text given
+
+
+def _wrapped(text: str) -> str:
+    """html2text's wrapping (a function of the text and the settings alone), then our own clean-up."""
+    lines = [line.rstrip() for line in str(_WRAPPER.optwrap(text)).strip().splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _finish(parser: html2text.HTML2Text) -> str:
+    return _wrapped(_unwrapped(parser))
 
 
 def html_to_text(html: str) -> str:
@@ -96,3 +122,114 @@ class Deriver:
         if parser.rawdata or parser.cdata_elem is not None:  # in the middle of something: no state to keep
             return
         self._shared, self._state = html[:cut], parser
+
+
+# ---- shapes --------------------------------------------------------------------------------------
+
+_MARK, _LINK_MARK, _END = "\ue000", "\ue002", "\ue001"  # private-use characters: no email has them
+_LINK_PREFIX = "a://"  # a placeholder for an absolute URL is one too, as html2text's automatic links ask
+_PLACED = re.compile(f"{_LINK_PREFIX}{_LINK_MARK}([0-9]+){_END}|{_MARK}([0-9]+){_END}")
+# what html2text passes through untouched wherever it stands in text: no backslash, bracket or
+# parenthesis (escaped), no entity but &#39; (each is its own piece of text), no whitespace but single
+# spaces between word characters (collapsed, stripped), and a letter first, so that no line-start
+# marker ("1. ", "- ", "+ ") can begin in or run into it
+_WORDY = re.compile(r"[^\W\d_][\w.,@':/%+=?#~-]*(?: [\w.,@':/%+=?#~-]+)*")
+_SPACED = re.compile(r"[^\w ] | [^\w ]")
+_NUMBER = re.compile(r"[0-9]+")
+_NUMBER_IN_TEXT = re.compile(r"(<[^>]*>)|(?<=[^\W\d_] )([0-9]+)(?![0-9])")  # after a word and a space: not where
+# a line starts; tags are matched only to be passed over
+_ABSOLUTE = re.compile(r"[a-zA-Z+]+://")  # html2text's absolute_url_matcher
+MIN_VALUE = 3  # characters: shorter words stay as they are (they would mostly match within other words)
+SHAPES = 256  # shapes kept per template
+TRIES = 16  # shapes made before a template whose emails seldom share one is converted whole
+
+
+def _placeholder(index: int, value: str) -> str:
+    if _ABSOLUTE.match(value):
+        return f"{_LINK_PREFIX}{_LINK_MARK}{index}{_END}"
+    return f"{_MARK}{index}{_END}"
+
+
+def _in_text_or_link(shape: str) -> bool:
+    """Every placeholder stands in text or in an href, never elsewhere in a tag."""
+    at = shape.find(_END)
+    while at != -1:
+        opened, closed = shape.rfind("<", 0, at), shape.rfind(">", 0, at)
+        if opened > closed:
+            href = shape.rfind(' href="', opened, at)
+            if href == -1 or shape.find('"', href + 7, at) != -1:
+                return False
+        at = shape.find(_END, at + 1)
+    return True
+
+
+def shape_of(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The HTML with the values it shows as placeholders, and the values by placeholder number;
+    None when a placeholder would stand where html2text may read it otherwise."""
+    if _MARK in html or _LINK_MARK in html or _END in html:
+        return None
+    shown = [v for v in values if (len(v) >= MIN_VALUE or _NUMBER.fullmatch(v)) and v not in _LINK_PREFIX]
+    unique = list(dict.fromkeys([*shown, *(quote(v, safe="/") for v in shown)]))  # and as `urlencode` puts them
+    shape = html
+    words = [(v, i) for i, v in enumerate(unique) if _WORDY.fullmatch(v) and not _SPACED.search(v)]
+    for value, index in sorted(words, key=lambda vi: -len(vi[0])):
+        shape = shape.replace(str(escape(value)), _placeholder(index, value))
+    numbers = {v: _placeholder(i, v) for i, v in enumerate(unique) if _NUMBER.fullmatch(v)}
+    if numbers:
+        shape = _NUMBER_IN_TEXT.sub(lambda m: m[1] or numbers.get(m[2], m[2]), shape)
+    if not _in_text_or_link(shape):
+        return None
+    # numbered in the order they stand, so that emails whose values differ in number share a shape
+    order: dict[int, int] = {}
+    shape = _PLACED.sub(lambda m: _placeholder(order.setdefault(_number(m), len(order)), unique[_number(m)]), shape)
+    return shape, [unique[i] for i in order]
+
+
+def _number(placed: re.Match[str]) -> int:
+    return int(placed[1] or placed[2])
+
+
+class Shapes:
+    """html_to_text for the emails of one template, one conversion per shape (see the module's doc);
+    `whole` converts an email whose shape is not known, or not to be trusted."""
+
+    def __init__(self) -> None:
+        self.whole = Deriver()
+        self._texts: dict[str, str] = {}  # shape -> its text before wrapping
+        self._made = self._reused = 0
+        self.trusted = True
+
+    def text(self, html: str, values: Sequence[str]) -> str:
+        found = shape_of(html, values) if self.trusted else None
+        if found is None:
+            return self.whole.text(html)
+        shape, unique = found
+        known = self._texts.get(shape)
+        if known is not None:
+            self._reused += 1
+            return _wrapped(_PLACED.sub(lambda m: unique[_number(m)], known))
+        whole = self.whole.text(html)
+        parser = _parser()
+        parser.feed(shape)
+        unwrapped = _unwrapped(parser)
+        self._made += 1
+        if _wrapped(_PLACED.sub(lambda m: unique[_number(m)], unwrapped)) != whole:
+            self.trusted = False
+        elif len(self._texts) < SHAPES:
+            self._texts[shape] = unwrapped
+        if self._made >= TRIES and self._reused < self._made:
+            self.trusted = False
+        return whole
+
+
+def shown_values(context: Mapping[str, Any], depth: int = 3) -> list[str]:
+    """The text and whole numbers in a template context, in its order: what an email may show."""
+    found: list[str] = []
+    for value in context.values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found.append(str(value))
+        elif isinstance(value, Mapping) and depth > 1:
+            found += shown_values(value, depth - 1)
+    return found

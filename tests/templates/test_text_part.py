@@ -11,7 +11,7 @@ import yaml
 from playbookd.config.settings import Company
 from playbookd.templates.compiled import Compiled, Spec
 from playbookd.templates.render import TEXT, Templates
-from playbookd.templates.text_part import Deriver, html_to_text
+from playbookd.templates.text_part import Deriver, html_to_text, shape_of
 
 SHIPPED = Path(__file__).resolve().parents[2] / "email_templates"
 GLOBALS = yaml.safe_load((SHIPPED.parent / "config.yaml").read_text())["template_globals"]
@@ -49,7 +49,7 @@ def test_each_shipped_email_derives_the_text_a_whole_pass_gives(name: str, segme
     for context in contexts(segment):
         rendered = compiled.render(rel, None, context)
         assert rendered.text == html_to_text(rendered.html), context["account"]["name"]
-    assert compiled._derivers[rel]._state is not None  # the opening was reused, not parsed each time
+    assert compiled._derivers[rel].whole._state is not None  # the opening was reused, not parsed each time
 
 
 OPENING = "<html><head><style>p { margin: 0 }</style></head><body>" + "<p>Same opening text.</p>\n" * 30
@@ -72,3 +72,35 @@ def test_a_short_opening_is_not_kept() -> None:
     deriver.text("<p>Hi Ann</p>")
     deriver.text("<p>Hi Bob</p>")
     assert deriver._state is None
+
+
+def test_emails_that_differ_only_in_plain_values_share_one_shape() -> None:
+    compiled = Compiled(Spec("test", str(SHIPPED), 256 * 2**20, 200))
+    base = Templates.sample_context(COMPANY, segment="low_touch")
+    rel = "default/onboarding_welcome.html.j2"
+    for i in range(12):
+        context = {**base, "globals": GLOBALS, "unsubscribe_url": f"https://acme.example/unsubscribe/t{i}-x_y",
+                   "account": {**base["account"], "name": f"Firm {i} Holdings", "seats_purchased": 10 + i},
+                   "contact": {**base["contact"], "first_name": f"Jo{'an' * (i + 1)}"}}
+        rendered = compiled.render(rel, None, context)
+        assert rendered.text == html_to_text(rendered.html)
+    shapes = compiled._derivers[rel]
+    assert shapes.trusted and shapes._reused >= 10
+
+
+@pytest.mark.parametrize("html", [
+    '<p class="Jordan">Hi Jordan</p>',  # in an attribute html2text may read
+    '<p style="display:none">Jordan</p><div title="x Jordan">y</div>',
+    "<p>Hi Jordan \ue000</p>",  # a placeholder's own character
+])
+def test_a_value_where_a_placeholder_could_change_the_reading_gives_no_shape(html: str) -> None:
+    assert shape_of(html, ["Jordan"]) is None
+
+
+def test_values_html2text_would_change_stay_in_the_shape() -> None:
+    html = "<p>Hi 1. First</p><p>Hi [x](y)</p><p>Hi Jordan</p><p>Ann has 12 seats. 12</p>"
+    found = shape_of(html, ["1. First", "[x](y)", "Jordan", "12"])
+    assert found is not None
+    shape, values = found
+    assert "1. First" in shape and "[x](y)" in shape and "Jordan" not in shape
+    assert "has \ue0001\ue001 seats. 12" in shape and values == ["Jordan", "12"]
