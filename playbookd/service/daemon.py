@@ -128,7 +128,7 @@ class Daemon:
             self.courier.close()
             self.courier = None
         if self.courier is None:
-            self.courier = Courier(self.runtime, metrics.TimedTransport)
+            self.courier = cycle.new_courier(self.runtime)
         return self.courier
 
     def post_webhooks(self) -> None:
