@@ -162,7 +162,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"smtp-source (8 sessions): {wire:,.0f} messages/s")
-    print(f"playbookd ({args.processes} process(es) x {args.connections} connections, batch {args.batch}): {ours['messages_per_s']:,.0f} "
+    print(f"playbookd ({args.processes} process(es) x {args.connections} connections, batch {args.batch}): "
+          f"{ours['messages_per_s']:,.0f} "
           f"messages/s ({ours['sent']:,} sent, {ours['failed']} failed, {ours['unknown']} unknown), "
           f"{result['ratio_to_smtp_source']:.2f}x smtp-source; {ours['cpu_ms_per_message']:.2f} ms of CPU per message")
 

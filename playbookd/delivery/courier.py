@@ -57,7 +57,8 @@ class Courier:
             raise SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors))
         return report
 
-    def _own(self, engine: Engine, stop: threading.Event | None, clock: Callable[[], datetime]) -> outbox.DeliveryReport:
+    def _own(self, engine: Engine, stop: threading.Event | None,
+             clock: Callable[[], datetime]) -> outbox.DeliveryReport:
         return self.loop.run_until_complete(
             outbox.deliver(self.runtime, engine, self.transports, stop, clock, pacer=self.pacer))
 

@@ -11,6 +11,7 @@ sender. What a dead sender had in hand is settled by the next delivery run of an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -28,7 +29,6 @@ from playbookd.store.database import connect
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
 
     from playbookd.delivery.courier import Courier
 
@@ -118,20 +118,16 @@ class Senders:
         """Between runs: each sender quits its connections, then exits."""
         for worker in self.pool:
             if worker is not None and not worker.dead:
-                try:
+                with contextlib.suppress(PlaybookdError):  # it is killed below either way, closing its connections
                     workers.run(worker, workers.Call(_close, (), 30.0, f"sender {worker.pid} closing"))
-                except PlaybookdError:
-                    pass  # it is killed below either way; its connections close with it
                 worker.kill()
         self.pool = [None] * len(self.pool)
 
 
 def _signal(worker: workers.Worker, signum: int) -> None:
     if worker.pid is not None and worker.process.exitcode is None:
-        try:
+        with contextlib.suppress(OSError):  # it exited meanwhile: collect() sees it
             os.kill(worker.pid, signum)
-        except OSError:
-            pass  # it exited meanwhile: collect() sees it
 
 
 def merged(reports: Sequence[DeliveryReport]) -> DeliveryReport:

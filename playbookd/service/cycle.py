@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence

@@ -32,7 +32,7 @@ from playbookd.delivery.courier import Courier
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import ranges
 from playbookd.errors import DependencyError, PlaybookdError, ValidationError
-from playbookd.service import cycle, http, logs, metrics
+from playbookd.service import cycle, http, logs
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, REPORTS, WEBHOOKS, Scheduler

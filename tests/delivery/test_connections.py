@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from aiosmtpd.controller import Controller
 from smtp_server import SmtpServer
 from sqlalchemy import func, insert, select
