@@ -140,7 +140,8 @@ def playbookd(workdir: Path, database: str, port: int, messages: int, connection
         cpu = time.process_time() + senders_cpu(courier) - cpu
     finally:
         courier.close()
-    return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown, "seconds": seconds,
+    return {"processes": processes, "sent": report.sent, "failed": report.failed, "unknown": report.unknown,
+            "seconds": seconds,
             "messages_per_s": report.sent / seconds, "cpu_ms_per_message": 1000 * cpu / max(report.sent, 1)}
 
 
