@@ -31,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from run import private_schema  # noqa: E402
+
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 HTML = "<html><body><p>Hello {n},</p>" + "<p>Your workspace has news for you this week.</p>" * 20 + "</body></html>"
 TEXT = "Hello {n},\n\n" + "Your workspace has news for you this week.\n" * 20
@@ -154,9 +156,9 @@ def main() -> None:
     parser.add_argument("--database", default="", help="a store URL (default: a fresh SQLite file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
+    with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp, private_schema(args.database) as url:
         wire = reference(port, args.messages)
-        ours = playbookd(Path(tmp), args.database, port, args.messages, args.connections, args.batch,
+        ours = playbookd(Path(tmp), url or "", port, args.messages, args.connections, args.batch,
                          args.processes)
     result = {"smtp_source_per_s": wire, **ours, "ratio_to_smtp_source": ours["messages_per_s"] / wire}
     if args.json:
