@@ -72,7 +72,8 @@ def render_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def delivery_rows(r: dict[str, Any]) -> list[Row]:
-    return [(f"delivery into smtp-sink, {r['sent']:,} messages", per_s(r["messages_per_s"], "msg"),
+    return [(f"delivery into smtp-sink, {r['sent']:,} messages, {r['processes']} processes",
+             per_s(r["messages_per_s"], "msg"),
              per_s(r["smtp_source_per_s"], "msg") + " (smtp-source)", f"{r['ratio_to_smtp_source']:.2f}x",
              verdict(r["messages_per_s"] >= 1_500, ">= 1,500 msg/s"))]
 
@@ -88,7 +89,8 @@ BENCHES = [
           ["--accounts", "2000", "--stages", "sync,evaluate"], lambda r: sync_rows(r) + evaluate_rows(r)),
     Bench("incremental.py", ["--accounts", "100000"], ["--accounts", "2000"], incremental_rows),
     Bench("render_queue.py", ["--accounts", "5000"], ["--accounts", "300"], render_rows),
-    Bench("delivery.py", ["--messages", "20000"], ["--messages", "500"], delivery_rows, wire=True),
+    Bench("delivery.py", ["--messages", "20000", "--processes", "2"], ["--messages", "500", "--processes", "2"],
+          delivery_rows, wire=True),
     Bench("peer.py", ["--recipients", "20000"], ["--recipients", "300"], peer_rows, wire=True),
 ]
 

@@ -186,7 +186,9 @@ class Worker:
     """One child process, one call at a time; the parent enforces each call's time limit."""
 
     def __init__(self, initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = (),
-                 memory_mb: int | None = None, name: str = "playbookd-worker") -> None:
+                 memory_mb: int | None = None, name: str = "playbookd-worker", interruptible: bool = True) -> None:
+        """`interruptible=False`: interrupt_all leaves this child alone, its owner stops it (a sender
+        that drains its batch on a stop rather than dying mid-transaction)."""
         if _stopping:
             raise Interrupted("stopping: no new work is started")
         context = multiprocessing.get_context("spawn")  # a fork would copy the daemon's threads and handles
@@ -200,8 +202,9 @@ class Worker:
         self.free_at: float | None = None  # when the child was ready, or last answered
         self.call: Call | None = None
         self.dead = False
-        with _lock:
-            _live.add(self)
+        if interruptible:
+            with _lock:
+                _live.add(self)
 
     @property
     def pid(self) -> int | None:

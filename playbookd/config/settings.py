@@ -114,7 +114,10 @@ class Delivery(Model):
     smtp: Smtp = Field(default_factory=Smtp)
     frequency_cap: FrequencyCap | None = Field(None, description="Unset: no cap")
     quiet_hours: QuietHours | None = Field(None, description="Unset: send around the clock")
-    rate_per_second: float = Field(20.0, gt=0, description="Messages per second at most")
+    rate_per_second: float = Field(20.0, gt=0, description="Messages per second at most, all processes together")
+    processes: int = Field(1, ge=1, le=16, description="Processes that send at once, each with its own "
+                           "smtp.connections and an equal share of rate_per_second; after a kill -9 at most "
+                           "processes x connections x batch messages are `unknown`")
     max_age: timedelta = Field(timedelta(days=5), description="Retry temporary failures this long")
     unsubscribe_secret: str | None = Field(None, description="HMAC key for unsubscribe links")
     track_clicks: bool = Field(False, description="Send links through a signed redirect on the HTTP listener "

@@ -307,10 +307,10 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     report.unknown += recover(engine, clock())
     lanes = list(transport) if isinstance(transport, Sequence) else [transport]
     delivery = runtime.config.delivery
+    pacer = pacer or Pacer(delivery.rate_per_second)
     # A slow rate shrinks the batch to about a second of sending, so few messages sit in `sending`.
-    size = batch or min(delivery.smtp.batch, max(1, int(delivery.rate_per_second // len(lanes))))
-    run = _Run(runtime, engine, report, pacer or Pacer(delivery.rate_per_second), clock, stop, size,
-               size * len(lanes))
+    size = batch or min(delivery.smtp.batch, max(1, int(pacer.rate // len(lanes))))
+    run = _Run(runtime, engine, report, pacer, clock, stop, size, size * len(lanes))
     try:
         await asyncio.gather(*(_lane(run, lane) for lane in lanes))
     finally:

@@ -13,6 +13,7 @@ class Pacer:
     """Keeps sends at or under `rate` per second, however many connections share it."""
 
     def __init__(self, rate: float) -> None:
+        self.rate = rate
         self.interval = 1.0 / rate
         self.next = time.monotonic()
 

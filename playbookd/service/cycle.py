@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,11 +17,12 @@ from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
+from playbookd.delivery.senders import SenderFailed
 from playbookd.engine import evaluate, events, ranges
 from playbookd.engine.launch import admit
 from playbookd.report import snapshots
 from playbookd.runtime import Runtime
-from playbookd.service import metrics
+from playbookd.service import logs, metrics
 from playbookd.store import audit, launch, retention
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
@@ -131,13 +133,22 @@ def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
     return enrolled
 
 
+def new_courier(runtime: Runtime) -> Courier:
+    """Send times observed by metrics; sending processes log as the daemon does."""
+    setup = functools.partial(logs.setup, runtime.config.logging.level, runtime.config.logging.format)
+    return Courier(runtime, metrics.TimedTransport, setup=setup)
+
+
 def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
                 clock: Callable[[], datetime] = utcnow, courier: Courier | None = None) -> outbox.DeliveryReport:
     """With the daemon's `courier`, over connections kept between ticks; without, over fresh ones."""
     own = courier is None
-    courier = courier or Courier(runtime, metrics.TimedTransport)
+    courier = courier or new_courier(runtime)
     try:
         report = courier.deliver(engine, stop, clock)
+    except SenderFailed:
+        metrics.SENDER_FAILURES.inc()
+        raise
     finally:
         if own:
             courier.close()

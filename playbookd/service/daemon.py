@@ -32,7 +32,7 @@ from playbookd.delivery.courier import Courier
 from playbookd.delivery.unsubscribe import resolve_secret
 from playbookd.engine import ranges
 from playbookd.errors import DependencyError, PlaybookdError, ValidationError
-from playbookd.service import cycle, http, logs, metrics
+from playbookd.service import cycle, http, logs
 from playbookd.service.leadership import Leadership
 from playbookd.service.notify import Notifier
 from playbookd.service.scheduler import CONTROL, DELIVERY, EVENTS, REPORTS, WEBHOOKS, Scheduler
@@ -128,7 +128,7 @@ class Daemon:
             self.courier.close()
             self.courier = None
         if self.courier is None:
-            self.courier = Courier(self.runtime, metrics.TimedTransport)
+            self.courier = cycle.new_courier(self.runtime)
         return self.courier
 
     def post_webhooks(self) -> None:

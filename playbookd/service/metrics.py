@@ -39,6 +39,8 @@ REPORT_SECONDS = Histogram("playbookd_report_refresh_seconds", "Time to compute 
                            "for the console", registry=REGISTRY, buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 REPORT_FAILURES = Counter("playbookd_report_refresh_failures", "Playbooks whose report figures could not be "
                           "refreshed (the log has each error)", ["playbook"], registry=REGISTRY)
+SENDER_FAILURES = Counter("playbookd_sender_failures", "Delivery runs in which a sending process "
+                          "(delivery.processes) failed or died (the log has each error)", registry=REGISTRY)
 HTTP_CUT = Counter("playbookd_http_cut", "HTTP connections and requests the listener cut short, by reason "
                    "(slow_headers, evicted, busy, slow_body, too_large)", ["reason"], registry=REGISTRY)
 

@@ -1,18 +1,26 @@
-"""Delivery over several SMTP connections kept between ticks, against a real SMTP server; on a
-SQLite file and on PostgreSQL. Messages are queued straight into the outbox."""
+"""Delivery over several SMTP connections kept between ticks, and from several processes
+(`delivery.processes`), against a real SMTP server; on a SQLite file and on PostgreSQL. Messages
+are queued straight into the outbox. Each sending process claims under its own worker id; one that
+dies is reported, and what it had in flight is settled like a crashed daemon's: `unknown`, never resent."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from smtp_server import SmtpServer
 from sqlalchemy import func, insert, select
 
 from playbookd.delivery.courier import Courier
+from playbookd.delivery.senders import SenderFailed
 from playbookd.store.database import transaction
 from playbookd.store.schema import outbox
 
@@ -117,3 +125,82 @@ def test_a_stop_hands_back_the_round_no_connection_took(make: Any, db_url: str, 
         states = dict(conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state)).all())
     assert 0 < report.sent < 12 and sent_once(smtp_server, report.sent)
     assert states == {"sent": report.sent, "queued": 12 - report.sent}  # nothing left claimed or sending
+
+
+# a clock a sending process can receive (pickled): a lambda cannot be
+CLOCK = functools.partial(datetime.fromtimestamp, T0.timestamp(), UTC)
+
+
+def with_processes(p: Any, processes: int) -> Any:
+    p.runtime.config.delivery.processes = processes
+    return p
+
+
+def states(p: Any) -> Counter[str]:
+    with p.engine.connect() as conn:
+        return Counter(conn.execute(select(outbox.c.state)).scalars())
+
+
+def workers_of(p: Any) -> set[str]:
+    with p.engine.connect() as conn:
+        return set(conn.execute(select(outbox.c.claimed_by).where(outbox.c.state == "sent")).scalars())
+
+
+def test_processes_share_the_queue_and_the_rate(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = with_processes(project(make, db_url, smtp_server, connections=2, batch=3), 2)
+    courier = Courier(p.runtime)
+    try:
+        assert courier.pacer.rate == p.runtime.config.delivery.rate_per_second / 2
+        courier.deliver(p.engine, clock=CLOCK)  # the sending process starts
+        queue(p, 0, 40)
+        smtp_server.recorder.data_delay = 0.02
+        report = courier.deliver(p.engine, clock=CLOCK)
+    finally:
+        courier.close()
+    assert report.sent == 40 and sent_once(smtp_server, 40)
+    assert len(workers_of(p)) == 2  # both processes claimed and sent
+    assert smtp_server.recorder.connections == 4  # each process has its own connections
+
+
+def test_a_stop_drains_every_process(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    p = with_processes(project(make, db_url, smtp_server, connections=2, batch=3), 2)
+    courier = Courier(p.runtime)
+    stop = threading.Event()
+    try:
+        courier.deliver(p.engine, clock=CLOCK)
+        queue(p, 0, 60)
+        smtp_server.recorder.data_delay = 0.05
+        threading.Timer(0.5, stop.set).start()
+        report = courier.deliver(p.engine, stop, clock=CLOCK)
+    finally:
+        courier.close()
+    left = states(p)
+    assert 0 < report.sent < 60 and left["sent"] == report.sent == len(smtp_server.received)
+    assert left["queued"] == 60 - report.sent and not left["sending"] and not left["claimed"]
+
+
+def test_a_dead_sender_is_reported_and_its_messages_settled(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+    connections, batch = 2, 3
+    p = with_processes(project(make, db_url, smtp_server, connections=connections, batch=batch), 2)
+    courier = Courier(p.runtime)
+    try:
+        courier.deliver(p.engine, clock=CLOCK)
+        assert courier.senders is not None
+        sender = courier.senders.pool[0]
+        assert sender is not None and sender.pid is not None
+        queue(p, 0, 40)
+        recorder = smtp_server.recorder
+        recorder.data_delay = 0.1
+        threading.Timer(0.6, os.kill, (sender.pid, signal.SIGKILL)).start()
+        with pytest.raises(SenderFailed, match="died"):
+            courier.deliver(p.engine, clock=CLOCK)
+        recorder.data_delay = 0.0
+        report = courier.deliver(p.engine, clock=CLOCK)  # a new sender; this run settles the dead one's
+    finally:
+        courier.close()
+    left = states(p)
+    assert set(left) <= {"sent", "unknown"} and left["sent"] + left["unknown"] == 40
+    assert 0 < left["unknown"] <= connections * batch  # what the dead process had in flight
+    assert report.unknown == left["unknown"]
+    received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
+    assert max(received.values()) == 1  # never twice

@@ -93,13 +93,14 @@ def test_first_signal_drains_second_cancels(project: Path, smtp_server: SmtpServ
     assert states.get("sent", 0) == len(smtp_server.received)
 
 
-def test_drain_hands_back_unsent_messages(project: Path, smtp_server: SmtpServer) -> None:
-    edit_config(project, delivery={"rate_per_second": 2})
+@pytest.mark.parametrize("processes", [1, 2])  # 2: the stop reaches the sending process too
+def test_drain_hands_back_unsent_messages(project: Path, smtp_server: SmtpServer, processes: int) -> None:
+    edit_config(project, delivery={"rate_per_second": 2, "processes": processes})
     daemon = Daemon(project)
     daemon.wait_for("first sends", lambda: len(smtp_server.received) >= 2)
     assert daemon.stop() == 0
     states = outbox_states(project)
-    assert states.get("sending", 0) == 0 and states.get("queued", 0) > 0
+    assert states.get("sending", 0) == 0 and states.get("claimed", 0) == 0 and states.get("queued", 0) > 0
     assert states["sent"] == len(smtp_server.received)
 
 

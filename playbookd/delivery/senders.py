@@ -1,0 +1,143 @@
+"""Sending processes beside the daemon's own: each has its event loop, Courier and connections,
+claims its own batches under its own worker identity (store.leases), and paces at its share of
+`delivery.rate_per_second`.
+
+A sender is a spawned child (playbookd.workers) that dies with the daemon. A stop is passed on as
+SIGTERM, on which the sender finishes the message it is sending and hands the rest of its batch
+back, as the daemon's own delivery does; a second signal to the daemon ends it and, with it, every
+sender. What a dead sender had in hand is settled by the next delivery run of any process
+(delivery.recovery: its worker id names a dead process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+from playbookd import workers
+from playbookd.delivery.outbox import DeliveryReport
+from playbookd.errors import PlaybookdError
+from playbookd.runtime import Runtime
+from playbookd.store.database import connect
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from playbookd.delivery.courier import Courier
+
+POLL_SECONDS = 0.2  # how soon a stop reaches the senders
+NO_LIMIT = float("inf")  # a delivery run lasts as long as the queue has mail due; the pace bounds it
+
+
+class SenderFailed(PlaybookdError):
+    """A sending process failed or died during a delivery run; the others' outcomes are kept."""
+
+
+_courier: Courier | None = None
+_engine: Engine | None = None
+_stop = threading.Event()
+
+
+def _start(runtime: Runtime, share: int, setup: Callable[[], None] | None) -> None:
+    """In the child: its own courier, paced at its share of the rate."""
+    global _courier, _engine
+    from playbookd.delivery.courier import Courier  # the courier imports this module
+
+    if setup is not None:
+        setup()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop.set())
+    _courier, _engine = Courier(runtime, share=share), connect(runtime.config.database)
+
+
+def _deliver(clock: Callable[[], datetime]) -> DeliveryReport:
+    """In the child: one delivery run, until nothing is due or the daemon passes on a stop."""
+    assert _courier is not None and _engine is not None, "the sender was not started"
+    _stop.clear()
+    return _courier.deliver(_engine, _stop, clock)
+
+
+def _close() -> None:
+    if _courier is not None:
+        _courier.close()
+
+
+class Senders:
+    """`count` sending processes, started once and kept from one delivery run to the next."""
+
+    def __init__(self, runtime: Runtime, count: int, share: int, setup: Callable[[], None] | None) -> None:
+        self.args = (runtime, share, setup)
+        self.pool: list[workers.Worker | None] = [None] * count
+
+    def _worker(self, index: int) -> workers.Worker:
+        worker = self.pool[index]
+        if worker is None or worker.dead:
+            worker = workers.Worker(_start, self.args, name=f"playbookd-sender-{index + 1}", interruptible=False)
+            self.pool[index] = worker
+        return worker
+
+    def start(self, clock: Callable[[], datetime]) -> list[workers.Worker]:
+        busy = [self._worker(n) for n in range(len(self.pool))]
+        for worker in busy:
+            worker.submit(workers.Call(_deliver, (clock,), NO_LIMIT, f"sender {worker.pid}"))
+        return busy
+
+    def collect(self, busy: Sequence[workers.Worker], stop: threading.Event | None) -> tuple[
+            list[DeliveryReport], list[str]]:
+        """Wait for every sender's run; a stop is passed on to them once."""
+        reports, errors, signalled = [], [], False
+        waiting = list(busy)
+        while waiting:
+            if stop is not None and stop.is_set() and not signalled:
+                signalled = True
+                for worker in waiting:
+                    _signal(worker, signal.SIGTERM)
+            wait([w.conn for w in waiting if not w.dead], POLL_SECONDS)
+            for worker in list(waiting):
+                try:
+                    reply = worker.receive()
+                except workers.WorkerDied as exc:  # it could not even start
+                    reply = workers.Reply(workers.Call(_deliver, (), NO_LIMIT, "sender"), error=exc)
+                if reply is None and not worker.dead:
+                    continue
+                waiting.remove(worker)
+                if reply is not None and reply.error is None:
+                    reports.append(reply.value)
+                else:
+                    errors.append(str(reply.error) if reply is not None else f"sender {worker.pid} died")
+                    worker.kill()
+        return reports, errors
+
+    def close(self) -> None:
+        """Between runs: each sender quits its connections, then exits."""
+        for worker in self.pool:
+            if worker is not None and not worker.dead:
+                with contextlib.suppress(PlaybookdError):  # it is killed below either way, closing its connections
+                    workers.run(worker, workers.Call(_close, (), 30.0, f"sender {worker.pid} closing"))
+                worker.kill()
+        self.pool = [None] * len(self.pool)
+
+
+def _signal(worker: workers.Worker, signum: int) -> None:
+    if worker.pid is not None and worker.process.exitcode is None:
+        with contextlib.suppress(OSError):  # it exited meanwhile: collect() sees it
+            os.kill(worker.pid, signum)
+
+
+def merged(reports: Sequence[DeliveryReport]) -> DeliveryReport:
+    """The reports of one delivery run over every process, as one."""
+    total = DeliveryReport()
+    for report in reports:
+        for item in dataclasses.fields(DeliveryReport):
+            value: Any = getattr(report, item.name)
+            if isinstance(value, int):
+                setattr(total, item.name, getattr(total, item.name) + value)
+        total.errors += report.errors
+        total.paused = total.paused or report.paused
+    return total
