@@ -95,11 +95,12 @@ def held(conn: Connection) -> Iterator[None]:
     statement rather than one each; on an exception none are (their transaction is lost with them).
     Nothing reads the audit trail back inside such a block."""
     rows: list[dict[str, Any]] = []
-    conn.info[_HELD] = rows
+    info = conn.info  # read once: a connection the store dropped midway refuses even this, hiding why
+    info[_HELD] = rows
     try:
         yield
     finally:
-        del conn.info[_HELD]
+        info.pop(_HELD, None)
     if rows:
         conn.execute(insert(audit), rows)
 

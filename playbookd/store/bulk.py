@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, Connection, Integer, Table, bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from playbookd.store.chunks import chunked
@@ -23,11 +24,16 @@ Processor = Callable[[Any], Any] | None
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], **fixed: Any) -> None:
-    """INSERT `rows` (all with the same keys); `fixed`: columns with one value for every row.
-    Columns given neither take their (scalar) default, as a SQLAlchemy insert would."""
+    """INSERT `rows`; `fixed`: columns with one value for every row. A column some rows lack (a JSON
+    source's rows need not have the same keys) takes its scalar default in them, or NULL; columns
+    no row gives take their default, as a SQLAlchemy insert would."""
     if not rows:
         return
-    names = list(rows[0])
+    names = list(dict.fromkeys(n for row in rows for n in row))
+    if any(len(row) != len(names) for row in rows):
+        absent = {c.name: c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None
+                  for c in table.c if c.name in names}
+        rows = [{n: row.get(n, absent[n]) for n in names} for row in rows]
     fixed = {**_defaults(table, [*names, *fixed]), **fixed}
     columns = ", ".join([*names, *fixed])
     if conn.dialect.name == "postgresql":
@@ -39,11 +45,20 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]],
                 increment: Sequence[str] = (), **fixed: Any) -> None:
-    """UPDATE the row whose `key` column is each row's `key` with the row's other values (all rows
-    with the same keys); `increment`: integer columns each row adds one to; `fixed`: columns set to
-    one value for every row."""
+    """UPDATE the row whose `key` column is each row's `key` with the row's other values (rows with
+    other keys than the first's are updated apart, each with the columns it gives); `increment`:
+    integer columns each row adds one to; `fixed`: columns set to one value for every row."""
     if not rows:
         return
+    shapes: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(row), []).append(row)
+    for same in shapes.values():
+        _update(conn, table, key, same, increment, fixed)
+
+
+def _update(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]],
+            increment: Sequence[str], fixed: Mapping[str, Any]) -> None:
     names = [n for n in rows[0] if n != key]
     added = [f"{n} = {table.name}.{n} + 1" for n in increment]
     if conn.dialect.name != "postgresql":
@@ -114,9 +129,12 @@ def _copy(conn: Connection, table: Table, sql: str, names: Sequence[str], rows: 
     own = list(zip(names, dumps, strict=False))
     driver = conn.connection.driver_connection
     assert driver is not None  # a connection in use has its driver's
-    with driver.cursor() as cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[n] if d is None or row[n] is None else d(row[n]) for n, d in own] + constants)
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[n] if d is None or row[n] is None else d(row[n]) for n, d in own] + constants)
+    except driver.Error as exc:  # as SQLAlchemy's own: an IntegrityError, a DataError, an OperationalError
+        raise DBAPIError.instance(sql, None, exc, driver.Error, dialect=conn.dialect) from exc
 
 
 def _recordset(table: Table, names: list[str]) -> str:

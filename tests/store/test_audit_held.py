@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from playbookd.store import audit
-from playbookd.store.database import transaction
+from playbookd.store.database import connect, transaction
 from playbookd.store.schema import audit as audit_table
 
 
@@ -43,3 +44,14 @@ def test_an_error_inside_writes_none_and_recording_goes_on_directly_after(engine
         audit.record(conn, "direct")
         assert audit.held_count(conn) == 0
     assert _events(engine) == ["direct"]
+
+
+def test_a_store_dropping_the_connection_is_the_error_raised(pg_url: str) -> None:
+    """Not an error about the held entries the dropped connection can no longer tell about."""
+    engine = connect(pg_url)
+    try:
+        with pytest.raises(OperationalError), engine.begin() as conn, audit.held(conn):
+            audit.record(conn, audit.SENT, account_id="A1")
+            conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    finally:
+        engine.dispose()

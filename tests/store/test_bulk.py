@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.database import aware
@@ -76,3 +78,28 @@ def test_columns_not_given_take_their_defaults_and_an_update_bumps_unseen(engine
         found = {r.id: (r.unseen, r.data) for r in conn.execute(select(accounts.c.id, accounts.c.unseen,
                                                                         accounts.c.data))}
     assert found == {"A0": (1, {"n": 0}), "A1": (2, {"n": -1}), "A2": (1, {"n": 2})}
+
+
+def test_rows_with_other_keys_than_the_first_are_written_whole(engine: Engine) -> None:
+    """A JSON source's rows need not have the same keys: none of a later row's values is dropped, and a
+    column a row lacks takes its default."""
+    rows = [{"account_id": "A1", "email": "a@a1.example", "position": 1, "data": {}},
+            {"account_id": "A1", "email": "z@a1.example", "first_name": "Zed", "position": 2, "data": {},
+             "is_primary": True}]
+    with engine.begin() as conn:
+        insert_rows(conn, contacts, rows, synced_at=NOW)
+        ids = dict(conn.execute(select(contacts.c.email, contacts.c.id)).all())
+    assert [r[:4] for r in stored(engine)] == [("a@a1.example", None, False, 1), ("z@a1.example", "Zed", True, 2)]
+    with engine.begin() as conn:
+        update_rows(conn, contacts, "id", [{"id": ids["a@a1.example"], "first_name": "Ann"},
+                                           {"id": ids["z@a1.example"], "position": 7}], synced_at=NOW)
+    assert [r[:4] for r in stored(engine)] == [("a@a1.example", "Ann", False, 1), ("z@a1.example", "Zed", True, 7)]
+
+
+def test_a_refused_copy_is_the_store_error_sqlalchemy_raises(engine: Engine) -> None:
+    row = {"account_id": "A1", "email": "a@a1.example", "position": 1, "data": {}}
+    with engine.begin() as conn:
+        insert_rows(conn, contacts, [row], synced_at=NOW)
+        first = conn.execute(select(contacts.c.id)).scalar_one()
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        insert_rows(conn, contacts, [{**row, "id": first}], synced_at=NOW)
