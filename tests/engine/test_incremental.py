@@ -160,6 +160,7 @@ def test_the_prefilter_finds_the_candidates_every_account_gives(db_url: str, tmp
                           evaluation={"workers": 0})
         try:
             rt, config = project.runtime, project.runtime.config
+            cycle.run_sync(rt, project.engine, now=T0)
             for step in range(8):
                 at = T0 + step * timedelta(hours=17)
                 parts = split([(p, enroll.entry_condition(p, rt.exit_when)) for p in rt.playbooks], at, config.tz,
