@@ -96,7 +96,7 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
     on (for trend conditions); `marks` gets each one's (unseen, due_us)."""
     low, high = id_range or (None, None)
     last: str | None = None
-    if names is not None and any('"' in n or "\\" in n for n in names):  # not in a SQLite JSON path
+    if names is not None and (not names or any('"' in n or "\\" in n for n in names)):  # no SQLite JSON path
         names = None
     record = (accounts.c.id, accounts.c.segment, accounts.c.changes, _projection(engine.dialect.name, names))
     columns = (*record, *MARKS) if marks is not None else record

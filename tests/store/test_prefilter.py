@@ -169,3 +169,15 @@ def test_dates_far_from_now_let_everyone_through_rather_than_fail(engine: Engine
     tz = ZoneInfo("UTC")
     assert prefilter.where(Leaf("d", "older_than", 10**15), NOW, tz, engine.dialect.name) is None
     assert prefilter.where(Leaf("d", "gt", date.min), NOW, tz, engine.dialect.name) is None
+
+
+def test_a_read_of_some_fields_gives_them_as_the_whole_record_has_them(engine: Engine) -> None:
+    _populate(engine, random.Random(3), 60)
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    whole = list(iter_accounts(engine, types))
+    for names in ([], ["b"], ["d", "x", "nowhere"], list(FIELDS)):
+        some = list(iter_accounts(engine, types, names=names))
+        keep = set(names or FIELDS) | {"id", "segment", "_changes"}
+        assert [{k: v for k, v in r.items() if k in keep or k.startswith("_")} for r in some] == \
+            [{k: v for k, v in r.items() if k in keep or k.startswith("_")} for r in whole], names
