@@ -58,6 +58,19 @@ def evaluate_rows(r: dict[str, Any]) -> list[Row]:
              "1M x 20 in <= 30 s, <= 1 GB: see README")]
 
 
+def prefilter_rows(r: dict[str, Any]) -> list[Row]:
+    """The 20-playbook evaluation, one row per group: those SQL pre-filters and those it cannot."""
+    rows = []
+    for group, what in (("sql", "SQL pre-filters"), ("other", "SQL cannot pre-filter")):
+        e, ref = r[f"{group}_prefilter"], r["reference"][f"{group}_seconds"]
+        rows.append((f"evaluation, {e['accounts']:,} accounts x 10 playbooks {what}",
+                     f"{e['seconds']:.1f} s (simulate {e['simulate_seconds']:.1f} s), peak {e['peak_mb']:,.0f} MB",
+                     f"{ref:.2f} s (10 plain SQL scans)", f"{e['ratio']:.1f}x",
+                     verdict(e["seconds"] * 1_000_000 / e["accounts"] <= 15 and e["peak_mb"] <= 1024,
+                             "1M x 20 in <= 30 s, <= 1 GB (scaled)")))
+    return rows
+
+
 def incremental_rows(r: dict[str, Any]) -> list[Row]:
     return [(f"evaluation after a sync changing {r['changed']:,} of {r['accounts']:,}",
              f"{r['incremental_seconds']:.2f} s ({r['looked_at']:,} looked at)",
@@ -87,6 +100,7 @@ def peer_rows(r: dict[str, Any]) -> list[Row]:
 BENCHES = [
     Bench("run.py", ["--accounts", "100000", "--stages", "sync,evaluate"],
           ["--accounts", "2000", "--stages", "sync,evaluate"], lambda r: sync_rows(r) + evaluate_rows(r)),
+    Bench("evaluation.py", ["--accounts", "100000"], ["--accounts", "2000"], prefilter_rows),
     Bench("incremental.py", ["--accounts", "100000"], ["--accounts", "2000"], incremental_rows),
     Bench("render_queue.py", ["--accounts", "5000"], ["--accounts", "300"], render_rows),
     Bench("delivery.py", ["--messages", "20000", "--processes", "2"], ["--messages", "500", "--processes", "2"],

@@ -149,6 +149,8 @@ class Evaluation(Model):
                                      "evaluation before `run --once` exits 1")
     full_every: timedelta = Field(timedelta(days=1), description="Between these, an evaluation looks only at accounts "
                                   "changed or due since the last one; then every account, as a safety net")
+    prefilter: bool = Field(True, description="Read only the accounts that can match the parts of a trigger SQL "
+                            "answers (engine.prefilter); false: every account goes through the rules engine")
     _full = field_validator("full_every", mode="before")(duration)
 
 

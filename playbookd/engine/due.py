@@ -113,6 +113,7 @@ class DueTimes:
                     found[(leaf, of_contact)] = None
         self.leaves = [leaf for leaf, of_contact in found if not of_contact]
         self.contact_leaves = [leaf for leaf, of_contact in found if of_contact]
+        self._fields, self._contact_fields = _by_field(self.leaves), _by_field(self.contact_leaves)
 
     def __bool__(self) -> bool:
         return bool(self.leaves or self.contact_leaves)
@@ -122,13 +123,22 @@ class DueTimes:
         now_us = epoch_us(now, self.tz)
         best: int | None = None
         people = record.get(CONTACTS) or () if self.contact_leaves else ()
-        subjects = [(record, self.leaves), *((person, self.contact_leaves) for person in people)]
-        for subject, leaves in subjects:
-            for leaf in leaves:
-                value = lookup(subject, leaf.field)
+        subjects = [(record, self._fields), *((person, self._contact_fields) for person in people)]
+        for subject, fields in subjects:
+            for field, leaves in fields:
+                value = lookup(subject, field)
                 if value_class(value) != "t":
                     continue
-                for at in flips(leaf, epoch_us(value, self.tz), self.tz):
-                    if at > now_us and (best is None or at < best):
-                        best = at
+                value_us = epoch_us(value, self.tz)  # once per field, however many leaves test it
+                for leaf in leaves:
+                    for at in flips(leaf, value_us, self.tz):
+                        if at > now_us and (best is None or at < best):
+                            best = at
         return best
+
+
+def _by_field(leaves: Sequence[Leaf]) -> list[tuple[str, list[Leaf]]]:
+    found: dict[str, list[Leaf]] = {}
+    for leaf in leaves:
+        found.setdefault(leaf.field, []).append(leaf)
+    return list(found.items())
