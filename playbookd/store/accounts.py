@@ -12,9 +12,11 @@ from sqlalchemy import (
     Connection,
     Engine,
     String,
+    Text,
     any_,
     bindparam,
     case,
+    cast,
     func,
     literal,
     select,
@@ -46,14 +48,23 @@ def load_account_types(conn: Connection) -> dict[str, str]:
     return account_types(custom_types(conn))
 
 
+MAX_FIELDS = 100  # arguments to one function call: PostgreSQL takes 100, SQLite's json_extract 126
+
+
+def nul_escaped() -> Any:
+    """PostgreSQL: the account's data holds a \\u0000, which its `->` and `->>` refuse to read (the
+    whole document is re-parsed; a json column stores it as it is): such a row is read whole."""
+    return func.strpos(cast(accounts.c.data, Text), literal("\\u0000", String)) > 0
+
+
 def _projection(dialect: str, names: Sequence[str] | None) -> Any:
     """The data column, or only the fields of `names`, as one JSON array in their order. SQLite's JSON
     functions raise on a document they cannot parse (NaN): such a row gives its whole document."""
     if names is None:
         return accounts.c.data
     if dialect != "sqlite":
-        return type_coerce(func.json_build_array(*(accounts.c.data.op("->")(literal(n, String)) for n in names)),
-                           JSON).label("data")
+        picked = func.json_build_array(*(accounts.c.data.op("->")(literal(n, String)) for n in names))
+        return type_coerce(case((nul_escaped(), accounts.c.data), else_=picked), JSON).label("data")
     paths = [f'$."{name}"' for name in names] * (2 if len(names) == 1 else 1)  # one path gives no array
     return type_coerce(case((func.json_valid(accounts.c.data) == 1, func.json_extract(accounts.c.data, *paths)),
                             else_=accounts.c.data), JSON).label("data")
@@ -96,8 +107,8 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
     on (for trend conditions); `marks` gets each one's (unseen, due_us)."""
     low, high = id_range or (None, None)
     last: str | None = None
-    if names is not None and (not names or any('"' in n or "\\" in n for n in names)):  # no SQLite JSON path
-        names = None
+    if names is not None and (not names or len(names) > MAX_FIELDS or any('"' in n or "\\" in n for n in names)):
+        names = None  # no SQLite JSON path for such a name; more arguments than a call takes
     record = (accounts.c.id, accounts.c.segment, accounts.c.changes, _projection(engine.dialect.name, names))
     columns = (*record, *MARKS) if marks is not None else record
     while True:

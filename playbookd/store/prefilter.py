@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from playbookd.config.durations import Months
 from playbookd.model.conditions import FUTURE, PAST, All, Any_, Condition, Leaf
 from playbookd.model.evaluation import instant, value_class
+from playbookd.store.accounts import nul_escaped
 from playbookd.store.schema import accounts
 
 Where = ColumnElement[bool]
@@ -50,13 +51,14 @@ def where(cond: Condition | None, now: datetime, tz: ZoneInfo, dialect: str) -> 
 
 def any_of(parts: list[Where | None], dialect: str) -> Where | None:
     """The accounts any of the parts lets through (None if one lets every account through), guarded
-    on SQLite, whose JSON functions raise on text they cannot parse (NaN): such a row gets through."""
+    on SQLite, whose JSON functions raise on text they cannot parse (NaN), and on PostgreSQL, whose
+    refuse a document holding \\u0000: such a row gets through."""
     if not parts or any(p is None for p in parts):
         return None
     found = or_(*(p for p in parts if p is not None))
     if dialect == "sqlite":
         return case((func.json_valid(accounts.c.data) == 0, true()), else_=found)
-    return found
+    return case((nul_escaped(), true()), else_=found)
 
 
 class _Compiler:

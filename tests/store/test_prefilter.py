@@ -181,3 +181,25 @@ def test_a_read_of_some_fields_gives_them_as_the_whole_record_has_them(engine: E
         keep = set(names or FIELDS) | {"id", "segment", "_changes"}
         assert [{k: v for k, v in r.items() if k in keep or k.startswith("_")} for r in some] == \
             [{k: v for k, v in r.items() if k in keep or k.startswith("_")} for r in whole], names
+
+
+def test_a_nul_in_a_field_not_read_and_many_fields_leave_the_read_and_the_filter_working(engine: Engine) -> None:
+    """PostgreSQL's `->` refuses a document holding \\u0000 (sync stores it as it is), and a call takes
+    at most 100 arguments: such reads fall back to the whole document, such rows get through."""
+    with transaction(engine) as conn:
+        conn.execute(fields.insert(), [{"entity": "accounts", "name": "s", "type": F.STRING}])
+        conn.execute(accounts.insert(), [
+            {"id": "A1", "segment": "low", "changes": {}, "synced_at": NOW, "created_at": NOW,
+             "data": {"s": "pro", "note": "a\x00b"}},
+            {"id": "A2", "segment": "low", "changes": {}, "synced_at": NOW, "created_at": NOW, "data": {"s": "pro"}},
+            {"id": "A3", "segment": "low", "changes": {}, "synced_at": NOW, "created_at": NOW,
+             "data": {"s": "basic"}}])
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    for names in (["s"], [f"f{i}" for i in range(150)] + ["s"]):
+        assert [r.get("s") for r in iter_accounts(engine, types, names=names)] == ["pro", "pro", "basic"]
+    through = _let_through(engine, Leaf("s", "eq", "pro"), ZoneInfo("UTC"))
+    assert through is not None and {"A1", "A2"} <= through and "A3" not in through
+    where = prefilter.any_of([prefilter.where(Leaf("s", "eq", "pro"), NOW, ZoneInfo("UTC"), engine.dialect.name)],
+                             engine.dialect.name)
+    assert [r["id"] for r in iter_accounts(engine, types, where=where, names=["s"])] == ["A1", "A2"]
