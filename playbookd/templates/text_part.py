@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import quote
 
 import html2text
-from markupsafe import escape
 
 
 class _SkipHidden:
@@ -129,15 +128,25 @@ class Deriver:
 _MARK, _LINK_MARK, _END = "\ue000", "\ue002", "\ue001"  # private-use characters: no email has them
 _LINK_PREFIX = "a://"  # a placeholder for an absolute URL is one too, as html2text's automatic links ask
 _PLACED = re.compile(f"{_LINK_PREFIX}{_LINK_MARK}([0-9]+){_END}|{_MARK}([0-9]+){_END}")
-# what html2text passes through untouched wherever it stands in text: no backslash, bracket or
-# parenthesis (escaped), no entity but &#39; (each is its own piece of text), no whitespace but single
-# spaces between word characters (collapsed, stripped), and a letter first, so that no line-start
-# marker ("1. ", "- ", "+ ") can begin in or run into it
-_WORDY = re.compile(r"[^\W\d_][\w.,@':/%+=?#~-]*(?: [\w.,@':/%+=?#~-]+)*")
+# what html2text passes through untouched wherever it stands in text: nothing markupsafe escapes
+# (an entity splits html2text's text, so escapes at the start of a piece would change), no
+# backslash, bracket, parenthesis, `*`, backtick, `!`, `|`, `~` (a strike after it gets a space)
+# or `>`, no whitespace but single spaces between word characters (collapsed, stripped), and a
+# letter first, so that no line-start marker ("1. ", "- ", "+ ") can begin in or run into it
+_WORDY = re.compile(r"[^\W\d_][\w.,@:/%+=?#-]*(?: [\w.,@:/%+=?#-]+)*")
 _SPACED = re.compile(r"[^\w ] | [^\w ]")
 _NUMBER = re.compile(r"[0-9]+")
 _NUMBER_IN_TEXT = re.compile(r"(<[^>]*>)|(?<=[^\W\d_] )([0-9]+)(?![0-9])")  # after a word and a space: not where
 # a line starts; tags are matched only to be passed over
+# a tag as HTMLParser reads it when it is well formed (a quote opens a value only after "="), or a
+# comment; anything else that opens like a tag makes no shape
+_TAG = re.compile(r"""<!--.*?--\s*>|<[a-zA-Z/!?](?:[^"'>]|"[^"]*"|'[^']*')*+>?""", re.DOTALL)
+_NAME = r"""<[a-zA-Z][^\s/>"'<]*"""
+_ATTRIBUTE = r"""\s+([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_NAME_AT, _ATTRIBUTES = re.compile(_NAME), re.compile(_ATTRIBUTE)
+_WELL_FORMED = re.compile(rf"""</[a-zA-Z][^\s/>"'<]*\s*>|<![a-zA-Z](?:[^"'<>]|"[^"<>]*"|'[^'<>]*')*>"""
+                          rf"|{_NAME}(?:{_ATTRIBUTE})*\s*/?>")
+_INTO_ENTITY = re.compile(f"&[#\\w.-]*(?:{_MARK}|{_LINK_PREFIX}{_LINK_MARK})")  # "&co" + "py" is "&copy"
 _ABSOLUTE = re.compile(r"[a-zA-Z+]+://")  # html2text's absolute_url_matcher
 MIN_VALUE = 3  # characters: shorter words stay as they are (they would mostly match within other words)
 SHAPES = 256  # shapes kept per template
@@ -151,16 +160,32 @@ def _placeholder(index: int, value: str) -> str:
 
 
 def _in_text_or_link(shape: str) -> bool:
-    """Every placeholder stands in text or in an href, never elsewhere in a tag."""
-    at = shape.find(_END)
-    while at != -1:
-        opened, closed = shape.rfind("<", 0, at), shape.rfind(">", 0, at)
-        if opened > closed:
-            href = shape.rfind(' href="', opened, at)
-            if href == -1 or shape.find('"', href + 7, at) != -1:
+    """Every placeholder stands in text or in an href, never elsewhere in a tag, in a comment or
+    where it could run into a character reference."""
+    if _INTO_ENTITY.search(shape):
+        return False
+    for found in _TAG.finditer(shape):
+        tag = found[0]
+        if tag.startswith("<!--"):
+            if _END in tag:  # dropped from the text, but where a comment ends differs between HTMLParsers
                 return False
-        at = shape.find(_END, at + 1)
+        elif not _WELL_FORMED.fullmatch(tag) or (_END in tag and not _only_in_href(tag)):
+            return False
     return True
+
+
+def _only_in_href(tag: str) -> bool:
+    name = _NAME_AT.match(tag)
+    if name is None or _END in name[0]:
+        return False
+    return all(_END not in attribute[0] or _in_href(attribute)
+               for attribute in _ATTRIBUTES.finditer(tag, name.end()))
+
+
+def _in_href(attribute: re.Match[str]) -> bool:
+    """A quoted href: unquoted, a value with a space would end it where a placeholder does not."""
+    value = attribute[2] or ""
+    return attribute[1].lower() == "href" and value[:1] in "\"'" and _END in value
 
 
 def shape_of(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
@@ -173,7 +198,7 @@ def shape_of(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
     shape = html
     words = [(v, i) for i, v in enumerate(unique) if _WORDY.fullmatch(v) and not _SPACED.search(v)]
     for value, index in sorted(words, key=lambda vi: -len(vi[0])):
-        shape = shape.replace(str(escape(value)), _placeholder(index, value))
+        shape = shape.replace(value, _placeholder(index, value))  # markupsafe leaves it as it is
     numbers = {v: _placeholder(i, v) for i, v in enumerate(unique) if _NUMBER.fullmatch(v)}
     if numbers:
         shape = _NUMBER_IN_TEXT.sub(lambda m: m[1] or numbers.get(m[2], m[2]), shape)
