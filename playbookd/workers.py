@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -144,8 +145,21 @@ class Reply:
 
 
 _lock = threading.Lock()
-_live: set[Worker] = set()
+_live: set[Worker] = set()  # the interruptible ones
+_children: set[Worker] = set()  # every worker not yet killed
 _stopping = False
+
+
+def _kill_children() -> None:
+    """At exit, before multiprocessing's own handler, which SIGTERMs daemonic children and joins them
+    without a timeout: a child that traps SIGTERM (a sender, its owner's close skipped) would hang the exit."""
+    with _lock:
+        children = list(_children)
+    for worker in children:
+        worker.terminate()
+
+
+multiprocessing.util.Finalize(None, _kill_children, exitpriority=100)
 
 
 def interrupt_all() -> None:
@@ -202,8 +216,9 @@ class Worker:
         self.free_at: float | None = None  # when the child was ready, or last answered
         self.call: Call | None = None
         self.dead = False
-        if interruptible:
-            with _lock:
+        with _lock:
+            _children.add(self)
+            if interruptible:
                 _live.add(self)
 
     @property
@@ -218,6 +233,10 @@ class Worker:
             self.conn.send((call.func, call.args))
         except (OSError, ValueError):
             self.dead = True  # its reply is then the death, reported by receive()
+        except BaseException:  # the call could not be sent (it does not pickle): no call is in flight
+            self.call = None
+            self.kill()
+            raise
 
     def deadline(self) -> float | None:
         """When the call in flight (or the start, before the child is ready) runs out of time."""
@@ -289,6 +308,7 @@ class Worker:
         self.dead = True
         with _lock:
             _live.discard(self)
+            _children.discard(self)
         if self.process.pid is not None and self.process.exitcode is None:
             self.terminate()
             self.process.join(5)

@@ -122,3 +122,33 @@ def test_no_worker_outlives_its_parent(how: int) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_call_that_cannot_be_sent_fails_and_the_worker_is_ended() -> None:
+    worker = Worker()
+    pid = worker.pid
+    with pytest.raises(Exception, match="pickle"):
+        worker.submit(Call(lambda: 1, (), 30, "unpicklable"))
+    assert worker.call is None and worker.dead
+    assert pid is not None and wait_until_gone(pid)
+
+
+TRAPPING = """
+import signal
+from playbookd import workers
+worker = workers.Worker(signal.signal, (signal.SIGTERM, signal.SIG_IGN), interruptible=False)
+workers.run(worker, workers.Call(int, (), 60, "ready"))
+print(worker.pid, flush=True)
+"""  # exits without killing it: multiprocessing's exit handler would SIGTERM it, then wait forever
+
+
+def test_a_child_that_traps_sigterm_does_not_hang_the_parent_s_exit() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", TRAPPING], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert parent.wait(60) == 0
+        assert wait_until_gone(worker)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -43,7 +43,7 @@ class Courier:
     def deliver(self, engine: Engine, stop: threading.Event | None = None,
                 clock: Callable[[], datetime] = utcnow) -> outbox.DeliveryReport:
         """Send what is due; one caller at a time (the daemon's delivery job is serial). A sending
-        process that fails is reported by SenderFailed once every process's run has ended."""
+        process that fails is reported by SenderFailed, with the others' report, once every process's run has ended."""
         if self.senders is None:
             return self._own(engine, stop, clock)
         busy = self.senders.start(clock)
@@ -54,7 +54,7 @@ class Courier:
         report = merged([own, *reports])
         if errors:
             log.info("delivered", extra={"delivery": report.line()})
-            raise SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors))
+            raise SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors), report)
         return report
 
     def _own(self, engine: Engine, stop: threading.Event | None,

@@ -37,7 +37,21 @@ NO_LIMIT = float("inf")  # a delivery run lasts as long as the queue has mail du
 
 
 class SenderFailed(PlaybookdError):
-    """A sending process failed or died during a delivery run; the others' outcomes are kept."""
+    """A sending process failed or died during a delivery run; `report` has what every process reported."""
+
+    def __init__(self, message: str, report: DeliveryReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedClock:
+    """A clock stopped at `now` (`run --once --at`): a sending process can receive it, a lambda it cannot."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 _courier: Courier | None = None
@@ -90,19 +104,24 @@ class Senders:
 
     def collect(self, busy: Sequence[workers.Worker], stop: threading.Event | None) -> tuple[
             list[DeliveryReport], list[str]]:
-        """Wait for every sender's run; a stop is passed on to them once."""
-        reports, errors, signalled = [], [], False
+        """Wait for every sender's run. A stop is passed on at each poll until the run ends: one that
+        came before the sender's run cleared its flag is not lost. It is passed on only once the sender
+        said it is ready, its handler installed: until then SIGTERM would kill it."""
+        reports, errors = [], []
         waiting = list(busy)
         while waiting:
-            if stop is not None and stop.is_set() and not signalled:
-                signalled = True
+            if stop is not None and stop.is_set():
                 for worker in waiting:
-                    _signal(worker, signal.SIGTERM)
+                    if worker.free_at is not None:
+                        _signal(worker, signal.SIGTERM)
             wait([w.conn for w in waiting if not w.dead], POLL_SECONDS)
             for worker in list(waiting):
                 try:
                     reply = worker.receive()
                 except workers.WorkerDied as exc:  # it could not even start
+                    if stop is not None and stop.is_set() and worker.process.exitcode == -signal.SIGTERM:
+                        waiting.remove(worker)  # the stop (sent to the process group) came first: no failure
+                        continue
                     reply = workers.Reply(workers.Call(_deliver, (), NO_LIMIT, "sender"), error=exc)
                 if reply is None and not worker.dead:
                     continue
@@ -117,9 +136,13 @@ class Senders:
     def close(self) -> None:
         """Between runs: each sender quits its connections, then exits."""
         for worker in self.pool:
-            if worker is not None and not worker.dead:
-                with contextlib.suppress(PlaybookdError):  # it is killed below either way, closing its connections
-                    workers.run(worker, workers.Call(_close, (), 30.0, f"sender {worker.pid} closing"))
+            if worker is None or worker.dead:
+                continue
+            try:
+                if worker.call is None:  # one with a run never collected is only killed
+                    with contextlib.suppress(PlaybookdError):  # it is killed below either way, closing its connections
+                        workers.run(worker, workers.Call(_close, (), 30.0, f"sender {worker.pid} closing"))
+            finally:
                 worker.kill()
         self.pool = [None] * len(self.pool)
 

@@ -17,7 +17,7 @@ from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
-from playbookd.delivery.senders import SenderFailed
+from playbookd.delivery.senders import FixedClock, SenderFailed
 from playbookd.engine import evaluate, events, ranges
 from playbookd.engine.launch import admit
 from playbookd.report import snapshots
@@ -212,8 +212,12 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     report = CycleReport()
     report.sync = run_sync(runtime, engine, now=now)
     evaluate_and_advance(runtime, engine, now, report)
-    clock = (lambda: now) if at else utcnow
-    report.delivery = deliver_due(runtime, engine, clock=clock)
+    clock = FixedClock(now) if at else utcnow
+    try:
+        report.delivery = deliver_due(runtime, engine, clock=clock)
+    except SenderFailed as exc:  # what the other processes sent is reported all the same
+        report.delivery = exc.report
+        report.errors.append(str(exc))
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
     report.webhooks = post_webhooks(runtime, engine, clock=clock)
