@@ -115,7 +115,7 @@ def write_data(data: Path, recipients: int) -> None:
                        "true"] for n in range(recipients))
 
 
-def write_project(project: Path, port: int, recipients: int) -> Path:
+def write_project(project: Path, port: int, recipients: int, processes: int) -> Path:
     import yaml
 
     shutil.copytree(ROOT / "email_templates", project / "email_templates")
@@ -125,17 +125,17 @@ def write_project(project: Path, port: int, recipients: int) -> Path:
     config: dict[str, Any] = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["database"] = f"sqlite:///{project}/playbookd.db"
     config["delivery"].update(transport="smtp", quiet_hours=None, frequency_cap=None, rate_per_second=1_000_000,
-                              smtp={"host": "127.0.0.1", "port": port})
+                              processes=processes, smtp={"host": "127.0.0.1", "port": port})
     config["launch"] = {"warn_over": 10 * recipients}
     path = project / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def run_playbookd(workdir: Path, port: int, recipients: int) -> dict[str, float]:
+def run_playbookd(workdir: Path, port: int, recipients: int, processes: int) -> dict[str, float]:
     from sqlalchemy import create_engine, text
 
-    config = write_project(workdir / "project", port, recipients)
+    config = write_project(workdir / "project", port, recipients, processes)
     command = [str(Path(sys.executable).parent / "playbookd"), "run", "--once", "--config", str(config), "--at", NOW]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -151,12 +151,13 @@ def run_playbookd(workdir: Path, port: int, recipients: int) -> dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=1, help="playbookd's delivery.processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
         wire = reference(port, args.recipients)
         peer = run_peer(Path(tmp), port, args.recipients)
-        ours = run_playbookd(Path(tmp), port, args.recipients)
+        ours = run_playbookd(Path(tmp), port, args.recipients, args.processes)
     result = {"recipients": args.recipients, "smtp_source_per_s": wire,
               "peer_sent": peer["sent"], "peer_per_s": peer["sent"] / peer["seconds"],
               "playbookd_sent": ours["sent"], "playbookd_per_s": ours["sent"] / ours["seconds"]}

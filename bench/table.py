@@ -105,7 +105,8 @@ BENCHES = [
     Bench("render_queue.py", ["--accounts", "5000"], ["--accounts", "300"], render_rows),
     Bench("delivery.py", ["--messages", "20000", "--processes", "2"], ["--messages", "500", "--processes", "2"],
           delivery_rows, wire=True),
-    Bench("peer.py", ["--recipients", "20000"], ["--recipients", "300"], peer_rows, wire=True),
+    Bench("peer.py", ["--recipients", "20000", "--processes", "2"], ["--recipients", "300", "--processes", "2"],
+          peer_rows, wire=True),
 ]
 
 
