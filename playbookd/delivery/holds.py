@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, func, select
 
-from playbookd.config.settings import QuietHours
+from playbookd.config.delivery import QuietHours
 from playbookd.config.zones import zone as zone_named
 from playbookd.runtime import Runtime
 from playbookd.store import locks

@@ -22,7 +22,7 @@ from typing import Protocol
 import aiosmtplib
 from aiosmtplib.email import quote_address
 
-from playbookd.config.settings import Delivery, Smtp
+from playbookd.config.delivery import Delivery, Smtp
 from playbookd.delivery.message import Wire, wire_of
 from playbookd.delivery.replies import classify
 from playbookd.errors import DependencyError

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from playbookd.config.settings import QuietHours
+from playbookd.config.delivery import QuietHours
 from playbookd.delivery.holds import next_allowed
 
 NIGHT = QuietHours(start="20:00", end="08:00")

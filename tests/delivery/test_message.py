@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from smtp_server import SmtpServer
 
-from playbookd.config.settings import Smtp
+from playbookd.config.delivery import Smtp
 from playbookd.delivery.message import Outgoing, build_message, make_message_id, wire
 from playbookd.delivery.transports import FileTransport, PermanentFailure, SmtpTransport, Transport
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from smtp_server import SmtpServer, free_port
 
-from playbookd.config.settings import Delivery, Smtp
+from playbookd.config.delivery import Delivery, Smtp
 from playbookd.delivery.message import Outgoing, build_message, make_message_id
 from playbookd.delivery.transports import (
     FileTransport,
