@@ -60,14 +60,20 @@ def _finish(ctx: StepContext, state: str, step: int, reason: str | None) -> None
 
 
 def _fail(ctx: StepContext, step: int, error: str) -> None:
+    _mark_failed(ctx.conn, ctx.enrollment, step, ctx.playbook.key_at(step), error, ctx.now)
+
+
+def _mark_failed(conn: Connection, enrollment: Row[Any], step: int, step_key: str | None, error: str,
+                 now: datetime) -> None:
     """Stop at the step that could not run, keeping the enrollment's place (and its hold on the
     account) until `playbookd enrollments retry` runs the step again."""
-    ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id).values(
-        state="failed", step=step, step_key=ctx.playbook.key_at(step), next_due_at=None, reason=error))
-    touch(ctx.conn, [ctx.enrollment.account_id])  # no longer checked for exits until retried
-    ctx.log(audit.STEP_FAILED, step, "step_failed", detail={"error": error})
-    log.error("enrollment %s (%s, %s) failed: %s", ctx.enrollment.id, ctx.playbook.id, ctx.account["id"], error,
-              extra={"account": ctx.account["id"], "playbook": ctx.playbook.id})
+    conn.execute(update(enrollments).where(enrollments.c.id == enrollment.id).values(
+        state="failed", step=step, step_key=step_key, next_due_at=None, reason=error))
+    touch(conn, [enrollment.account_id])  # no longer checked for exits until retried
+    audit.record(conn, audit.STEP_FAILED, account_id=enrollment.account_id, playbook_id=enrollment.playbook_id,
+                 enrollment_id=enrollment.id, step=step, reason="step_failed", at=now, detail={"error": error})
+    log.error("enrollment %s (%s, %s) failed: %s", enrollment.id, enrollment.playbook_id, enrollment.account_id,
+              error, extra={"account": enrollment.account_id, "playbook": enrollment.playbook_id})
 
 
 def _goal_ends(ctx: StepContext) -> bool:
@@ -181,15 +187,8 @@ def _advance_apart(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
 def _refused(engine: Engine, enrollment_id: int, error: str, now: datetime) -> None:
     with transaction(engine) as conn:
         row = conn.execute(select(enrollments).where(enrollments.c.id == enrollment_id)).first()
-        if row is None or row.state != "active":
-            return
-        conn.execute(update(enrollments).where(enrollments.c.id == row.id).values(
-            state="failed", next_due_at=None, reason=error))
-        touch(conn, [row.account_id])
-        audit.record(conn, audit.STEP_FAILED, account_id=row.account_id, playbook_id=row.playbook_id,
-                     enrollment_id=row.id, step=row.step, reason="step_failed", at=now, detail={"error": error})
-    log.error("enrollment %s (%s, %s) failed: %s", row.id, row.playbook_id, row.account_id, error,
-              extra={"account": row.account_id, "playbook": row.playbook_id})
+        if row is not None and row.state == "active":
+            _mark_failed(conn, row, row.step, row.step_key, error, now)
 
 
 def _batches(due: Sequence[Row[Any, Any]], size: int) -> Iterator[list[int]]:
