@@ -29,6 +29,7 @@ class Faults:
     seed: int
     stall: float  # seconds a stall lasts: longer than the client's timeout
     healthy: bool = False  # set to stop misbehaving
+    pipelining: bool = False  # announce PIPELINING, so the client sends each envelope and DATA in one write
     said: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # recipient -> what it got
     received: list[str] = field(default_factory=list)  # Message-IDs whose body arrived, in order
 
@@ -43,6 +44,11 @@ class Faults:
         if fault in ACTIONS:
             return fault, "RCPT" if fault.endswith("before_data") else "DATA"
         return fault, self.rng.choice(("RCPT", "DATA"))
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -77,8 +83,8 @@ class Faults:
 
 
 class FaultySmtpServer:
-    def __init__(self, seed: int, stall: float) -> None:
-        self.faults = Faults(seed, stall)
+    def __init__(self, seed: int, stall: float, pipelining: bool = False) -> None:
+        self.faults = Faults(seed, stall, pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(self.faults, hostname="127.0.0.1", port=self.port)
 

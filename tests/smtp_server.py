@@ -42,13 +42,14 @@ class Recorder:
     peak: int = 0  # the most ever answered at once
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_received: Callable[[], object] | None = None  # called as each message is recorded, before the reply
+    pipelining: bool = False  # announce PIPELINING (RFC 2920); aiosmtpd reads commands in order either way
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
         with self.lock:
             self.connections += 1
         session.host_name = hostname
-        return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -89,8 +90,8 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self, smtputf8: bool = False) -> None:
-        self.recorder = Recorder()
+    def __init__(self, smtputf8: bool = False, pipelining: bool = False) -> None:
+        self.recorder = Recorder(pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
 

@@ -10,6 +10,7 @@ whether it was accepted (UncertainDelivery), and the caller must not retry blind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
@@ -24,6 +25,7 @@ from aiosmtplib.email import quote_address
 
 from playbookd.config.delivery import Delivery, Smtp
 from playbookd.delivery.message import Wire, wire_of
+from playbookd.delivery.pipeline import Garbled, Lost, Pipe, body
 from playbookd.delivery.replies import classify
 from playbookd.errors import DependencyError
 
@@ -118,37 +120,51 @@ class FileTransport:
         return None
 
 
-def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> DeliveryError:
-    text = f"{phase}: {exc.code} {exc.message}"
-    verdict = classify(exc.code, exc.message, phase)
+def _refusal(code: int, message: str, phase: str) -> DeliveryError:
+    text = f"{phase}: {code} {message}"
+    verdict = classify(code, message, phase)
     if verdict.temporary:
         return TemporaryFailure(text, soft_bounce=verdict.soft_bounce)
     return PermanentFailure(text, unknown_user=verdict.hard_bounce, policy=verdict.policy)
 
 
+def _classify_refusal(exc: aiosmtplib.SMTPResponseException, phase: str) -> DeliveryError:
+    return _refusal(exc.code, exc.message, phase)
+
+
 _PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _path(address: str, encoding: str) -> bytes:
+    """An address as MAIL FROM and RCPT TO carry it, without parsing again one that is plainly an
+    addr-spec (a tenth of a send's CPU went there)."""
+    return (f"<{address}>" if _PLAIN.fullmatch(address) else quote_address(address)).encode(encoding)
 
 
 async def _envelope(client: aiosmtplib.SMTP, command: bytes, address: str, options: list[str],
                     encoding: str) -> None:
-    """MAIL FROM or RCPT TO, as client.mail and client.rcpt send them, without parsing again an address
-    that is plainly an addr-spec (a tenth of a send's CPU went there)."""
+    """MAIL FROM or RCPT TO, as client.mail and client.rcpt send them."""
     if client.is_ehlo_or_helo_needed:
         try:
             await client.ehlo()
         except aiosmtplib.SMTPHeloError:
             await client.helo()
-    quoted = f"<{address}>" if _PLAIN.fullmatch(address) else quote_address(address)
     verb, _, arg = command.partition(b" ")
-    reply = await client.execute_command(verb, arg + quoted.encode(encoding), *(o.encode() for o in options))
+    reply = await client.execute_command(verb, arg + _path(address, encoding), *(o.encode() for o in options))
     if verb == b"MAIL" and reply.code != 250:
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, address)
     if verb == b"RCPT" and reply.code not in (250, 251):
         raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)
 
 
+Connection = aiosmtplib.SMTP | Pipe
+_ENVELOPE = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))  # what each pipelined command needs
+
+
 class SmtpTransport:
-    """One SMTP connection, kept open between messages and ticks; reconnects when the server closed it."""
+    """One SMTP connection, kept open between messages and ticks; reconnects when the server closed it.
+    A server that offers PIPELINING gets each envelope and DATA in one write (delivery.pipeline);
+    any other keeps aiosmtplib's command-by-command exchange."""
 
     name = "smtp"
 
@@ -158,6 +174,8 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self.tls_context = tls_context
         self.client: aiosmtplib.SMTP | None = None
+        self.pipe: Pipe | None = None
+        self.extensions: set[str] = set()  # what the pipe's server offered in its EHLO reply
         self.lock = asyncio.Lock()
 
     def _new_client(self) -> aiosmtplib.SMTP:
@@ -166,56 +184,125 @@ class SmtpTransport:
                                timeout=s.timeout, local_hostname=self.local_hostname,
                                tls_context=self.tls_context, username=s.username, password=s.password)
 
-    async def _connected(self) -> aiosmtplib.SMTP:
+    @property
+    def _open(self) -> bool:
+        return (self.pipe is not None and self.pipe.alive) or (self.client is not None and self.client.is_connected)
+
+    async def _connected(self) -> Connection:
+        if self.pipe is not None and self.pipe.alive:
+            return self.pipe
         if self.client is not None and self.client.is_connected:
             return self.client
-        self.client = self._new_client()
+        self._drop()
+        client = self._new_client()
         try:
-            await self.client.connect()
+            await client.connect()
         except aiosmtplib.SMTPAuthenticationError as exc:
-            self.client = None
             raise PermanentFailure(f"authentication refused by {self.settings.host}: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            self.client = None
             where = f"{self.settings.host}:{self.settings.port}"
             raise TemporaryFailure(f"cannot connect to {where}: {exc}") from exc
-        return self.client
+        self.client = client
+        if await self._offers(client, "pipelining") and isinstance(client.transport, asyncio.Transport):
+            # the greeting, EHLO, STARTTLS and AUTH are done: the send phase reads the stream itself
+            self.extensions = set(client.esmtp_extensions)
+            self.pipe, self.client, client.transport, client.protocol = Pipe(client.transport, self.settings.timeout), \
+                None, None, None
+            return self.pipe
+        return client
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.pipe is not None:
+            self.pipe.close()
+        self.client = self.pipe = None
 
     async def send(self, message: Message) -> None:
         wired = _wired(message)
         async with self.lock:
-            reused = self.client is not None and self.client.is_connected
-            client = await self._connected()
+            reused = self._open
             try:
-                await self._transaction(client, wired)
+                await self.send_once(wired)
             except _Stale:
-                client.close()
-                self.client = None
                 if not reused:
                     raise
                 # A kept connection the server closed while idle (or is closing: 421): nothing was handed
                 # over, so the same message goes out on a fresh one.
                 await self.send_once(wired)
-            except DeliveryError:
-                await self._reset(client)
-                raise
 
     async def send_once(self, message: Wire) -> None:
-        client = await self._connected()
+        connection = await self._connected()
         try:
-            await self._transaction(client, message)
+            if isinstance(connection, Pipe):
+                await self._pipelined(connection, message)
+            else:
+                await self._transaction(connection, message)
+        except _Stale:
+            self._drop()
+            raise
         except DeliveryError:
-            await self._reset(client)
+            await self._reset(connection)
             raise
 
-    async def _transaction(self, client: aiosmtplib.SMTP, message: Wire) -> None:
-        sender, recipient, utf8, data = message.sender, message.recipient, message.utf8, message.data
-        if utf8 and not await self._offers(client, "smtputf8"):
+    def _options(self, message: Wire, offered: set[str]) -> tuple[list[str], str]:
+        """MAIL's options and the envelope's encoding; a message that needs SMTPUTF8 fails where it is not offered."""
+        if not message.utf8:
+            return [], "ascii"
+        if "smtputf8" not in offered:
             # about our server, not the recipient: the message fails, the address is not suppressed
-            raise PermanentFailure(f"{recipient if not recipient.isascii() else sender} needs SMTPUTF8, which "
-                                   f"{self.settings.host}:{self.settings.port} does not offer; nothing was sent")
-        encoding = "utf-8" if utf8 else "ascii"
-        options = ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])] if utf8 else []
+            who = message.recipient if not message.recipient.isascii() else message.sender
+            raise PermanentFailure(f"{who} needs SMTPUTF8, which {self.settings.host}:{self.settings.port} does "
+                                   "not offer; nothing was sent")
+        return ["SMTPUTF8", *(["BODY=8BITMIME"] if "8bitmime" in offered else [])], "utf-8"
+
+    async def _pipelined(self, pipe: Pipe, message: Wire) -> None:
+        """MAIL, RCPT and DATA in one write, their three replies, then the body in one write and its reply."""
+        options, encoding = self._options(message, self.extensions)
+        mail = b" ".join([b"MAIL FROM:" + _path(message.sender, encoding), *(o.encode() for o in options)])
+        replies: list[tuple[int, str]] = []
+        lost = None
+        try:
+            pipe.write(mail + b"\r\nRCPT TO:" + _path(message.recipient, encoding) + b"\r\nDATA\r\n")
+            while len(replies) < len(_ENVELOPE):
+                replies.append(await pipe.reply())
+        except Lost as exc:  # nothing was handed over, whatever the server read
+            lost = exc
+        except Garbled as exc:
+            raise PermanentFailure(f"{_ENVELOPE[len(replies)][0]}: {exc}") from exc
+        refused = [phase for (phase, taken), (code, _) in zip(_ENVELOPE, replies, strict=False) if code not in taken]
+        if refused and refused != ["DATA"] and len(replies) == len(_ENVELOPE) and replies[-1][0] == 354:
+            await self._end_empty(pipe)  # RFC 2920 says a server must not open DATA then; this one did
+        for (phase, taken), (code, text) in zip(_ENVELOPE, replies, strict=False):
+            if code == 421 and phase == "MAIL":
+                raise _Stale(f"MAIL: {code} {text}")
+            if code not in taken:
+                raise _refusal(code, text, phase)
+        if lost is not None:
+            if not replies:
+                raise _Stale(f"MAIL: {lost}") from lost
+            raise TemporaryFailure(f"{_ENVELOPE[len(replies)][0]}: {lost}") from lost
+        try:
+            pipe.write(body(message.data))
+            code, text = await pipe.reply()
+        except (Lost, Garbled) as exc:
+            raise UncertainDelivery(f"after the message was sent: {exc}") from exc
+        if code != 250:
+            raise _refusal(code, text, "DATA")
+
+    @staticmethod
+    async def _end_empty(pipe: Pipe) -> None:
+        """End a DATA opened for a refused envelope with no message; the refusal is what counts."""
+        try:
+            pipe.write(b".\r\n")
+            await pipe.reply()
+        except (Lost, Garbled):
+            pipe.close()
+
+    async def _transaction(self, client: aiosmtplib.SMTP, message: Wire) -> None:
+        sender, recipient, data = message.sender, message.recipient, message.data
+        offered = {"smtputf8", "8bitmime"} if message.utf8 and await self._offers(client, "smtputf8") else set()
+        options, encoding = self._options(message, {e for e in offered if client.supports_extension(e)})
         try:
             await _envelope(client, b"MAIL FROM:", sender, options, encoding)
         except aiosmtplib.SMTPServerDisconnected as exc:
@@ -254,24 +341,30 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise TemporaryFailure(f"{phase}: {exc}") from exc
 
-    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+    async def _reset(self, connection: Connection) -> None:
         """After a failed transaction, start clean: RSET if the line is alive, else drop it."""
         try:
-            if client.is_connected:
-                await client.rset()
+            if isinstance(connection, Pipe):
+                if connection.alive:
+                    connection.write(b"RSET\r\n")
+                    if (await connection.reply())[0] == 250:
+                        return
+            elif connection.is_connected:
+                await connection.rset()
                 return
-        except (aiosmtplib.SMTPException, OSError):
+        except (aiosmtplib.SMTPException, OSError, Lost, Garbled):
             pass
-        client.close()
-        self.client = None
+        self._drop()
 
     async def close(self) -> None:
-        if self.client is not None and self.client.is_connected:
-            try:
+        if self.pipe is not None and self.pipe.alive:
+            with contextlib.suppress(Lost, Garbled):
+                self.pipe.write(b"QUIT\r\n")
+                await self.pipe.reply()
+        elif self.client is not None and self.client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self.client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                self.client.close()
-        self.client = None
+        self._drop()
 
 
 def make_transport(delivery: Delivery) -> Transport:

@@ -46,10 +46,11 @@ def run_once(path: Path) -> None:
     assert done.returncode in (0, 1), done.stderr  # 1: messages failed, said in the report
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-command-at-a-time", "pipelining"])
 @pytest.mark.parametrize("seed", [7])
 def test_a_misbehaving_server_never_causes_a_duplicate_a_silent_loss_or_a_wrong_bounce(
-        tmp_path: Path, db_url: str, seed: int) -> None:
-    with FaultySmtpServer(seed, stall=1.5) as server:
+        tmp_path: Path, db_url: str, seed: int, pipelining: bool) -> None:
+    with FaultySmtpServer(seed, stall=1.5, pipelining=pipelining) as server:
         path = project(tmp_path, db_url, server.port)
         engine = create_engine(db_url)
         try:
