@@ -1,9 +1,9 @@
 """Delivery: drain the outbox through a transport, honouring every send-time rule.
 
-A row moves queued -> claimed -> sending -> sent | failed | unknown, or queued -> skipped. Each
-connection marks its batch `sending` in one commit before the first SMTP transaction and commits
-the outcomes together after the last, so after a crash a row still `sending` was possibly
-delivered: it becomes `unknown` and is never resent without an operator. At most
+A row moves queued -> claimed -> sending -> sent | failed | unknown, or queued -> skipped
+(delivery.claims decides which go out). Each connection sends a batch, then in one commit settles
+its outcomes and marks its next batch `sending`, so after a crash a row still `sending` was
+possibly delivered: it becomes `unknown` and is never resent without an operator. At most
 `smtp.connections` x `smtp.batch` rows are `sending` at once per process.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,143 +20,25 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.engine import Engine
 
-from playbookd.delivery import bounces, holds
+from playbookd.delivery import bounces, recovery
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.circuit import Circuit
+from playbookd.delivery.claims import DeliveryReport as DeliveryReport
+from playbookd.delivery.claims import claim, mark, note, start
 from playbookd.delivery.message import Outgoing, wire
 from playbookd.delivery.pacing import Pacer
-from playbookd.delivery.recipients import suppressed_for
-from playbookd.delivery.recovery import in_hand, recover, unclaim
 from playbookd.delivery.transports import PermanentFailure, TemporaryFailure, Transport, UncertainDelivery
-from playbookd.model.account import decode_account
-from playbookd.model.conditions import uses_contacts
 from playbookd.runtime import Runtime
-from playbookd.store import audit, launch
-from playbookd.store import health as history
-from playbookd.store.accounts import RECORD, among, load_account_types
+from playbookd.store import audit
 from playbookd.store.database import aware, transaction, utcnow
 from playbookd.store.leases import WORKER
-from playbookd.store.people import attach_contacts
-from playbookd.store.schema import accounts, contacts, enrollments, outbox
 from playbookd.store.schema import bounces as bounce_counts
+from playbookd.store.schema import outbox
 
 log = logging.getLogger("playbookd.delivery")
 MAX_RETRY_DELAY = timedelta(hours=6)
 POLICY_REFUSAL = "refused_by_policy"  # 5.7.x: our mail or setup, not the recipient; status raises it
 CIRCUIT_OPEN = "circuit_open"  # held back: the server refuses every message for our setup (delivery/circuit)
-
-
-@dataclass
-class DeliveryReport:
-    sent: int = 0
-    failed: int = 0
-    retried: int = 0
-    skipped: int = 0
-    deferred: int = 0
-    unknown: int = 0
-    held: int = 0  # put back in the queue when the circuit opened
-    paused: str | None = None  # why delivery stopped with mail still due: the circuit is open
-    errors: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        return (f"sent {self.sent}, deferred {self.deferred}, retrying {self.retried}, skipped {self.skipped}, "
-                f"failed {self.failed}, unknown {self.unknown}"
-                + (f", held {self.held}" if self.held else "") + (f"; {self.paused}" if self.paused else ""))
-
-
-def _due(conn: Connection, now: datetime, limit: int, held: Sequence[str] = ()) -> list[Row[Any]]:
-    """Queued mail due now, but for that of paused (or draft) playbooks `held`: it stays queued."""
-    query = (select(outbox, contacts.c.timezone, contacts.c.status.label("contact_status"),
-                    enrollments.c.state.label("enrollment_state"))
-             .join(contacts, contacts.c.id == outbox.c.contact_id, isouter=True)
-             .join(enrollments, enrollments.c.id == outbox.c.enrollment_id, isouter=True)
-             .where(outbox.c.state == "queued", outbox.c.not_before <= now, outbox.c.playbook_id.not_in(held))
-             .order_by(outbox.c.priority.desc(), outbox.c.not_before, outbox.c.id).limit(limit))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=outbox)
-    return list(conn.execute(query))
-
-
-def _exiting(runtime: Runtime, conn: Connection, rows: list[Row[Any]], now: datetime) -> set[str]:
-    """Accounts of `rows` that match config.yaml's exit_when now: a churned account gets nothing
-    more from the moment a sync says so, even before the next evaluation ends its enrollments."""
-    if runtime.exit_when is None or not rows:
-        return set()
-    types = load_account_types(conn)
-    ids = list({row.account_id for row in rows})
-    records = [decode_account(r.id, r.segment, r.data, r.changes, types)
-               for r in conn.execute(select(*RECORD).where(among(conn, accounts.c.id, ids)))]
-    history.attach(conn, records, runtime.history_from(now))  # one query for the batch, not one per account
-    if uses_contacts(runtime.exit_when):
-        attach_contacts(conn, records)
-    return {record["id"] for record in records if runtime.leaves_everything(record, now)}
-
-
-def _suppressed(conn: Connection, rows: list[Row[Any]]) -> dict[tuple[str, str], str]:
-    """(address, category) -> reason for the claimed rows: one lookup per category, not per message."""
-    found: dict[tuple[str, str], str] = {}
-    for category in {row.category for row in rows}:
-        addresses = {row.to_addr for row in rows if row.category == category}
-        found.update(((email, category), reason)
-                     for email, reason in suppressed_for(conn, addresses, category).items())
-    return found
-
-
-def _skip_reason(row: Row[Any], exiting: set[str], suppressed: dict[tuple[str, str], str]) -> str | None:
-    if row.enrollment_state == "exited":
-        return "enrollment_exited"
-    if row.account_id in exiting:
-        return "account_exited"
-    if row.contact_status is not None and row.contact_status != "active":
-        return "departed" if row.contact_status == "left" else f"contact_{row.contact_status}"
-    return suppressed.get((row.to_addr, row.category))
-
-
-def _mark(conn: Connection, row: Row[Any], values: dict[str, Any]) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
-
-
-def _log(conn: Connection, row: Row[Any], event: str, reason: str | None, now: datetime, **detail: Any) -> None:
-    audit.record(conn, event, account_id=row.account_id, playbook_id=row.playbook_id,
-                 enrollment_id=row.enrollment_id, contact=row.to_addr, reason=reason, at=now,
-                 detail={"outbox_id": row.id, "message_id": row.message_id, **detail})
-    if event in (audit.FAILED, audit.UNKNOWN):  # each needs a person's eye: the log says so, in full
-        log.warning("message %s to %s %s (%s): %s", row.id, row.to_addr, event, reason, detail.get("error"),
-                    extra={"account": row.account_id, "playbook": row.playbook_id})
-
-
-def _gate(runtime: Runtime, conn: Connection, row: Row[Any], now: datetime, report: DeliveryReport,
-          exiting: set[str], suppressed: dict[tuple[str, str], str]) -> bool:
-    """Decide, inside the claiming transaction, whether `row` goes out now."""
-    hold = None
-    reason = _skip_reason(row, exiting, suppressed)
-    if reason is None:
-        hold = holds.hold(runtime, conn, row, now)
-        reason = "frequency_cap_deadline" if hold is not None and holds.cap_expired(runtime, row, hold) else None
-    if reason is not None:
-        _mark(conn, row, {"state": "skipped", "last_error": reason})
-        _log(conn, row, audit.STEP_SKIPPED, reason, now)
-        report.skipped += 1
-        return False
-    if hold is not None:
-        _mark(conn, row, {"not_before": hold[1]})
-        _log(conn, row, audit.DEFERRED, hold[0], now, until=hold[1].isoformat())
-        report.deferred += 1
-        return False
-    return True
-
-
-def _start(engine: Engine, rows: list[Row[Any]], now: datetime) -> list[Row[Any]]:
-    """Claimed becomes sending in one commit for a connection's whole batch, just before its attempts:
-    after a crash, `sending` means "may have gone out" and `claimed` means "certainly did not"."""
-    with transaction(engine) as conn:
-        ids = set(conn.execute(select(outbox.c.id).where(outbox.c.id.in_([r.id for r in rows]),
-                                                         outbox.c.state == "claimed",
-                                                         outbox.c.claimed_by == WORKER)).scalars())
-        if ids:
-            conn.execute(update(outbox).where(outbox.c.id.in_(ids))
-                         .values(state="sending", sent_at=now, attempts=outbox.c.attempts + 1))
-    return [row for row in rows if row.id in ids]
 
 
 def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
@@ -173,8 +54,8 @@ def outgoing(runtime: Runtime, row: Row[Any]) -> Outgoing:
 def _settle(runtime: Runtime, conn: Connection, row: Row[Any], error: Exception | None, report: DeliveryReport,
             now: datetime, circuit: Circuit) -> None:
     if error is None:
-        _mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
-        _log(conn, row, audit.SENT, None, now)
+        mark(conn, row, {"state": "sent", "sent_at": now, "last_error": None})
+        note(conn, row, audit.SENT, None, now)
         bounces.delivered(conn, row.to_addr)
         circuit.passed(conn)
         report.sent += 1
@@ -183,8 +64,8 @@ def _settle(runtime: Runtime, conn: Connection, row: Row[Any], error: Exception 
     elif isinstance(error, PermanentFailure):
         _refused(conn, row, error, now, report, circuit)
     else:
-        _mark(conn, row, {"state": "unknown", "last_error": str(error)})
-        _log(conn, row, audit.UNKNOWN, "cut_off_mid_transaction", now, error=str(error))
+        mark(conn, row, {"state": "unknown", "last_error": str(error)})
+        note(conn, row, audit.UNKNOWN, "cut_off_mid_transaction", now, error=str(error))
         report.unknown += 1
 
 
@@ -194,8 +75,8 @@ def _refused(conn: Connection, row: Row[Any], error: PermanentFailure, now: date
     if held:
         report.held += _hold(conn, held, circuit, str(error), now)
         return
-    _mark(conn, row, {"state": "failed", "last_error": str(error)})
-    _log(conn, row, audit.FAILED, POLICY_REFUSAL if error.policy else "rejected", now, error=str(error))
+    mark(conn, row, {"state": "failed", "last_error": str(error)})
+    note(conn, row, audit.FAILED, POLICY_REFUSAL if error.policy else "rejected", now, error=str(error))
     if error.unknown_user:
         circuit.passed(conn)  # the server judged the recipient: it takes our mail
         bounces.hard_bounce(conn, row.to_addr, str(error), now)
@@ -210,7 +91,7 @@ def _hold(conn: Connection, ids: list[int], circuit: Circuit, error: str, now: d
     conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
         state="queued", not_before=until, last_error=error, sent_at=None, claimed_by=None))
     for held in rows:
-        _log(conn, held, audit.DEFERRED, CIRCUIT_OPEN, now, error=error, until=until.isoformat())
+        note(conn, held, audit.DEFERRED, CIRCUIT_OPEN, now, error=error, until=until.isoformat())
     return len(rows)
 
 
@@ -219,18 +100,18 @@ def _retry_or_fail(runtime: Runtime, conn: Connection, row: Row[Any], error: Tem
     created = aware(row.created_at)
     assert created is not None
     if error.soft_bounce and bounces.soft_bounce(conn, row.to_addr, str(error), now):
-        _mark(conn, row, {"state": "failed", "last_error": f"address suppressed after soft bounces: {error}"})
-        _log(conn, row, audit.FAILED, "soft_bounces", now, error=str(error))
+        mark(conn, row, {"state": "failed", "last_error": f"address suppressed after soft bounces: {error}"})
+        note(conn, row, audit.FAILED, "soft_bounces", now, error=str(error))
         report.failed += 1
         return
     if now - created > runtime.config.delivery.max_age:
-        _mark(conn, row, {"state": "failed", "last_error": f"gave up after {row.attempts + 1} attempts: {error}"})
-        _log(conn, row, audit.FAILED, "expired", now, error=str(error))
+        mark(conn, row, {"state": "failed", "last_error": f"gave up after {row.attempts + 1} attempts: {error}"})
+        note(conn, row, audit.FAILED, "expired", now, error=str(error))
         report.failed += 1
         return
     retry_at = now + backoff(row.attempts + 1, MAX_RETRY_DELAY)
-    _mark(conn, row, {"state": "queued", "not_before": retry_at, "last_error": str(error), "sent_at": None})
-    _log(conn, row, audit.DEFERRED, "temporary_failure", now, error=str(error), until=retry_at.isoformat())
+    mark(conn, row, {"state": "queued", "not_before": retry_at, "last_error": str(error), "sent_at": None})
+    note(conn, row, audit.DEFERRED, "temporary_failure", now, error=str(error), until=retry_at.isoformat())
     report.retried += 1
 
 
@@ -247,35 +128,6 @@ async def _send(transport: Transport, runtime: Runtime, row: Row[Any]) -> Except
     except Exception as exc:  # the transport broke in a way it does not classify: it may have gone out
         return UncertainDelivery(f"{type(exc).__name__}: {exc}")
     return None
-
-
-def _claim(runtime: Runtime, engine: Engine, now: datetime, report: DeliveryReport,
-           limit: int) -> tuple[list[Row[Any]], bool]:
-    with transaction(engine) as conn:
-        rows = _due(conn, now, limit, launch.holding(runtime.playbooks, conn))
-        if runtime.config.delivery.frequency_cap is not None:
-            holds.lock_recipients(conn, rows)
-        exiting, suppressed = _exiting(runtime, conn, rows, now), _suppressed(conn, rows)
-        later = Counter(row.to_addr for row in rows)
-        claimed, pending = [], []
-        for row in rows:
-            later[row.to_addr] -= 1
-            if _gate(runtime, conn, row, now, report, exiting, suppressed):
-                claimed.append(row)
-                # the frequency cap counts claimed rows: one to an address that comes again in this batch
-                # is marked before that one is checked, the others together below
-                if later[row.to_addr]:
-                    _claimed(conn, [row], now)
-                else:
-                    pending.append(row)
-        _claimed(conn, pending, now)
-        return claimed, bool(rows)
-
-
-def _claimed(conn: Connection, rows: list[Row[Any]], now: datetime) -> None:
-    if rows:
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                     .values(state="claimed", claimed_by=WORKER, sent_at=now))
 
 
 @dataclass
@@ -304,7 +156,7 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     nothing due or `stop` is set. A caller that delivers again keeps its `pacer` and transports, so
     the rate holds across ticks and connections are reused."""
     report = DeliveryReport()
-    report.unknown += recover(engine, clock())
+    report.unknown += recovery.recover(engine, clock())
     lanes = list(transport) if isinstance(transport, Sequence) else [transport]
     delivery = runtime.config.delivery
     pacer = pacer or Pacer(delivery.rate_per_second)
@@ -314,45 +166,65 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     try:
         await asyncio.gather(*(_lane(run, lane) for lane in lanes))
     finally:
-        unclaim(engine, [row.id for row in run.claimed])
+        recovery.unclaim(engine, [row.id for row in run.claimed])
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
     return report
 
 
 async def _lane(run: _Run, transport: Transport) -> None:
-    """One connection: take a batch of the round's claims (claiming the next round when none is left),
-    send it, commit its outcomes together, again."""
-    while not run.stopped():
-        with run.engine.connect() as conn:  # every batch: another replica may have opened it
-            run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
-        if run.circuit.is_open(run.clock()):
-            run.done = True
-            return
-        if not run.claimed:
-            run.claimed, more = _claim(run.runtime, run.engine, run.clock(), run.report, run.window)
-            if not more:
+    """One connection: send a batch, then settle it and start the next in one commit (claiming the next
+    round when the last is taken), again. Only the batch being sent is `sending`: at most one per lane."""
+    done: list[tuple[Row[Any], Exception | None]] = []
+    untried: list[Row[Any]] = []
+    hand: list[int] = []
+    try:
+        while (rows := _next(run, done, untried)) is not None:
+            recovery.let_go(hand)  # settled in that commit
+            hand = [row.id for row in rows]
+            recovery.hold(hand)  # a run that fails midway leaves them to recover()
+            done, untried = await _send_batch(run, transport, rows)
+            await asyncio.sleep(0)  # let the other connections claim their turn
+    finally:
+        recovery.let_go(hand)
+
+
+def _next(run: _Run, done: list[tuple[Row[Any], Exception | None]], untried: list[Row[Any]]) -> list[Row[Any]] | None:
+    """In one transaction: the outcomes of the batch sent, its untried rest back to the queue, and the
+    next batch marked `sending`; None when this lane stops (a stop, an open circuit, nothing due)."""
+    with transaction(run.engine) as conn:
+        _outcomes(run, conn, done)
+        _release(conn, untried)
+        # every batch: another process or replica may have opened the circuit
+        run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
+        while not run.stopped():
+            if run.circuit.is_open(run.clock()):
                 run.done = True
-                return
-        claimed, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
-        with in_hand([row.id for row in claimed]):  # a run that fails midway leaves them to recover()
-            await _send_batch(run, transport, _start(run.engine, claimed, run.clock()))
-        await asyncio.sleep(0)  # let the other connections claim their turn
+                break
+            if not run.claimed:
+                run.claimed, more = claim(run.runtime, conn, run.clock(), run.report, run.window)
+                run.done = not more
+                continue
+            batch, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
+            if rows := start(conn, batch, run.clock()):
+                return rows
+    return None
 
 
-async def _send_batch(run: _Run, transport: Transport, rows: list[Row[Any]]) -> None:
+async def _send_batch(run: _Run, transport: Transport, rows: list[Row[Any]]) -> tuple[
+        list[tuple[Row[Any], Exception | None]], list[Row[Any]]]:
+    """The outcomes of the batch, and the rest not tried when a stop or an opened circuit came first."""
     done: list[tuple[Row[Any], Exception | None]] = []
     for index, row in enumerate(rows):
         if not await _turn(run):
-            _commit(run, done)
-            _release(run.engine, rows[index:])
-            return
+            return done, rows[index:]
         error = await _send(transport, run.runtime, row)
         done.append((row, error))
         if isinstance(error, PermanentFailure) and error.policy:
-            _commit(run, done)  # the circuit counts it now, so no connection sends on into a refusing server
+            with transaction(run.engine) as conn:  # the circuit counts it now: no lane sends on into a refusing server
+                _outcomes(run, conn, done)
             done = []
-    _commit(run, done)
+    return done, []
 
 
 async def _turn(run: _Run) -> bool:
@@ -362,21 +234,20 @@ async def _turn(run: _Run) -> bool:
     return not stopping() and await run.pacer.wait(stopping)
 
 
-def _commit(run: _Run, done: list[tuple[Row[Any], Exception | None]]) -> None:
+def _outcomes(run: _Run, conn: Connection, done: list[tuple[Row[Any], Exception | None]]) -> None:
     if not done:
         return
     circuit = run.circuit or Circuit(run.runtime.config.delivery.smtp.circuit_after)
     now = run.clock()
-    with transaction(run.engine) as conn:
-        taken: list[Row[Any]] = []  # a run of messages in a row the server took, settled together
-        for row, error in done:
-            if error is None:
-                taken.append(row)
-                continue
-            _taken(conn, taken, run.report, now, circuit)  # in order: a bounce count sees the sends before it
-            taken = []
-            _settle(run.runtime, conn, row, error, run.report, now, circuit)
-        _taken(conn, taken, run.report, now, circuit)
+    taken: list[Row[Any]] = []  # a run of messages in a row the server took, settled together
+    for row, error in done:
+        if error is None:
+            taken.append(row)
+            continue
+        _taken(conn, taken, run.report, now, circuit)  # in order: a bounce count sees the sends before it
+        taken = []
+        _settle(run.runtime, conn, row, error, run.report, now, circuit)
+    _taken(conn, taken, run.report, now, circuit)
 
 
 def _taken(conn: Connection, rows: list[Row[Any]], report: DeliveryReport, now: datetime, circuit: Circuit) -> None:
@@ -395,9 +266,9 @@ def _taken(conn: Connection, rows: list[Row[Any]], report: DeliveryReport, now: 
     report.sent += len(rows)
 
 
-def _release(engine: Engine, rows: list[Row[Any]]) -> None:
+def _release(conn: Connection, rows: list[Row[Any]]) -> None:
     """Hand back messages of a batch not yet attempted, so a stop or an opened circuit loses nothing."""
-    with transaction(engine) as conn:
+    if rows:
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "sending",
                                           outbox.c.claimed_by == WORKER)
                      .values(state="queued", claimed_by=None, sent_at=None, attempts=outbox.c.attempts - 1))

@@ -4,7 +4,7 @@ Whether the process that reserved a message is dead is store.leases' call.
 
 A live process strands messages too, when the database goes away between the claim and the
 outcome (a restart of PostgreSQL): its delivery run fails, and the rows stay reserved by a worker
-that is alive. So each process keeps the ids it is working on in hand; a row reserved by this
+that is alive. So each process keeps the ids it is working on in hand (hold, let_go); a row reserved by this
 process and not in hand was left by one of its own failed runs, and is settled like a dead one's.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,16 +29,15 @@ _in_hand: set[int] = set()  # outbox ids this process's delivery runs are workin
 _lock = threading.Lock()
 
 
-@contextmanager
-def in_hand(ids: list[int]) -> Iterator[None]:
-    """Mark `ids` as being worked on by this process until the block ends, however it ends."""
+def hold(ids: list[int]) -> None:
+    """Mark `ids` as being worked on by this process, until let_go."""
     with _lock:
         _in_hand.update(ids)
-    try:
-        yield
-    finally:
-        with _lock:
-            _in_hand.difference_update(ids)
+
+
+def let_go(ids: list[int]) -> None:
+    with _lock:
+        _in_hand.difference_update(ids)
 
 
 def _abandoned(conn: Connection, now: datetime) -> list[Any]:
