@@ -16,6 +16,7 @@ from playbookd.delivery import circuit
 from playbookd.delivery.forget import HASHED
 from playbookd.delivery.outbox import POLICY_REFUSAL
 from playbookd.delivery.outbox import counts as outbox_counts
+from playbookd.delivery.senders import last_failure
 from playbookd.engine import explain, simulate
 from playbookd.errors import DependencyError, UserError
 from playbookd.report import snapshots
@@ -152,6 +153,7 @@ def status_data(engine: Engine, sources: Sequence[str] | None = None) -> dict[st
         "header_cuts": _header_cuts(engine),
         "sources": health.states(engine, sources),
         "report_failures": snapshots.failures(engine),
+        "sender_failure": last_failure(engine),
     }
 
 
@@ -219,6 +221,10 @@ def echo_status(engine: Engine, fmt: str, playbooks: list[dict[str, Any]] | None
         click.echo(f"\nDelivery is paused until {paused['until']}: the mail server refused messages in a row for its "
                    f"policy or our setup (5.7.x) since {paused['since']}; queued mail waits, and is tried again then. "
                    f"Last reply: {paused['last_reply']}")
+    if data["sender_failure"]:
+        failed = data["sender_failure"]
+        click.echo(f"\nThe last delivery run, at {failed['at']}, had a sending process (delivery.processes) fail; "
+                   f"it is started again on the next run, and what it had in flight is `unknown`: {failed['error']}")
     _echo_sources(data["sources"])
     if data["policy_refusals"]:
         refusals = data["policy_refusals"]

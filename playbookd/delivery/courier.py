@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from playbookd.delivery import outbox
 from playbookd.delivery.pacing import Pacer
-from playbookd.delivery.senders import SenderFailed, Senders, merged
+from playbookd.delivery.senders import SenderFailed, Senders, merged, note_failure
 from playbookd.delivery.transports import Transport, make_transport
 from playbookd.runtime import Runtime
 from playbookd.store.database import utcnow
@@ -54,7 +54,10 @@ class Courier:
         report = merged([own, *reports])
         if errors:
             log.info("delivered", extra={"delivery": report.line()})
-            raise SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors), report)
+            failure = SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors), report)
+            note_failure(engine, str(failure), clock())
+            raise failure
+        note_failure(engine, None, clock())
         return report
 
     def _own(self, engine: Engine, stop: threading.Event | None,

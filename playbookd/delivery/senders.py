@@ -25,13 +25,15 @@ from playbookd import workers
 from playbookd.delivery.outbox import DeliveryReport
 from playbookd.errors import PlaybookdError
 from playbookd.runtime import Runtime
-from playbookd.store.database import connect
+from playbookd.store import state
+from playbookd.store.database import connect, transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from playbookd.delivery.courier import Courier
 
+FAILURE = "sender_failure"  # the store's record of the last delivery run a sending process failed, for `status`
 POLL_SECONDS = 0.2  # how soon a stop reaches the senders
 NO_LIMIT = float("inf")  # a delivery run lasts as long as the queue has mail due; the pace bounds it
 
@@ -151,6 +153,23 @@ def _signal(worker: workers.Worker, signum: int) -> None:
     if worker.pid is not None and worker.process.exitcode is None:
         with contextlib.suppress(OSError):  # it exited meanwhile: collect() sees it
             os.kill(worker.pid, signum)
+
+
+def note_failure(engine: Engine, error: str | None, now: datetime) -> None:
+    """Keep the failure of this run in the store, where `status` (another process) reads it; a run in
+    which every process did its part clears it."""
+    if error is None and state.get(engine, FAILURE) is None:
+        return  # the usual case: a read, not a write, each run
+    with transaction(engine) as conn:
+        if error is not None:
+            state.write(conn, FAILURE, {"at": now.isoformat(), "error": error})
+        elif state.read(conn, FAILURE) is not None:
+            state.drop(conn, FAILURE)
+
+
+def last_failure(engine: Engine) -> dict[str, str] | None:
+    found: dict[str, str] | None = state.get(engine, FAILURE)
+    return found
 
 
 def merged(reports: Sequence[DeliveryReport]) -> DeliveryReport:

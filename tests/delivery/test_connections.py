@@ -9,6 +9,7 @@ import functools
 import multiprocessing
 import operator
 import os
+import re
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from aiosmtpd.controller import Controller
 from smtp_server import SmtpServer
 from sqlalchemy import func, insert, select
 
+from playbookd.cli.output import echo_status
 from playbookd.delivery.courier import Courier
 from playbookd.delivery.senders import SenderFailed
 from playbookd.store.database import transaction
@@ -194,7 +196,8 @@ def kill_while_sending(p: Any, pid: int) -> None:
         time.sleep(0.02)
 
 
-def test_a_dead_sender_is_reported_and_its_messages_settled(make: Any, db_url: str, smtp_server: SmtpServer) -> None:
+def test_a_dead_sender_is_reported_and_its_messages_settled(make: Any, db_url: str, smtp_server: SmtpServer,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     connections, batch = 2, 3
     p = with_processes(project(make, db_url, smtp_server, connections=connections, batch=batch), 2)
     courier = Courier(p.runtime)
@@ -210,10 +213,14 @@ def test_a_dead_sender_is_reported_and_its_messages_settled(make: Any, db_url: s
         with pytest.raises(SenderFailed, match="died") as failed:
             courier.deliver(p.engine, clock=CLOCK)
         sent_before = states(p)["sent"]
+        echo_status(p.engine, "text")  # `status` runs in a process of its own: the store says it
+        assert re.search(r"had a sending process \(delivery.processes\) fail.*died", capsys.readouterr().out)
         recorder.data_delay = 0.0
         report = courier.deliver(p.engine, clock=CLOCK)  # a new sender; this run settles the dead one's
     finally:
         courier.close()
+    echo_status(p.engine, "text")
+    assert "sending process" not in capsys.readouterr().out  # a run in which every process did its part
     left = states(p)
     assert set(left) <= {"sent", "unknown"} and left["sent"] + left["unknown"] == 40
     assert 0 < left["unknown"] <= connections * batch  # what the dead process had in flight
