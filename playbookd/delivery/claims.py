@@ -42,6 +42,7 @@ class DeliveryReport:
     held: int = 0  # put back in the queue when the circuit opened
     paused: str | None = None  # why delivery stopped with mail still due: the circuit is open
     errors: list[str] = field(default_factory=list)
+    send_seconds: list[float] = field(default_factory=list)  # a sending process's send times, for the daemon's metrics
 
     def line(self) -> str:
         return (f"sent {self.sent}, deferred {self.deferred}, retrying {self.retried}, skipped {self.skipped}, "

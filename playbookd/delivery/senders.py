@@ -16,6 +16,7 @@ import dataclasses
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from multiprocessing.connection import wait
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from playbookd import workers
 from playbookd.delivery.outbox import DeliveryReport
+from playbookd.delivery.transports import Message, Transport
 from playbookd.errors import PlaybookdError
 from playbookd.runtime import Runtime
 from playbookd.store import state
@@ -59,6 +61,26 @@ class FixedClock:
 _courier: Courier | None = None
 _engine: Engine | None = None
 _stop = threading.Event()
+_times: list[float] = []  # this sending process's send times in the current run
+
+
+class Stopwatch:
+    """A sending process's transports: each send's time goes back to the daemon with the run's report,
+    so `playbookd_send_seconds` (the daemon's /metrics) counts every process's sends."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def send(self, message: Message) -> None:
+        started = time.perf_counter()
+        try:
+            await self.inner.send(message)
+        finally:
+            _times.append(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def _start(runtime: Runtime, share: int, setup: Callable[[], None] | None) -> None:
@@ -69,14 +91,17 @@ def _start(runtime: Runtime, share: int, setup: Callable[[], None] | None) -> No
     if setup is not None:
         setup()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop.set())
-    _courier, _engine = Courier(runtime, share=share), connect(runtime.config.database)
+    _courier, _engine = Courier(runtime, Stopwatch, share=share), connect(runtime.config.database)
 
 
 def _deliver(clock: Callable[[], datetime]) -> DeliveryReport:
     """In the child: one delivery run, until nothing is due or the daemon passes on a stop."""
     assert _courier is not None and _engine is not None, "the sender was not started"
     _stop.clear()
-    return _courier.deliver(_engine, _stop, clock)
+    _times.clear()
+    report = _courier.deliver(_engine, _stop, clock)
+    report.send_seconds = list(_times)
+    return report
 
 
 def _close() -> None:
@@ -181,5 +206,6 @@ def merged(reports: Sequence[DeliveryReport]) -> DeliveryReport:
             if isinstance(value, int):
                 setattr(total, item.name, getattr(total, item.name) + value)
         total.errors += report.errors
+        total.send_seconds += report.send_seconds
         total.paused = total.paused or report.paused
     return total

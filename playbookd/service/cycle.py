@@ -146,12 +146,14 @@ def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None =
     courier = courier or new_courier(runtime)
     try:
         report = courier.deliver(engine, stop, clock)
-    except SenderFailed:
+    except SenderFailed as exc:
         metrics.SENDER_FAILURES.inc()
+        metrics.observe_sends(runtime.config.delivery.transport, exc.report.send_seconds)
         raise
     finally:
         if own:
             courier.close()
+    metrics.observe_sends(runtime.config.delivery.transport, report.send_seconds)  # the sending processes' sends
     if report.sent or report.failed or report.unknown or report.retried:
         log.info("delivered", extra={"delivery": report.line()})
     return report

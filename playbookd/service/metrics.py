@@ -123,6 +123,13 @@ def exposition(engine: Engine) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(registry)
 
 
+def observe_sends(transport: str, seconds: list[float]) -> None:
+    """Send times measured in the sending processes (delivery.senders), which have no /metrics of their own."""
+    histogram = SEND_SECONDS.labels(transport)
+    for value in seconds:
+        histogram.observe(value)
+
+
 class TimedTransport:
     """Wraps a transport to observe each send's latency, failures included."""
 

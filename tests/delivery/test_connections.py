@@ -25,6 +25,7 @@ from sqlalchemy import func, insert, select
 from playbookd.cli.output import echo_status
 from playbookd.delivery.courier import Courier
 from playbookd.delivery.senders import SenderFailed
+from playbookd.service import cycle, metrics
 from playbookd.store.database import transaction
 from playbookd.store.schema import outbox
 
@@ -296,3 +297,25 @@ def test_a_once_run_at_a_moment_delivers_from_every_process(make: Any, db_url: s
     assert report.ok and report.delivery.sent >= 40
     assert set(states(p)) == {"sent"} and sent_once(smtp_server, report.delivery.sent)
     assert senders_alive() == []
+
+
+def test_send_times_of_every_process_are_in_the_daemons_metrics(make: Any, db_url: str,
+                                                                 smtp_server: SmtpServer) -> None:
+    p = with_processes(project(make, db_url, smtp_server, connections=2, batch=3), 2)
+    courier = cycle.new_courier(p.runtime)
+
+    def observed() -> float:
+        return metrics.REGISTRY.get_sample_value("playbookd_send_seconds_count", {"transport": "smtp"}) or 0.0
+
+    try:
+        cycle.deliver_due(p.runtime, p.engine, clock=CLOCK, courier=courier)  # the sender is up
+        queue(p, 0, 60)
+        smtp_server.recorder.data_delay = 0.02  # each process gets its share of the queue
+        before = observed()
+        report = cycle.deliver_due(p.runtime, p.engine, clock=CLOCK, courier=courier)
+    finally:
+        courier.close()
+    with p.engine.connect() as conn:
+        workers = set(conn.execute(select(outbox.c.claimed_by).where(outbox.c.state == "sent")).scalars())
+    assert report.sent == 60 and len(workers) == 2, workers  # both processes sent
+    assert observed() - before == 60
