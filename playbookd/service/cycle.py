@@ -6,7 +6,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,6 +56,20 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
     purged: retention.Purged = field(default_factory=retention.Purged)
     reports: RefreshReport | None = None
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds it took in run --once
+
+    def took(self) -> str:
+        """bench/peer.py --stages reads this line of `run --once`."""
+        parts = ", ".join(f"{stage} {took:.2f}" for stage, took in self.stages.items())
+        return f"cycle: {self.seconds:.2f} s ({parts})"
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.monotonic() - started
 
     @property
     def ok(self) -> bool:
@@ -85,9 +100,17 @@ def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None
 
 def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
-        report.enrolled = evaluate.evaluate(runtime, engine, now)
-        report.enrolled += admit(runtime, engine, now, sweep=True)
-        report.advanced = advance(runtime, engine, now)
+        with report.timed("evaluate"):
+            report.enrolled = evaluate.evaluate(runtime, engine, now)
+            report.enrolled += admit(runtime, engine, now, sweep=True)
+        with report.timed("advance"):
+            report.advanced = advance(runtime, engine, now)
+    with report.timed("status"):
+        note_evaluation(runtime, engine, now, report)
+
+
+def note_evaluation(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    """The evaluation's failures become the cycle's errors; its counts go to metrics, log and state."""
     report.failed_accounts = audit.count_at(engine, audit.EVALUATION_FAILED, now)
     report.failed_steps = audit.count_at(engine, audit.STEP_FAILED, now)
     if report.failed_steps:
@@ -210,21 +233,33 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     started = time.monotonic()
     now = at or utcnow()
     report = CycleReport()
-    report.sync = run_sync(runtime, engine, now=now)
+    with report.timed("sync"):
+        report.sync = run_sync(runtime, engine, now=now)
     evaluate_and_advance(runtime, engine, now, report)
     clock = FixedClock(now) if at else utcnow
-    try:
-        report.delivery = deliver_due(runtime, engine, clock=clock)
-    except SenderFailed as exc:  # what the other processes sent is reported all the same
-        report.delivery = exc.report
-        report.errors.append(str(exc))
+    with report.timed("deliver"):
+        try:
+            report.delivery = deliver_due(runtime, engine, clock=clock)
+        except SenderFailed as exc:  # what the other processes sent is reported all the same
+            report.delivery = exc.report
+            report.errors.append(str(exc))
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
-    report.webhooks = post_webhooks(runtime, engine, clock=clock)
-    report.purged = apply_retention(runtime, engine, now)
-    report.reports = refresh_reports(runtime, engine)
+    with report.timed("webhooks"):
+        report.webhooks = post_webhooks(runtime, engine, clock=clock)
+    with report.timed("retention"):
+        report.purged = apply_retention(runtime, engine, now)
+    with report.timed("reports"):
+        report.reports = refresh_reports(runtime, engine)
     report.errors += [f"the report figures of {playbook} could not be refreshed: {why}"
                       for playbook, why in sorted(report.reports.failed.items())]
-    report.seconds = time.monotonic() - started
-    put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    finish(engine, report, started)
     return report
+
+
+def finish(engine: Engine, report: CycleReport, started: float) -> None:
+    """The cycle's time in state, and where it went in the log."""
+    with report.timed("status"):
+        report.seconds = time.monotonic() - started
+        put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    log.info(report.took(), extra={"stages": {stage: round(took, 3) for stage, took in report.stages.items()}})
