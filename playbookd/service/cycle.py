@@ -18,12 +18,13 @@ from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
-from playbookd.delivery.senders import FixedClock, SenderFailed
+from playbookd.delivery.senders import FixedClock, SenderFailed, merged
 from playbookd.engine import evaluate, events, ranges
 from playbookd.engine.launch import admit
 from playbookd.report import snapshots
 from playbookd.runtime import Runtime
 from playbookd.service import logs, metrics
+from playbookd.service.beside import Beside
 from playbookd.store import audit, launch, retention
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
@@ -228,6 +229,27 @@ def refresh_reports(runtime: Runtime, engine: Engine, only: Collection[str] | No
     return found
 
 
+def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport,
+                            courier: Courier, clock: Callable[[], datetime]) -> None:
+    """Due steps advanced while the courier, on a thread of its own, sends what each committed batch
+    queued: the cycle takes about the longer of rendering and sending, not their sum. What it sent
+    and why it failed go into `report`; an error that is not a sending process's is raised here.
+
+    Not on SQLite: advance holds its one write lock while it renders each batch, so delivery's claims
+    and outcomes wait for it and the two take as long as one after the other (bench/peer.py, README).
+    The sending processes start first either way, so their start-up is not waited for afterwards."""
+    courier.spawn()  # by this thread, which outlives the thread beside (a child dies with its starter)
+    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("advance"):
+        if engine.dialect.name == "sqlite":
+            report.advanced = advance(runtime, engine, now)
+            return
+        with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
+            report.advanced = advance(runtime, engine, now)
+    report.delivery = merged([report.delivery, *beside.reports])
+    report.errors += beside.errors
+    report.stages["sent beside advance"] = float(sum(r.sent for r in beside.reports))
+
+
 def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
     """Exactly one full cycle, as `playbookd run --once` does."""
     started = time.monotonic()
@@ -235,14 +257,24 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     report = CycleReport()
     with report.timed("sync"):
         report.sync = run_sync(runtime, engine, now=now)
-    evaluate_and_advance(runtime, engine, now, report)
+    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("evaluate"):
+        report.enrolled = evaluate.evaluate(runtime, engine, now)
+        report.enrolled += admit(runtime, engine, now, sweep=True)
     clock = FixedClock(now) if at else utcnow
-    with report.timed("deliver"):
-        try:
-            report.delivery = deliver_due(runtime, engine, clock=clock)
-        except SenderFailed as exc:  # what the other processes sent is reported all the same
-            report.delivery = exc.report
-            report.errors.append(str(exc))
+    courier = new_courier(runtime)
+    try:
+        advance_beside_delivery(runtime, engine, now, report, courier, clock)
+        with report.timed("deliver"):  # what advance queued after the last run beside it began
+            try:
+                report.delivery = merged([report.delivery, deliver_due(runtime, engine, clock=clock,
+                                                                       courier=courier)])
+            except SenderFailed as exc:  # what the other processes sent is reported all the same
+                report.delivery = merged([report.delivery, exc.report])
+                report.errors.append(str(exc))
+    finally:
+        courier.close()
+    with report.timed("status"):
+        note_evaluation(runtime, engine, now, report)
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
     with report.timed("webhooks"):
