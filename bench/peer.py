@@ -2,6 +2,7 @@
 
     python bench/peer.py --recipients 20000
     python bench/peer.py --recipients 20000 --processes 2 --stages --before /tmp/playbookd-before
+    python bench/peer.py --recipients 20000 --database postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 Both send a "no login in 7 days" email to every one of --recipients people into the same Postfix
 smtp-sink, with smtp-source (8 sessions) measured first as the wire's reference:
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery import reference, sink_on_loopback
+from run import private_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-24T15:00:00Z"
@@ -121,7 +123,7 @@ def write_data(data: Path, recipients: int) -> None:
                        "true"] for n in range(recipients))
 
 
-def write_project(project: Path, port: int, recipients: int, processes: int) -> Path:
+def write_project(project: Path, port: int, recipients: int, processes: int, database: str | None = None) -> Path:
     import yaml
 
     shutil.copytree(ROOT / "email_templates", project / "email_templates")
@@ -129,7 +131,7 @@ def write_project(project: Path, port: int, recipients: int, processes: int) -> 
     (project / "playbooks" / "bench-no-login.yaml").write_text(yaml.safe_dump(PLAYBOOK))
     write_data(project / "data", recipients)
     config: dict[str, Any] = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["database"] = f"sqlite:///{project}/playbookd.db"
+    config["database"] = database or f"sqlite:///{project}/playbookd.db"
     config["delivery"].update(transport="smtp", quiet_hours=None, frequency_cap=None, rate_per_second=1_000_000,
                               processes=processes, smtp={"host": "127.0.0.1", "port": port})
     config["launch"] = {"warn_over": 10 * recipients}
@@ -138,15 +140,22 @@ def write_project(project: Path, port: int, recipients: int, processes: int) -> 
     return path
 
 
-def run_playbookd(workdir: Path, port: int, recipients: int, processes: int,
-                  source: Path | None = None) -> dict[str, Any]:
-    """`source`: a playbookd source tree to run instead of the installed one."""
+def run_playbookd(workdir: Path, port: int, recipients: int, processes: int, source: Path | None = None,
+                  database: str | None = None) -> dict[str, Any]:
+    """`source`: a playbookd source tree to run instead of the installed one; `database`: a
+    PostgreSQL URL (a schema of its own is made in it), else a new SQLite file."""
+    with private_schema(database) as url:
+        return _run_playbookd(workdir, port, recipients, processes, source, url)
+
+
+def _run_playbookd(workdir: Path, port: int, recipients: int, processes: int, source: Path | None,
+                   database: str | None) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
     project = workdir / "project"
     if project.exists():
         shutil.rmtree(project)
-    config = write_project(project, port, recipients, processes)
+    config = write_project(project, port, recipients, processes, database)
     command = [str(Path(sys.executable).parent / "playbookd"), "run", "--once", "--config", str(config), "--at", NOW]
     env = dict(os.environ, PYTHONPATH=str(source)) if source else None
     started = time.perf_counter()
@@ -154,7 +163,7 @@ def run_playbookd(workdir: Path, port: int, recipients: int, processes: int,
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"playbookd run --once exited {done.returncode}:\n{done.stderr[-4000:]}")
-    engine = create_engine(f"sqlite:///{project}/playbookd.db")
+    engine = create_engine(database or f"sqlite:///{project}/playbookd.db")
     with engine.connect() as conn:
         sent = conn.execute(text("SELECT count(*) FROM outbox WHERE state = 'sent'")).scalar_one()
     engine.dispose()
@@ -178,13 +187,15 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="playbookd's delivery.processes")
     parser.add_argument("--stages", action="store_true", help="print where run --once spent its time")
     parser.add_argument("--before", type=Path, help="also run playbookd from this source tree, for a ratio")
+    parser.add_argument("--database", help="playbookd's store: a PostgreSQL URL (default: a SQLite file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
         wire = reference(port, args.recipients)
         peer = run_peer(Path(tmp), port, args.recipients)
-        before = run_playbookd(Path(tmp), port, args.recipients, args.processes, args.before) if args.before else None
-        ours = run_playbookd(Path(tmp), port, args.recipients, args.processes)
+        before = (run_playbookd(Path(tmp), port, args.recipients, args.processes, args.before, args.database)
+                  if args.before else None)
+        ours = run_playbookd(Path(tmp), port, args.recipients, args.processes, database=args.database)
     result: dict[str, Any] = {
         "recipients": args.recipients, "smtp_source_per_s": wire,
         "peer_sent": peer["sent"], "peer_per_s": peer["sent"] / peer["seconds"],
