@@ -57,7 +57,8 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
     purged: retention.Purged = field(default_factory=retention.Purged)
     reports: RefreshReport | None = None
-    stages: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds it took in run --once
+    # stage -> wall seconds it took in run --once; "sent beside advance" is a count of messages instead
+    stages: dict[str, float] = field(default_factory=dict)
 
     def took(self) -> str:
         """bench/peer.py --stages reads this line of `run --once`."""
