@@ -1,6 +1,8 @@
 """End to end against a peer: playbookd versus django-drip-campaigns on the same workload and wire.
 
     python bench/peer.py --recipients 20000
+    python bench/peer.py --recipients 20000 --processes 2 --stages --before /tmp/playbookd-before
+    python bench/peer.py --recipients 20000 --database postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 Both send a "no login in 7 days" email to every one of --recipients people into the same Postfix
 smtp-sink, with smtp-source (8 sessions) measured first as the wire's reference:
@@ -10,6 +12,10 @@ smtp-sink, with smtp-source (8 sessions) measured first as the wire's reference:
 - playbookd gets the same people as accounts with one admin contact each, one playbook with one
   email step, and `playbookd run --once` is timed as a subprocess (sync + evaluate + render + send
   + record), every send-time rule in force but the frequency cap, quiet hours and rate lifted.
+--stages prints where `run --once` spent its wall time (its "cycle:" line; start-up
+is the rest: interpreter, imports, config, playbooks, migrations, exit). --before runs playbookd a
+second time, first, from another source tree (e.g. `git archive` of an older commit) on the same
+sink, for a same-run before/after ratio.
 Needs Postfix's smtp-sink and smtp-source (apt-get install postfix) and PyPI for the peer.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery import reference, sink_on_loopback
+from run import private_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-24T15:00:00Z"
@@ -115,7 +123,7 @@ def write_data(data: Path, recipients: int) -> None:
                        "true"] for n in range(recipients))
 
 
-def write_project(project: Path, port: int, recipients: int, processes: int) -> Path:
+def write_project(project: Path, port: int, recipients: int, processes: int, database: str | None = None) -> Path:
     import yaml
 
     shutil.copytree(ROOT / "email_templates", project / "email_templates")
@@ -123,7 +131,7 @@ def write_project(project: Path, port: int, recipients: int, processes: int) -> 
     (project / "playbooks" / "bench-no-login.yaml").write_text(yaml.safe_dump(PLAYBOOK))
     write_data(project / "data", recipients)
     config: dict[str, Any] = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["database"] = f"sqlite:///{project}/playbookd.db"
+    config["database"] = database or f"sqlite:///{project}/playbookd.db"
     config["delivery"].update(transport="smtp", quiet_hours=None, frequency_cap=None, rate_per_second=1_000_000,
                               processes=processes, smtp={"host": "127.0.0.1", "port": port})
     config["launch"] = {"warn_over": 10 * recipients}
@@ -132,48 +140,96 @@ def write_project(project: Path, port: int, recipients: int, processes: int) -> 
     return path
 
 
-def run_playbookd(workdir: Path, port: int, recipients: int, processes: int) -> dict[str, float]:
+def run_playbookd(workdir: Path, port: int, recipients: int, processes: int, source: Path | None = None,
+                  database: str | None = None) -> dict[str, Any]:
+    """`source`: a playbookd source tree to run instead of the installed one; `database`: a
+    PostgreSQL URL (a schema of its own is made in it), else a new SQLite file."""
+    with private_schema(database) as url:
+        return _run_playbookd(workdir, port, recipients, processes, source, url)
+
+
+def _run_playbookd(workdir: Path, port: int, recipients: int, processes: int, source: Path | None,
+                   database: str | None) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
-    config = write_project(workdir / "project", port, recipients, processes)
+    project = workdir / "project"
+    if project.exists():
+        shutil.rmtree(project)
+    config = write_project(project, port, recipients, processes, database)
     command = [str(Path(sys.executable).parent / "playbookd"), "run", "--once", "--config", str(config), "--at", NOW]
+    env = dict(os.environ, PYTHONPATH=str(source)) if source else None
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"playbookd run --once exited {done.returncode}:\n{done.stderr[-4000:]}")
-    engine = create_engine(f"sqlite:///{workdir}/project/playbookd.db")
+    engine = create_engine(database or f"sqlite:///{project}/playbookd.db")
     with engine.connect() as conn:
         sent = conn.execute(text("SELECT count(*) FROM outbox WHERE state = 'sent'")).scalar_one()
-    return {"sent": sent, "seconds": seconds}
+    engine.dispose()
+    return {"sent": sent, "seconds": seconds, "stages": stages(done.stdout, seconds)}
+
+
+def stages(stdout: str, wall: float) -> dict[str, float]:
+    """The cycle's own stage times from its "cycle: N s (stage N, ...)" line, and start-up as the rest."""
+    found: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith("cycle: ") and line.endswith(")"):
+            seconds, _, parts = line.removeprefix("cycle: ").partition(" s (")
+            found = {name: float(took) for name, _, took in (p.rpartition(" ") for p in parts[:-1].split(", "))}
+            found["start-up and exit"] = wall - float(seconds)
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=1, help="playbookd's delivery.processes")
+    parser.add_argument("--stages", action="store_true", help="print where run --once spent its time")
+    parser.add_argument("--before", type=Path, help="also run playbookd from this source tree, for a ratio")
+    parser.add_argument("--database", help="playbookd's store: a PostgreSQL URL (default: a SQLite file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with sink_on_loopback() as port, tempfile.TemporaryDirectory() as tmp:
         wire = reference(port, args.recipients)
         peer = run_peer(Path(tmp), port, args.recipients)
-        ours = run_playbookd(Path(tmp), port, args.recipients, args.processes)
-    result = {"recipients": args.recipients, "smtp_source_per_s": wire,
-              "peer_sent": peer["sent"], "peer_per_s": peer["sent"] / peer["seconds"],
-              "playbookd_sent": ours["sent"], "playbookd_per_s": ours["sent"] / ours["seconds"]}
+        before = (run_playbookd(Path(tmp), port, args.recipients, args.processes, args.before, args.database)
+                  if args.before else None)
+        ours = run_playbookd(Path(tmp), port, args.recipients, args.processes, database=args.database)
+    result: dict[str, Any] = {
+        "recipients": args.recipients, "smtp_source_per_s": wire,
+        "peer_sent": peer["sent"], "peer_per_s": peer["sent"] / peer["seconds"],
+        "playbookd_sent": ours["sent"], "playbookd_per_s": ours["sent"] / ours["seconds"]}
     result["ratio_to_peer"] = result["playbookd_per_s"] / result["peer_per_s"]
     result["ratio_to_smtp_source"] = result["playbookd_per_s"] / wire
+    if args.stages:
+        result["stages"] = ours["stages"]
+    if before is not None:
+        result.update(before_sent=before["sent"], before_per_s=before["sent"] / before["seconds"])
+        result["ratio_to_before"] = result["playbookd_per_s"] / result["before_per_s"]
+        if args.stages:
+            result["before_stages"] = before["stages"]
+    result["load"] = os.getloadavg()
     print(json.dumps(result) if args.json else report(result))
 
 
-def report(r: dict[str, float]) -> str:
-    return "\n".join([
+def report(r: dict[str, Any]) -> str:
+    lines = [
         f"recipients: {r['recipients']:,}",
         f"smtp-source (8 sessions):          {r['smtp_source_per_s']:8,.0f} messages/s",
         f"django-drip-campaigns send_drips:  {r['peer_per_s']:8,.0f} messages/s ({r['peer_sent']:,} sent)",
         f"playbookd run --once (end to end): {r['playbookd_per_s']:8,.0f} messages/s ({r['playbookd_sent']:,} sent)",
         f"playbookd / peer: {r['ratio_to_peer']:.2f}x; playbookd / smtp-source: {r['ratio_to_smtp_source']:.3f}x",
-    ])
+    ]
+    if "before_per_s" in r:
+        lines.append(f"playbookd --before tree:           {r['before_per_s']:8,.0f} messages/s "
+                     f"({r['before_sent']:,} sent); after / before: {r['ratio_to_before']:.2f}x, "
+                     f"before / peer: {r['before_per_s'] / r['peer_per_s']:.2f}x")
+    for key, title in (("before_stages", "stages, --before tree"), ("stages", "stages")):
+        if r.get(key):
+            lines.append(f"{title} (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r[key].items()))
+    lines.append("load average at the end: " + " ".join(f"{x:.2f}" for x in r["load"]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def echo_cycle(report: CycleReport) -> None:
         click.echo(report.purged.line())
     if report.reports is not None:
         click.echo(report.reports.line())
+    click.echo(report.took())
     if report.failed_accounts:
         click.echo(f"evaluation: the rules engine could not evaluate {report.failed_accounts} account(s)")
     if report.failed_steps:

@@ -6,6 +6,7 @@ and written whole to a temporary file and renamed, with mode 0600, so a reader n
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -21,9 +22,19 @@ ROLES = ("viewer", "operator")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 MIN_PASSWORD = 8
 _HASHER = PasswordHasher()
-# verifying against this when the user is unknown costs what a real check costs, so the time taken
-# does not tell which names exist
-_DUMMY = _HASHER.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verifying against this when the user is unknown costs what a real check costs, so the time
+    taken does not tell which names exist. Made at the first login, not at import: an argon2 hash
+    costs about half a second of CPU, which every command (`run --once` included) paid before."""
+    return _HASHER.hash("not a password of anyone")
+
+
+def warm() -> None:
+    """The console calls this as it starts, so that not even its first login's time tells."""
+    _dummy()
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ def remove_user(path: Path, name: str) -> str:
 def check_password(path: Path, name: str, password: str) -> User | None:
     user = read_users(path).get(name)
     try:
-        _HASHER.verify(user.hash if user else _DUMMY, password)
+        _HASHER.verify(user.hash if user else _dummy(), password)
     except (VerificationError, InvalidHashError):
         return None
     return user

@@ -32,7 +32,7 @@ from playbookd.console.app import (
 )
 from playbookd.console.auth import COOKIE, LOGIN_COOKIE, Session
 from playbookd.console.tables import Link, Table, href, to_csv
-from playbookd.console.users import check_password
+from playbookd.console.users import check_password, warm
 from playbookd.errors import ConflictError, UserError
 from playbookd.store import audit
 from playbookd.store.database import transaction, utcnow
@@ -50,6 +50,7 @@ def page_of(request: Request, table_id: str) -> int:
 class Views:
     def __init__(self, console: Console) -> None:
         self.c = console
+        warm()
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ class Courier:
         self.pacer = Pacer(delivery.rate_per_second / processes)
         self.senders = Senders(runtime, processes - 1, processes, setup) if share is None and processes > 1 else None
 
+    def spawn(self) -> None:
+        """Start the sending processes from this thread, before runs on a thread that ends sooner."""
+        if self.senders is not None:
+            self.senders.spawn()
+
     def deliver(self, engine: Engine, stop: threading.Event | None = None,
                 clock: Callable[[], datetime] = utcnow) -> outbox.DeliveryReport:
         """Send what is due; one caller at a time (the daemon's delivery job is serial). A sending

@@ -123,6 +123,12 @@ class Senders:
             self.pool[index] = worker
         return worker
 
+    def spawn(self) -> None:
+        """Every sender started now, by the calling thread: a child dies with the thread that
+        started it (PR_SET_PDEATHSIG), so one a short-lived thread started would die with it."""
+        for index in range(len(self.pool)):
+            self._worker(index)
+
     def start(self, clock: Callable[[], datetime]) -> list[workers.Worker]:
         busy = [self._worker(n) for n in range(len(self.pool))]
         for worker in busy:

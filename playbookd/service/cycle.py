@@ -6,7 +6,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,12 +18,13 @@ from playbookd.config.settings import Source
 from playbookd.delivery import outbox, webhooks
 from playbookd.delivery.backoff import backoff
 from playbookd.delivery.courier import Courier
-from playbookd.delivery.senders import FixedClock, SenderFailed
+from playbookd.delivery.senders import FixedClock, SenderFailed, merged
 from playbookd.engine import evaluate, events, ranges
 from playbookd.engine.launch import admit
 from playbookd.report import snapshots
 from playbookd.runtime import Runtime
 from playbookd.service import logs, metrics
+from playbookd.service.beside import Beside
 from playbookd.store import audit, launch, retention
 from playbookd.store.database import utcnow
 from playbookd.store.state import put
@@ -55,6 +57,21 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)  # why the cycle did not do all it should have
     purged: retention.Purged = field(default_factory=retention.Purged)
     reports: RefreshReport | None = None
+    # stage -> wall seconds it took in run --once; "sent beside advance" is a count of messages instead
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def took(self) -> str:
+        """bench/peer.py --stages reads this line of `run --once`."""
+        parts = ", ".join(f"{stage} {took:.2f}" for stage, took in self.stages.items())
+        return f"cycle: {self.seconds:.2f} s ({parts})"
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.monotonic() - started
 
     @property
     def ok(self) -> bool:
@@ -85,9 +102,17 @@ def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None
 
 def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
     with metrics.CYCLE_SECONDS.labels("evaluate").time():
-        report.enrolled = evaluate.evaluate(runtime, engine, now)
-        report.enrolled += admit(runtime, engine, now, sweep=True)
-        report.advanced = advance(runtime, engine, now)
+        with report.timed("evaluate"):
+            report.enrolled = evaluate.evaluate(runtime, engine, now)
+            report.enrolled += admit(runtime, engine, now, sweep=True)
+        with report.timed("advance"):
+            report.advanced = advance(runtime, engine, now)
+    with report.timed("status"):
+        note_evaluation(runtime, engine, now, report)
+
+
+def note_evaluation(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    """The evaluation's failures become the cycle's errors; its counts go to metrics, log and state."""
     report.failed_accounts = audit.count_at(engine, audit.EVALUATION_FAILED, now)
     report.failed_steps = audit.count_at(engine, audit.STEP_FAILED, now)
     if report.failed_steps:
@@ -207,26 +232,69 @@ def refresh_reports(runtime: Runtime, engine: Engine, only: Collection[str] | No
     return found
 
 
+def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport,
+                            courier: Courier, clock: Callable[[], datetime]) -> None:
+    """Due steps advanced while the courier, on a thread of its own, sends what each committed batch
+    queued: the cycle takes about the longer of rendering and sending, not their sum. What it sent
+    and why it failed go into `report`; an error that is not a sending process's is raised here.
+
+    Not on SQLite: advance holds its one write lock while it renders each batch, so delivery's claims
+    and outcomes wait for it and the two take as long as one after the other (bench/peer.py, README).
+    The sending processes start first either way, so their start-up is not waited for afterwards."""
+    courier.spawn()  # by this thread, which outlives the thread beside (a child dies with its starter)
+    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("advance"):
+        if engine.dialect.name == "sqlite":
+            report.advanced = advance(runtime, engine, now)
+            return
+        with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
+            report.advanced = advance(runtime, engine, now)
+    report.delivery = merged([report.delivery, *beside.reports])
+    report.errors += beside.errors
+    report.stages["sent beside advance"] = float(sum(r.sent for r in beside.reports))
+
+
 def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> CycleReport:
     """Exactly one full cycle, as `playbookd run --once` does."""
     started = time.monotonic()
     now = at or utcnow()
     report = CycleReport()
-    report.sync = run_sync(runtime, engine, now=now)
-    evaluate_and_advance(runtime, engine, now, report)
+    with report.timed("sync"):
+        report.sync = run_sync(runtime, engine, now=now)
+    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("evaluate"):
+        report.enrolled = evaluate.evaluate(runtime, engine, now)
+        report.enrolled += admit(runtime, engine, now, sweep=True)
     clock = FixedClock(now) if at else utcnow
+    courier = new_courier(runtime)
     try:
-        report.delivery = deliver_due(runtime, engine, clock=clock)
-    except SenderFailed as exc:  # what the other processes sent is reported all the same
-        report.delivery = exc.report
-        report.errors.append(str(exc))
+        advance_beside_delivery(runtime, engine, now, report, courier, clock)
+        with report.timed("deliver"):  # what advance queued after the last run beside it began
+            try:
+                report.delivery = merged([report.delivery, deliver_due(runtime, engine, clock=clock,
+                                                                       courier=courier)])
+            except SenderFailed as exc:  # what the other processes sent is reported all the same
+                report.delivery = merged([report.delivery, exc.report])
+                report.errors.append(str(exc))
+    finally:
+        courier.close()
+    with report.timed("status"):
+        note_evaluation(runtime, engine, now, report)
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
-    report.webhooks = post_webhooks(runtime, engine, clock=clock)
-    report.purged = apply_retention(runtime, engine, now)
-    report.reports = refresh_reports(runtime, engine)
+    with report.timed("webhooks"):
+        report.webhooks = post_webhooks(runtime, engine, clock=clock)
+    with report.timed("retention"):
+        report.purged = apply_retention(runtime, engine, now)
+    with report.timed("reports"):
+        report.reports = refresh_reports(runtime, engine)
     report.errors += [f"the report figures of {playbook} could not be refreshed: {why}"
                       for playbook, why in sorted(report.reports.failed.items())]
-    report.seconds = time.monotonic() - started
-    put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    finish(engine, report, started)
     return report
+
+
+def finish(engine: Engine, report: CycleReport, started: float) -> None:
+    """The cycle's time in state, and where it went in the log."""
+    with report.timed("status"):
+        report.seconds = time.monotonic() - started
+        put(engine, "last_cycle", {"at": utcnow().isoformat(), "seconds": round(report.seconds, 3)})
+    log.info(report.took(), extra={"stages": {stage: round(took, 3) for stage, took in report.stages.items()}})
