@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 
 from playbookd.cadence.context import Ahead, Batch, StepContext
 from playbookd.cadence.steps import email_context
 from playbookd.delivery.recipients import ACTIVE, Contact, Filter, addressed, load_contacts, suppressed_for
 from playbookd.model.steps import CONTROL, EmailStep, Variant, variant_for
+from playbookd.store.database import insert_ignore_many
+from playbookd.store.schema import enrollments, outbox
 
 _Plan = tuple[StepContext, int, list[Contact], Variant]
 
@@ -64,3 +66,23 @@ def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
             if result is not None:
                 batch.ahead[key] = Ahead(url, account, result)
     return batch
+
+
+def write_queued(conn: Connection, batch: Batch) -> None:
+    """The outbox rows the batch's email steps queued so far, in one executemany; a key already there
+    (a retried step) is skipped, so nothing is queued twice."""
+    rows, batch.queued = batch.queued, []
+    insert_ignore_many(conn, outbox, rows)
+
+
+_MOVE = (update(enrollments).where(enrollments.c.id == bindparam("move_id"))
+         .values(step=bindparam("move_step"), step_key=bindparam("move_key"), next_due_at=bindparam("move_due")))
+
+
+def write(conn: Connection, batch: Batch) -> None:
+    """What the batch's steps left to write as the transaction ends: its outbox rows, then where each
+    enrollment that reached a wait now stands (one executemany each)."""
+    write_queued(conn, batch)
+    moves, batch.moves = batch.moves, []
+    if moves:
+        conn.execute(_MOVE, moves)

@@ -39,6 +39,10 @@ class Batch:
     contacts: dict[str, list[Contact]] = field(default_factory=dict)
     suppressed: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
     ahead: dict[tuple[int, int, int], Ahead] = field(default_factory=dict)
+    # Written together when the transaction ends (cadence.batch.write), or earlier when something is
+    # about to read them back (a step's `when:` counts the enrollment's emails)
+    queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows
+    moves: list[dict[str, Any]] = field(default_factory=list)  # enrollments gone on to a later step
 
     def take(self, enrollment: int, step: int, contact: int, account: Mapping[str, Any]) -> tuple[str, Rendered] | None:
         """The unsubscribe URL and email rendered ahead for this enrollment, step and contact (its
