@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
-from playbookd.cadence.batch import prepare
+from playbookd.cadence.batch import prepare, write, write_queued
 from playbookd.cadence.context import StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.cadence.task_events import wake_waits
@@ -92,6 +92,8 @@ def _when_false(ctx: StepContext, step: Step) -> bool:
     """A step's `when:` over the account and what happened in this enrollment (clicks, emails, days)."""
     if step.when is None:
         return False
+    if ctx.batch is not None:
+        write_queued(ctx.conn, ctx.batch)  # `enrollment.emails_sent` counts the emails queued just before
     record = {**ctx.account, **clicks.enrollment_facts(ctx.conn, ctx.enrollment, ctx.now)}
     return not evaluation.evaluate(step.when, record, ctx.now, ctx.runtime.config.tz)
 
@@ -106,6 +108,16 @@ def _run(ctx: StepContext, index: int) -> datetime | None:
         ctx.log(audit.STEP_SKIPPED, index, "when_false", detail={"action": step_kind(step)})
         return None
     return run_step(ctx, index, step)
+
+
+def _move(ctx: StepContext, index: int, due: datetime) -> None:
+    """The enrollment waits at step `index` until `due`; in a batch, written with the others."""
+    key = ctx.playbook.key_at(index)
+    if ctx.batch is not None:
+        ctx.batch.moves.append({"move_id": ctx.enrollment.id, "move_step": index, "move_key": key, "move_due": due})
+    else:
+        ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)
+                         .values(step=index, step_key=key, next_due_at=due))
 
 
 def advance_one(ctx: StepContext) -> None:
@@ -125,9 +137,7 @@ def advance_one(ctx: StepContext) -> None:
             return _fail(ctx, index, str(exc))
         index += 1
         if due is not None:
-            ctx.conn.execute(update(enrollments).where(enrollments.c.id == ctx.enrollment.id)
-                             .values(step=index, step_key=ctx.playbook.key_at(index), next_due_at=due))
-            return None
+            return _move(ctx, index, due)
     return _finish(ctx, "completed", index, None)
 
 
@@ -164,9 +174,10 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
             else:
                 contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
                                             _event(conn, row.event_id)))
-        prepare(conn, contexts)
+        batch = prepare(conn, contexts)
         for ctx in contexts:
             advance_one(ctx)
+        write(conn, batch)
 
 
 def _advance_apart(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,

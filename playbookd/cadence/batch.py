@@ -3,23 +3,25 @@
 The enrollments of one transaction (cadence.advance) share one query for their contacts, one per
 category for suppressions, and worker calls that render many emails each: the first email step
 each enrollment stands at is rendered ahead, before any step runs. Steps still run one enrollment
-at a time, in order, and take an email rendered ahead only if its context is equal to the one they
-build (cadence.context.Batch): a step before it that changed the account, or a wait, simply means
-rendering it again, as without a batch.
+at a time, in order, and take an email rendered ahead only for the same step and contact and an
+account equal to the one it was rendered for (cadence.context.Batch): a step before it that changed
+the account simply means rendering it again, as without a batch; the context is built once either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 
-from playbookd.cadence.context import Batch, StepContext
+from playbookd.cadence.context import Ahead, Batch, StepContext
 from playbookd.cadence.steps import email_context
 from playbookd.delivery.recipients import ACTIVE, Contact, Filter, addressed, load_contacts, suppressed_for
 from playbookd.model.steps import CONTROL, EmailStep, Variant, variant_for
+from playbookd.store.database import insert_ignore_many
+from playbookd.store.schema import enrollments, outbox
 
-_Plan = tuple[StepContext, list[Contact], Variant]
+_Plan = tuple[StepContext, int, list[Contact], Variant]
 
 
 def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
@@ -33,7 +35,7 @@ def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
     only = Filter(step.only, ctx.now, ctx.runtime.config.tz) if step.only is not None else None
     picked = addressed(batch.contacts.get(ctx.account["id"], []), step.to, only)
     variant = variant_for(ctx.playbook, index, step, ctx.enrollment.group_name, ctx.account["id"])
-    return ctx, picked, variant
+    return ctx, index, picked, variant
 
 
 def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
@@ -46,19 +48,41 @@ def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
         if plan is not None:
             plans.append(plan)
     wanted: dict[str, set[str]] = {}
-    for ctx, picked, _ in plans:
+    for ctx, _, picked, _ in plans:
         wanted.setdefault(ctx.playbook.category, set()).update(c.email for c in picked)
     for category, emails in wanted.items():
         batch.suppressed[category] = (frozenset(emails), suppressed_for(conn, emails, category))
-    jobs = []
-    for ctx, picked, variant in plans:
+    jobs, keys = [], []
+    for ctx, index, picked, variant in plans:
         suppressed = batch.suppressed[ctx.playbook.category][1]
         for contact in picked:
             if contact.status == ACTIVE and contact.email not in suppressed:
-                jobs.append((variant.template, ctx.account["segment"], email_context(ctx, contact)[1]))
+                url, context = email_context(ctx, contact)
+                jobs.append((variant.template, ctx.account["segment"], context))
+                keys.append(((ctx.enrollment.id, index, contact.id), url, dict(ctx.account)))
     if jobs:
         results = contexts[0].runtime.templates.render_many(jobs)
-        for (template, segment, context), result in zip(jobs, results, strict=True):
+        for (key, url, account), result in zip(keys, results, strict=True):
             if result is not None:
-                batch.rendered.setdefault((template, segment), []).append((context, result))
+                batch.ahead[key] = Ahead(url, account, result)
     return batch
+
+
+def write_queued(conn: Connection, batch: Batch) -> None:
+    """The outbox rows the batch's email steps queued so far, in one executemany; a key already there
+    (a retried step) is skipped, so nothing is queued twice."""
+    rows, batch.queued = batch.queued, []
+    insert_ignore_many(conn, outbox, rows)
+
+
+_MOVE = (update(enrollments).where(enrollments.c.id == bindparam("move_id"))
+         .values(step=bindparam("move_step"), step_key=bindparam("move_key"), next_due_at=bindparam("move_due")))
+
+
+def write(conn: Connection, batch: Batch) -> None:
+    """What the batch's steps left to write as the transaction ends: its outbox rows, then where each
+    enrollment that reached a wait now stands (one executemany each)."""
+    write_queued(conn, batch)
+    moves, batch.moves = batch.moves, []
+    if moves:
+        conn.execute(_MOVE, moves)

@@ -18,28 +18,41 @@ from playbookd.templates.compiled import Rendered
 from playbookd.templates.errors import TemplateError
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """An email rendered ahead of its step: its unsubscribe URL, the result, and the account it was
+    rendered for (a copy: a `set` step before the email changes the account, and then the context)."""
+
+    url: str
+    account: Mapping[str, Any]
+    result: Rendered | TemplateError
+
+
 @dataclass
 class Batch:
     """What the enrollments advanced in one transaction share, read or rendered for all of them at once:
     each account's contacts, suppressions by category, and emails rendered ahead of their turn. A step
-    uses what is here only when it asks for exactly this (an email whose context is equal); anything
-    else it reads or renders itself, as without a batch."""
+    uses an email rendered ahead only for the same enrollment, step and contact and an account equal to
+    the one it was rendered for (the rest of the context is fixed for the transaction); anything else it
+    reads or renders itself, as without a batch."""
 
     contacts: dict[str, list[Contact]] = field(default_factory=dict)
     suppressed: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
-    rendered: dict[tuple[str, str], list[tuple[Mapping[str, Any], Rendered | TemplateError]]] = field(
-        default_factory=dict)
+    ahead: dict[tuple[int, int, int], Ahead] = field(default_factory=dict)
+    # Written together when the transaction ends (cadence.batch.write), or earlier when something is
+    # about to read them back (a step's `when:` counts the enrollment's emails)
+    queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows
+    moves: list[dict[str, Any]] = field(default_factory=list)  # enrollments gone on to a later step
 
-    def take(self, template: str, segment: str, context: Mapping[str, Any]) -> Rendered | None:
-        """The email rendered ahead with this very context (its TemplateError raised), else None."""
-        found = self.rendered.get((template, segment), [])
-        for i, (given, result) in enumerate(found):
-            if given == context:
-                del found[i]
-                if isinstance(result, TemplateError):
-                    raise result
-                return result
-        return None
+    def take(self, enrollment: int, step: int, contact: int, account: Mapping[str, Any]) -> tuple[str, Rendered] | None:
+        """The unsubscribe URL and email rendered ahead for this enrollment, step and contact (its
+        TemplateError raised), else None."""
+        found = self.ahead.pop((enrollment, step, contact), None)
+        if found is None or found.account != account:
+            return None
+        if isinstance(found.result, TemplateError):
+            raise found.result
+        return found.url, found.result
 
     def suppressions(self, emails: Iterable[str], category: str) -> dict[str, str] | None:
         """email -> reason for addresses read ahead for `category`; None when one was not read."""

@@ -105,6 +105,11 @@ def held(conn: Connection) -> Iterator[None]:
         conn.execute(insert(audit), rows)
 
 
+def holding(conn: Connection) -> bool:
+    """Whether entries recorded on `conn` are held back now (inside `held`)."""
+    return _HELD in conn.info
+
+
 def held_count(conn: Connection) -> int:
     """How many entries are held back now: `drop_held` takes back those recorded after."""
     return len(conn.info.get(_HELD, ()))

@@ -94,6 +94,13 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     return inserted
 
 
+def insert_ignore_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows in one executemany (one statement compiled, however many rows), skipping those
+    that collide with a unique key; for callers that need no count."""
+    if rows:
+        conn.execute(_insert(conn, table).on_conflict_do_nothing(), [dict(row) for row in rows])
+
+
 def upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]],
            only: Sequence[str] | None = None) -> None:
     """Insert rows, or update the non-key columns (or `only` these) of those whose `keys` already exist."""

@@ -61,9 +61,45 @@ def _unwrapped(parser: html2text.HTML2Text) -> str:
 _WRAPPER = _parser()  # only its settings are used: optwrap reads them, and the text given
 
 
+_PARAGRAPHS: dict[str, tuple[str, bool | None]] = {}  # paragraph -> (its wrapped text, ends a block?)
+PARAGRAPHS = 4096  # paragraphs kept: a template's fixed ones, and some that show values
+
+
+def _paragraph(para: str) -> tuple[str, bool | None]:
+    """What html2text's optwrap makes of one non-empty paragraph, and whether it leaves two line
+    breaks after it (True), one (False) or the count as it was (None: a line of spaces adds nothing).
+    optwrap handles each such paragraph alone, so it is asked about this one alone."""
+    found = _PARAGRAPHS.get(para)
+    if found is None:
+        piece = str(_WRAPPER.optwrap(para))
+        found = (piece, None if piece == "" else piece.endswith("\n\n"))
+        if len(_PARAGRAPHS) >= PARAGRAPHS:
+            _PARAGRAPHS.clear()
+        _PARAGRAPHS[para] = found
+    return found
+
+
+def optwrap(text: str) -> str:
+    """html2text's optwrap, each paragraph wrapped once per process: most of an email's paragraphs
+    are the same in every email of its template (textwrap was a third of deriving a text part)."""
+    if _WRAPPER.backquote_code_style:
+        return str(_WRAPPER.optwrap(text))  # a code block spans paragraphs: not one at a time
+    out: list[str] = []
+    newlines = 0
+    for para in text.split("\n"):
+        if para:
+            piece, ends = _paragraph(para)
+            out.append(piece)
+            newlines = newlines if ends is None else 2 if ends else 1
+        elif newlines < 2:  # as optwrap: an empty line adds a line break up to two in a row
+            out.append("\n")
+            newlines += 1
+    return "".join(out)
+
+
 def _wrapped(text: str) -> str:
     """html2text's wrapping (a function of the text and the settings alone), then our own clean-up."""
-    lines = [line.rstrip() for line in str(_WRAPPER.optwrap(text)).strip().splitlines()]
+    lines = [line.rstrip() for line in optwrap(text).strip().splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from playbookd.config.settings import Company
+from playbookd.templates import text_part
 from playbookd.templates.compiled import Compiled, Spec
 from playbookd.templates.render import TEXT, Templates
 from playbookd.templates.text_part import Deriver, Shapes, html_to_text, shape_of
@@ -170,3 +171,27 @@ def test_any_value_in_a_shipped_email_gets_the_text_the_whole_pass_gives(rel: st
                    "contact": {**base["contact"], "first_name": shown[1]}}
         rendered = compiled.render(rel, None, context)
         assert rendered.text == html_to_text(rendered.html)
+
+
+PIECES = ["a", " ", "\n", "  ", "* ", "  * ", "> ", "word ", "x" * 90, "http://x.example/y ", "\t", "1. ", "| ",
+          "```", "-", "[a](http://b)"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60))
+def test_wrapping_a_paragraph_at_a_time_gives_what_optwrap_gives(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert text_part.optwrap(text) == text_part._WRAPPER.optwrap(text)
+    assert text_part.optwrap(text) == text_part._WRAPPER.optwrap(text)  # and again, from what was kept
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_the_shipped_emails_wrap_as_optwrap_wraps_them(segment: str) -> None:
+    compiled = Compiled(Spec("test", str(SHIPPED), 256 * 2**20, 200))
+    templates = Templates(SHIPPED, SEGMENTS, company=COMPANY)
+    for name, _ in derived_emails():
+        for context in contexts(segment)[:4]:
+            parser = text_part._parser()
+            parser.feed(compiled.render(templates.resolve(name, segment), None, context).html)
+            unwrapped = text_part._unwrapped(parser)
+            assert text_part.optwrap(unwrapped) == text_part._WRAPPER.optwrap(unwrapped), name
