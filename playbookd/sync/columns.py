@@ -38,6 +38,9 @@ class Typer:
         for name, raw in values.items():
             if name in skip:
                 continue
+            if why := _unstorable(name, raw):
+                errors.append(why)
+                continue
             kind = self.fixed.get(name)
             try:
                 if kind is not None:
@@ -78,6 +81,15 @@ class Typer:
                     self.to_text.add(name)
             if new == F.STRING and kind != F.STRING:
                 typed[name] = as_text(raw[name])
+
+
+def _unstorable(name: str, raw: Any) -> str | None:
+    """A column name or a text value no database can store (see F.text_problem), as a row problem."""
+    if not name.isascii() and (why := F.text_problem(name)):
+        return f"column {name!r}: its name {why}"
+    if raw.__class__ is str and not raw.isascii() and (why := F.text_problem(raw)):
+        return f"{name}: {why}"
+    return None
 
 
 _DATED = frozenset({F.DATE, F.DATETIME})

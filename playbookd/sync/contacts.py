@@ -82,7 +82,7 @@ class ContactRun(Run):
         if email is None:
             return None
         typed, errors = self.typer.row(row.values, ("email",))
-        errors += self._check(typed)
+        errors += self._check(typed, errors)
         if errors:
             self.problem(row.line, f"contact {email}: " + "; ".join(errors))
             return None
@@ -107,6 +107,9 @@ class ContactRun(Run):
         if not raw.strip():
             self.problem(row.line, "contact without an email")
             return None
+        if why := F.text_problem(raw):
+            self.problem(row.line, f"contact {raw[:100]!r}: not a deliverable address: {why}")
+            return None
         try:
             return canonical(raw)
         except AddressError as exc:
@@ -115,14 +118,16 @@ class ContactRun(Run):
             return None
 
     @staticmethod
-    def _check(typed: dict[str, Any]) -> list[str]:
-        """Normalise in place; roles and statuses compare lowercase everywhere."""
+    def _check(typed: dict[str, Any], found: list[str]) -> list[str]:
+        """Normalise in place; roles and statuses compare lowercase everywhere. `found`: what typing
+        reported (an account_id it refused is not also missing)."""
         for name in ("account_id", "first_name", "last_name", "role", "status", "timezone"):
             if isinstance(typed.get(name), str):
                 typed[name] = typed[name].strip() or None
         for name in ("role", "status"):
             typed[name] = typed[name].lower() if typed.get(name) else typed.get(name)
-        errors = [] if typed.get("account_id") else ["account_id is missing"]
+        refused = any(e.startswith("account_id:") for e in found)
+        errors = [] if typed.get("account_id") or refused else ["account_id is missing"]
         if typed.get("account_id") and (why := F.id_problem(typed["account_id"])):
             errors.append(f"account_id {why}")
         errors += [why for name, limit in _BOUNDED.items() if (why := _unstorable(name, typed.get(name), limit))]
@@ -251,7 +256,8 @@ class EventRun(Run):
         typed, errors = self.typer.row(row.values, ("id",))
         account_id, name = typed.pop("account_id", None), typed.pop("name", None)
         label = f"event {name or '?'} of account {account_id or '?'}"
-        if not (account_id and name):
+        refused = any(e.startswith(("account_id:", "name:")) for e in errors)  # not also missing
+        if not (account_id and name) and not refused:
             errors.insert(0, "needs account_id and name")
         elif why := F.id_problem(account_id):
             errors.insert(0, f"account_id {why}")
