@@ -19,7 +19,7 @@ from playbookd.sources.base import Row
 from playbookd.store.accounts import among, load_account_types
 from playbookd.store.bulk import insert_rows, update_rows
 from playbookd.store.chunks import chunked
-from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.database import aware, insert_ignore, transaction
 from playbookd.store.marks import UNSEEN, touch
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync import digests
@@ -61,6 +61,8 @@ class ContactRun(Run):
                                        self.config.timezone)
         self.digests: dict[str, tuple[str, str]] = {}  # stored digest -> its contact's account and email
         self.quiet: set[str] = set()  # accounts with contacts recognised unchanged
+        if self.touched.scorer is not None:
+            self.touched.scorer.prepare()
 
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
@@ -150,9 +152,9 @@ class ContactRun(Run):
             update_rows(conn, contacts, "id", updates, synced_at=self.now)
             update_rows(conn, contacts, "id", digested)
             owner = {r.id: r.account_id for r in existing.values()}
-            # a contacts condition reads them: their account is evaluated again
-            touch(conn, {row["account_id"] for row in inserts} | {owner[row["id"]] for row in updates})
-            self._derive(conn, known, left)
+            derived = self._derive(conn, known, left)
+            # a contacts condition reads them: their account is evaluated again (one `_derive` wrote is already)
+            touch(conn, ({row["account_id"] for row in inserts} | {owner[row["id"]] for row in updates}) - derived)
             write_contact_types(conn, self.typer)
 
     def finish(self) -> None:
@@ -211,18 +213,21 @@ class ContactRun(Run):
         row["data"] = {k: v for k, v in data.items() if v is not None}
         return row
 
-    def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> None:
-        """contacts_active and champion/admin departures, tracked in `changes` like any field."""
+    def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> set[str]:
+        """contacts_active and champion/admin departures, tracked in `changes` like any field (an
+        account new in this sync has no history: its first count is no change, as its fields are
+        not, sync.accounts), and health with them (Touched.score). Returns the accounts written."""
         counts: dict[str, int] = dict(conn.execute(
             select(contacts.c.account_id, func.count()).where(
                 among(conn, contacts.c.account_id, list(known)), contacts.c.status == ACTIVE,
             ).group_by(contacts.c.account_id)).all())
         updates: list[dict[str, Any]] = []
+        new = {account_id for account_id, row in known.items() if aware(row.created_at) == self.now}
         for account_id, row in known.items():
             data, changes = dict(row.data), dict(row.changes)
             original = self.original.setdefault(account_id, data.get("contacts_active"))
             data["contacts_active"] = counts.get(account_id, 0)
-            if same(original, data["contacts_active"]):
+            if account_id in new or same(original, data["contacts_active"]):
                 changes.pop("contacts_active", None)
             else:
                 changes["contacts_active"] = {"from": original, "at": self.at}
@@ -232,8 +237,10 @@ class ContactRun(Run):
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
                 updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
+        self.touched.score(conn, updates, new, self.types)
         update_rows(conn, accounts, "id", updates, increment=UNSEEN)
         self.touched.add(u["id"] for u in updates)
+        return {u["id"] for u in updates}
 
 
 def _has_key(conn: Connection, column: Any, key: str) -> Any:
