@@ -83,7 +83,7 @@ class ContactRun(Run):
         email = self._address(row)
         if email is None:
             return None
-        typed, errors = self.typer.row(row.values, ("email",))
+        typed, errors = self.typer.row(row.values, ("email",), dated=True)
         errors += self._check(typed, errors)
         if errors:
             self.problem(row.line, f"contact {email}: " + "; ".join(errors))
@@ -94,7 +94,7 @@ class ContactRun(Run):
         self.position += 1
         extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
         base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
-        return row.line, email, {**base, "email": email, "data": encoded(extra), "position": self.position}, digest
+        return row.line, email, {**base, "email": email, "data": extra, "position": self.position}, digest
 
     def _unchanged(self, line: int, account_id: str, email: str) -> None:
         """A row as last synced: only checked for a duplicate, and counted."""
