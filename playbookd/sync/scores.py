@@ -98,16 +98,20 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
     last = ""
     while True:
         with transaction(engine) as conn:
-            rows = _chunk(conn, last) if only is None else _chunk_of(conn, only[:CHUNK])
-            _rescore(conn, [r for r in rows if r.id not in scored], rules, now, day, switched_on, report)
+            if only is None:
+                ids = _next_ids(conn, last)
+                rows = _chunk_of(conn, [i for i in ids if i not in scored])
+            else:
+                rows = _chunk_of(conn, only[:CHUNK])
+            _rescore(conn, rows, rules, now, day, switched_on, report)
         if only is not None:
             only = only[CHUNK:]
             if not only:
                 break
-        elif len(rows) < CHUNK:
+        elif len(ids) < CHUNK:
             break
         else:
-            last = rows[-1].id
+            last = ids[-1]
     with transaction(engine) as conn:
         if config.health is not None:
             H.prune(conn, day - timedelta(days=config.health.history_days))
@@ -115,11 +119,16 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
     return report if rules is not None else None
 
 
-def _chunk(conn: Connection, last: str) -> list[Any]:
-    return _locked(conn, _SCORED.where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK))
+def _next_ids(conn: Connection, last: str) -> list[str]:
+    """The next chunk of account ids after `last`: ids alone, so the accounts the sync scored
+    already (most, in a first sync) are skipped without reading their data."""
+    query = select(accounts.c.id).where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK)
+    return list(conn.execute(query).scalars())
 
 
 def _chunk_of(conn: Connection, ids: list[str]) -> list[Any]:
+    if not ids:
+        return []
     return _locked(conn, _SCORED.where(among(conn, accounts.c.id, ids)).order_by(accounts.c.id))
 
 
