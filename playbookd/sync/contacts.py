@@ -18,7 +18,7 @@ from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
 from playbookd.store.accounts import among, load_account_types
 from playbookd.store.bulk import insert_rows, update_rows
-from playbookd.store.chunks import chunked
+from playbookd.store.chunks import CHUNK, chunked
 from playbookd.store.database import aware, insert_ignore, transaction
 from playbookd.store.marks import UNSEEN, touch
 from playbookd.store.schema import accounts, contacts, events
@@ -63,6 +63,11 @@ class ContactRun(Run):
         self.quiet: set[str] = set()  # accounts with contacts recognised unchanged
         if self.touched.scorer is not None:
             self.touched.scorer.prepare()
+        # the chunk (of the spool's CHUNK items, sync.base) holding each account's last contact, and
+        # the one being flushed: an account's health is scored with its count in that chunk alone,
+        # never with the part count of one whose contacts span two (a move that never was)
+        self.last_chunk: dict[str, int] = {}
+        self.items, self.chunk = 0, -1
 
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
@@ -92,6 +97,8 @@ class ContactRun(Run):
                           f"contact {email} of account {typed['account_id']}"):
             return None
         self.position += 1
+        self.last_chunk[typed["account_id"]] = self.items // CHUNK
+        self.items += 1
         extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
         base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
         return row.line, email, {**base, "email": email, "data": extra, "position": self.position}, digest
@@ -139,6 +146,7 @@ class ContactRun(Run):
         return errors
 
     def flush(self, batch: list[Item]) -> None:
+        self.chunk += 1
         with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             good = [it for it in batch if self._known(it, known)]
@@ -237,7 +245,8 @@ class ContactRun(Run):
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
                 updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
-        self.touched.score(conn, updates, new, self.types)
+        last = [u for u in updates if self.last_chunk.get(u["id"]) == self.chunk]
+        self.touched.score(conn, last, new, self.types)
         update_rows(conn, accounts, "id", updates, increment=UNSEEN)
         self.touched.add(u["id"] for u in updates)
         return {u["id"] for u in updates}

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from playbookd.config.settings import Config
+from playbookd.store.chunks import CHUNK
 from playbookd.store.schema import accounts, health_history
 from playbookd.sync.run import SyncReport, sync
 
@@ -89,3 +90,15 @@ def test_a_later_sync_moves_health_with_the_count_as_a_change(engine: Engine, tm
 
     report = _run(engine, cfg, later + timedelta(hours=1))
     assert report.health == "health: 0 account(s) scored, 0 moved", "every row unchanged: nothing to rescore"
+
+
+def test_an_account_whose_contacts_span_two_chunks_is_scored_with_its_whole_count(engine: Engine,
+                                                                                  tmp_path: Path) -> None:
+    """A's first contact closes a chunk, its second opens the next: its health is never scored
+    with the count of one, which would leave a low of 30 in its history."""
+    others = "".join(f"B,b{i}@beta.example,active\n" for i in range(CHUNK - 1))
+    report = _run(engine, _config(tmp_path, others + "A,a1@acme.example,active\nA,a2@acme.example,active\n"), NOW)
+    assert report.health == "health: 3 account(s) scored, 0 moved"
+    assert _accounts(engine)["A"][:4] == (2, 100.0, "green", {})
+    assert _history(engine) == [("A", 100.0, "green", 100.0, 100.0), ("B", 100.0, "green", 100.0, 100.0),
+                                ("C", 30.0, "red", 30.0, 30.0)]
