@@ -57,6 +57,23 @@ _TRUE, _FALSE = frozenset({"true", "yes"}), frozenset({"false", "no"})
 
 MAX_ID = 200
 _CONTROL = ("Cc", "Cf", "Zl", "Zp")  # C0/C1 controls, format characters, line and paragraph separators
+SURROGATE = "Cs"  # a lone half of a UTF-16 pair: JSON can spell one ("\\ud800"), UTF-8 cannot encode it
+
+
+def text_problem(value: str) -> str | None:
+    """Why no database can store `value` as text, else None: a lone surrogate, which a JSON source can
+    hold and which would fail the whole statement (and every row batched with it) when encoded."""
+    if value.isascii():
+        return None  # the usual value, without a lookup per character
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        return _surrogate(value[exc.start])
+    return None
+
+
+def _surrogate(char: str) -> str:
+    return f"contains an unpaired surrogate (U+{ord(char):04X}), which is not valid Unicode"
 
 
 def id_problem(value: str) -> str | None:
@@ -66,8 +83,12 @@ def id_problem(value: str) -> str | None:
         return f"longer than {MAX_ID} characters"
     if value.isascii() and value.isprintable():
         return None  # printable ASCII holds none of them: the usual id, without a lookup per character
-    bad = next((c for c in value if unicodedata.category(c) in _CONTROL), None)
-    return None if bad is None else f"contains the control character U+{ord(bad):04X}"
+    bad = next((c for c in value if unicodedata.category(c) in (*_CONTROL, SURROGATE)), None)
+    if bad is None:
+        return None
+    if unicodedata.category(bad) == SURROGATE:
+        return _surrogate(bad)
+    return f"contains the control character U+{ord(bad):04X}"
 
 
 def infer(raw: Any) -> tuple[str | None, Any]:

@@ -18,7 +18,7 @@ from playbookd.store.marks import UNSEEN
 from playbookd.store.schema import accounts, fields
 from playbookd.sync import digests
 from playbookd.sync.base import Item, Run, lookup_ids
-from playbookd.sync.columns import Typer, encoded, fixed_value, merge, restate_as_text
+from playbookd.sync.columns import Typer, fixed_value, merge, restate_as_text
 from playbookd.sync.segments import Segmenter, assign_segments
 
 _NOT_SUPPLIED = frozenset({"id", *F.DERIVED_FIELDS})
@@ -76,12 +76,12 @@ class AccountRun(Run):
         if self.skipping and self.digests.get(account_id) == digest:
             self.skipped += 1
             return None
-        typed, errors = self.typer.row(values, self.skip)
+        typed, errors = self.typer.row(values, self.skip, dated=True)
         if errors:
             self.problem(row.line, f"account {account_id}: " + "; ".join(errors))
             return None
         self.columns.update(typed)
-        return row.line, account_id, encoded(typed), digest
+        return row.line, account_id, typed, digest
 
     def _note_derived(self, values: Mapping[str, Any]) -> None:
         for name in F.DERIVED_FIELDS:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from sqlalchemy import Connection, Engine, select
 
@@ -75,15 +75,42 @@ class SyncReport:
         return lines + ([self.health] if self.health else [])
 
 
+class Scorer(Protocol):
+    """Health scored in a write a sync makes anyway (sync.scores.Inline)."""
+
+    def prepare(self) -> None:
+        """Before a run that scores: the account sources have been synced, their types are final."""
+
+    def __call__(self, conn: Connection, rows: list[dict[str, Any]], first: set[str],
+                 types: dict[str, str]) -> bool:
+        """Put health into each row's `data` and `changes` (rows of id, segment, data, changes)
+        before they are written; `first`: the ids whose score is no change (new this sync). False
+        when it scores nothing (no health configured)."""
+
+
 class Touched:
     """The accounts a sync wrote, whose health may have moved; `everything` when a change reached
-    accounts no row named (a widened type, restated values) or when they are too many to list."""
+    accounts no row named (a widened type, restated values) or when they are too many to list.
+    `scored`: the accounts whose health went into a write of this sync with their last inputs of
+    it (`scorer`), which need no rescoring after it; `lost` when they were too many to list."""
 
     LIMIT = 200_000
 
-    def __init__(self) -> None:
+    def __init__(self, scorer: Scorer | None = None) -> None:
         self.ids: set[str] = set()
         self.everything = False
+        self.scorer = scorer
+        self.scored: set[str] = set()
+        self.lost = False
+
+    def score(self, conn: Connection, rows: list[dict[str, Any]], first: set[str], types: dict[str, str]) -> None:
+        if self.scorer is None or not rows or not self.scorer(conn, rows, first, types):
+            return
+        if not self.lost:
+            self.scored.update(row["id"] for row in rows)
+            if len(self.scored) > self.LIMIT:  # rescored after the sync instead: the same score, no write
+                self.lost = True
+                self.scored.clear()
 
     def add(self, ids: Iterable[str]) -> None:
         if not self.everything:
@@ -158,7 +185,7 @@ class Run:
 
     def known_accounts(self, conn: Connection, batch: list[Item]) -> dict[str, Any]:
         ids = sorted({values["account_id"] for _, _, values, _ in batch})
-        rows = conn.execute(select(*RECORD).where(among(conn, accounts.c.id, ids)))
+        rows = conn.execute(select(*RECORD, accounts.c.created_at).where(among(conn, accounts.c.id, ids)))
         return {row.id: row for row in rows}
 
     def item(self, row: Row) -> Item | None:

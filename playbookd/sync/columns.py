@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
@@ -30,25 +30,46 @@ class Typer:
         self.types = dict(known)  # inferred column types, starting from the store's
         self.dirty: set[str] = set()  # types to write to the `fields` table
         self.to_text: set[str] = set()  # columns that became text: stored values need restating
+        self.named: set[str] = set()  # column names found storable
 
-    def row(self, values: Mapping[str, Any], skip: Container[str]) -> tuple[dict[str, Any], list[str]]:
+    def row(self, values: Mapping[str, Any], skip: Container[str],
+            dated: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The row's values typed, and what is wrong with them. `dated`: dates and datetimes as they
+        are stored (model.account.encode), not as objects. What can be known per column (its name
+        is storable, its type) is looked up once per column, not once per value."""
         typed: dict[str, Any] = {}
         kinds: dict[str, str] = {}
         errors: list[str] = []
+        fixed, types, named = self.fixed, self.types, self.named
         for name, raw in values.items():
             if name in skip:
                 continue
-            kind = self.fixed.get(name)
+            if name not in named:
+                if why := _bad_name(name):
+                    errors.append(why)
+                    continue
+                named.add(name)
+            if raw.__class__ is str:
+                if not raw.isascii() and (why := F.text_problem(raw)):
+                    errors.append(f"{name}: {why}")
+                    continue
+                kind = fixed.get(name)
+                if kind == F.STRING or (kind is None and types.get(name) == F.STRING):
+                    typed[name] = raw if raw and not raw.isspace() else None  # text stays text: the hot path
+                    continue
+            else:
+                kind = fixed.get(name)
             try:
                 if kind is not None:
-                    typed[name] = fixed_value(raw, kind)
-                    continue
-                inferred, typed[name] = self._inferred(raw, self.types.get(name))
+                    value = fixed_value(raw, kind)
+                else:
+                    kind, value = self._inferred(raw, types.get(name))
+                    if kind is not None:
+                        kinds[name] = kind
             except ValueError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
-            if inferred is not None:
-                kinds[name] = inferred
+            typed[name] = encode(value) if dated and kind in F.TEMPORAL and value is not None else value
         if kinds and not errors:
             self._widen(typed, kinds, values)
         return typed, errors
@@ -80,6 +101,13 @@ class Typer:
                 typed[name] = as_text(raw[name])
 
 
+def _bad_name(name: str) -> str | None:
+    """A column name no database can store as a key of `data` (see F.text_problem), as a row problem."""
+    if not name.isascii() and (why := F.text_problem(name)):
+        return f"column {name!r}: its name {why}"
+    return None
+
+
 _DATED = frozenset({F.DATE, F.DATETIME})
 
 
@@ -90,9 +118,25 @@ def _dated(raw: str, known: str) -> Any:
     if known == F.DATETIME and ":" not in raw:
         return None
     try:
-        return F.coerce(raw, known)
+        return fixed_value(raw, known)
     except ValueError:
         return None
+
+
+def _iso(raw: str, kind: str) -> Any:
+    """The plainest ISO dates ("2026-11-24") and datetimes ("2026-11-24T09:00:00Z"), without the
+    regular expressions F.coerce matches first; None: F.coerce decides (it reads the same values)."""
+    if len(raw) < 10 or raw[4] != "-" or raw[7] != "-" or not raw.isascii():
+        return None
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            return day if kind == F.DATE else datetime(day.year, day.month, day.day)
+        if kind == F.DATETIME and len(raw) >= 16 and raw[10] in "T " and raw[13] == ":":
+            return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return None
 
 
 def fixed_value(raw: Any, kind: str) -> Any:
@@ -104,6 +148,8 @@ def fixed_value(raw: Any, kind: str) -> Any:
             return int(raw)
         if kind == F.DECIMAL and raw.count(".") == 1 and raw.replace(".", "").isdecimal():
             return float(raw)
+        if kind in F.TEMPORAL and (value := _iso(raw, kind)) is not None:
+            return value
     return F.coerce(raw, kind)
 
 

@@ -18,8 +18,8 @@ from playbookd.model.addresses import AddressError, canonical
 from playbookd.sources.base import Row
 from playbookd.store.accounts import among, load_account_types
 from playbookd.store.bulk import insert_rows, update_rows
-from playbookd.store.chunks import chunked
-from playbookd.store.database import insert_ignore, transaction
+from playbookd.store.chunks import CHUNK, chunked
+from playbookd.store.database import aware, insert_ignore, transaction
 from playbookd.store.marks import UNSEEN, touch
 from playbookd.store.schema import accounts, contacts, events
 from playbookd.sync import digests
@@ -61,6 +61,13 @@ class ContactRun(Run):
                                        self.config.timezone)
         self.digests: dict[str, tuple[str, str]] = {}  # stored digest -> its contact's account and email
         self.quiet: set[str] = set()  # accounts with contacts recognised unchanged
+        if self.touched.scorer is not None:
+            self.touched.scorer.prepare()
+        # the chunk (of the spool's CHUNK items, sync.base) holding each account's last contact, and
+        # the one being flushed: an account's health is scored with its count in that chunk alone,
+        # never with the part count of one whose contacts span two (a move that never was)
+        self.last_chunk: dict[str, int] = {}
+        self.items, self.chunk = 0, -1
 
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
@@ -81,8 +88,8 @@ class ContactRun(Run):
         email = self._address(row)
         if email is None:
             return None
-        typed, errors = self.typer.row(row.values, ("email",))
-        errors += self._check(typed)
+        typed, errors = self.typer.row(row.values, ("email",), dated=True)
+        errors += self._check(typed, errors)
         if errors:
             self.problem(row.line, f"contact {email}: " + "; ".join(errors))
             return None
@@ -90,9 +97,11 @@ class ContactRun(Run):
                           f"contact {email} of account {typed['account_id']}"):
             return None
         self.position += 1
+        self.last_chunk[typed["account_id"]] = self.items // CHUNK
+        self.items += 1
         extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
         base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
-        return row.line, email, {**base, "email": email, "data": encoded(extra), "position": self.position}, digest
+        return row.line, email, {**base, "email": email, "data": extra, "position": self.position}, digest
 
     def _unchanged(self, line: int, account_id: str, email: str) -> None:
         """A row as last synced: only checked for a duplicate, and counted."""
@@ -107,6 +116,9 @@ class ContactRun(Run):
         if not raw.strip():
             self.problem(row.line, "contact without an email")
             return None
+        if why := F.text_problem(raw):
+            self.problem(row.line, f"contact {raw[:100]!r}: not a deliverable address: {why}")
+            return None
         try:
             return canonical(raw)
         except AddressError as exc:
@@ -115,14 +127,16 @@ class ContactRun(Run):
             return None
 
     @staticmethod
-    def _check(typed: dict[str, Any]) -> list[str]:
-        """Normalise in place; roles and statuses compare lowercase everywhere."""
+    def _check(typed: dict[str, Any], found: list[str]) -> list[str]:
+        """Normalise in place; roles and statuses compare lowercase everywhere. `found`: what typing
+        reported (an account_id it refused is not also missing)."""
         for name in ("account_id", "first_name", "last_name", "role", "status", "timezone"):
             if isinstance(typed.get(name), str):
                 typed[name] = typed[name].strip() or None
         for name in ("role", "status"):
             typed[name] = typed[name].lower() if typed.get(name) else typed.get(name)
-        errors = [] if typed.get("account_id") else ["account_id is missing"]
+        refused = any(e.startswith("account_id:") for e in found)
+        errors = [] if typed.get("account_id") or refused else ["account_id is missing"]
         if typed.get("account_id") and (why := F.id_problem(typed["account_id"])):
             errors.append(f"account_id {why}")
         errors += [why for name, limit in _BOUNDED.items() if (why := _unstorable(name, typed.get(name), limit))]
@@ -132,6 +146,7 @@ class ContactRun(Run):
         return errors
 
     def flush(self, batch: list[Item]) -> None:
+        self.chunk += 1
         with transaction(self.engine) as conn:
             known = self.known_accounts(conn, batch)
             good = [it for it in batch if self._known(it, known)]
@@ -145,9 +160,9 @@ class ContactRun(Run):
             update_rows(conn, contacts, "id", updates, synced_at=self.now)
             update_rows(conn, contacts, "id", digested)
             owner = {r.id: r.account_id for r in existing.values()}
-            # a contacts condition reads them: their account is evaluated again
-            touch(conn, {row["account_id"] for row in inserts} | {owner[row["id"]] for row in updates})
-            self._derive(conn, known, left)
+            derived = self._derive(conn, known, left)
+            # a contacts condition reads them: their account is evaluated again (one `_derive` wrote is already)
+            touch(conn, ({row["account_id"] for row in inserts} | {owner[row["id"]] for row in updates}) - derived)
             write_contact_types(conn, self.typer)
 
     def finish(self) -> None:
@@ -206,18 +221,21 @@ class ContactRun(Run):
         row["data"] = {k: v for k, v in data.items() if v is not None}
         return row
 
-    def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> None:
-        """contacts_active and champion/admin departures, tracked in `changes` like any field."""
+    def _derive(self, conn: Connection, known: Mapping[str, Any], left: Mapping[str, set[str]]) -> set[str]:
+        """contacts_active and champion/admin departures, tracked in `changes` like any field (an
+        account new in this sync has no history: its first count is no change, as its fields are
+        not, sync.accounts), and health with them (Touched.score). Returns the accounts written."""
         counts: dict[str, int] = dict(conn.execute(
             select(contacts.c.account_id, func.count()).where(
                 among(conn, contacts.c.account_id, list(known)), contacts.c.status == ACTIVE,
             ).group_by(contacts.c.account_id)).all())
         updates: list[dict[str, Any]] = []
+        new = {account_id for account_id, row in known.items() if aware(row.created_at) == self.now}
         for account_id, row in known.items():
             data, changes = dict(row.data), dict(row.changes)
             original = self.original.setdefault(account_id, data.get("contacts_active"))
             data["contacts_active"] = counts.get(account_id, 0)
-            if same(original, data["contacts_active"]):
+            if account_id in new or same(original, data["contacts_active"]):
                 changes.pop("contacts_active", None)
             else:
                 changes["contacts_active"] = {"from": original, "at": self.at}
@@ -227,8 +245,11 @@ class ContactRun(Run):
             segment = self.segmenter.of(account_id, data, changes, self.types)
             if (data, changes, segment) != (row.data, row.changes, row.segment):
                 updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment})
+        last = [u for u in updates if self.last_chunk.get(u["id"]) == self.chunk]
+        self.touched.score(conn, last, new, self.types)
         update_rows(conn, accounts, "id", updates, increment=UNSEEN)
         self.touched.add(u["id"] for u in updates)
+        return {u["id"] for u in updates}
 
 
 def _has_key(conn: Connection, column: Any, key: str) -> Any:
@@ -251,7 +272,8 @@ class EventRun(Run):
         typed, errors = self.typer.row(row.values, ("id",))
         account_id, name = typed.pop("account_id", None), typed.pop("name", None)
         label = f"event {name or '?'} of account {account_id or '?'}"
-        if not (account_id and name):
+        refused = any(e.startswith(("account_id:", "name:")) for e in errors)  # not also missing
+        if not (account_id and name) and not refused:
             errors.insert(0, "needs account_id and name")
         elif why := F.id_problem(account_id):
             errors.insert(0, f"account_id {why}")

@@ -27,6 +27,7 @@ from playbookd.sync import health
 from playbookd.sync.accounts import AccountRun
 from playbookd.sync.base import Run, SourceReport, SyncReport, Touched
 from playbookd.sync.contacts import ContactRun, EventRun
+from playbookd.sync.scores import Inline
 from playbookd.sync.scores import refresh as rescore
 from playbookd.sync.segments import Segmenter
 
@@ -86,7 +87,8 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
     chosen = _chosen(config, only)
     _check_segments(engine, config, now)
     reports = []
-    touched = Touched()
+    inline = Inline(engine, config, now)
+    touched = Touched(inline)
     for source in chosen:
         report = SourceReport(source.name, source.entity)
         try:
@@ -98,6 +100,6 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
         reports.append(report)
     scored = None
     if any(s.entity != "events" for s in chosen):  # events move no field
-        done = rescore(engine, config, now, touched)
+        done = rescore(engine, config, now, touched, inline)
         scored = None if done is None else done.line()
     return SyncReport(reports, scored)

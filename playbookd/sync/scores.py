@@ -80,31 +80,38 @@ def rules_for(engine: Engine, config: Config) -> HealthRules | None:
     return rules
 
 
-def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | None = None) -> HealthReport | None:
-    """Recompute accounts' health (see above); None when health is not configured (nor was it)."""
+def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | None = None,
+            inline: Inline | None = None) -> HealthReport | None:
+    """Recompute accounts' health (see above); None when health is not configured (nor was it).
+    The accounts `touched.scored` were scored in the sync's own writes (`inline`), and are skipped."""
     stored = state.get(engine, FINGERPRINT) or {}
     current = fingerprint(config)
     if current is None and stored.get("fingerprint") is None:
         return None
     rules = rules_for(engine, config)
     switched_on = stored.get("fingerprint") is None
-    report = HealthReport()
+    report = inline.report if inline is not None and rules is not None else HealthReport()
     day = now.astimezone(config.tz).date()
-    only = (sorted(touched.ids) if touched is not None and not touched.everything and rules is not None
+    scored = touched.scored if touched is not None and rules is not None else set()
+    only = (sorted(touched.ids - scored) if touched is not None and not touched.everything and rules is not None
             and rules.static and stored.get("fingerprint") == current else None)
     last = ""
     while True:
         with transaction(engine) as conn:
-            rows = _chunk(conn, last) if only is None else _chunk_of(conn, only[:CHUNK])
+            if only is None:
+                ids = _next_ids(conn, last)
+                rows = _chunk_of(conn, [i for i in ids if i not in scored])
+            else:
+                rows = _chunk_of(conn, only[:CHUNK])
             _rescore(conn, rows, rules, now, day, switched_on, report)
         if only is not None:
             only = only[CHUNK:]
             if not only:
                 break
-        elif len(rows) < CHUNK:
+        elif len(ids) < CHUNK:
             break
         else:
-            last = rows[-1].id
+            last = ids[-1]
     with transaction(engine) as conn:
         if config.health is not None:
             H.prune(conn, day - timedelta(days=config.health.history_days))
@@ -112,11 +119,16 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
     return report if rules is not None else None
 
 
-def _chunk(conn: Connection, last: str) -> list[Any]:
-    return _locked(conn, _SCORED.where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK))
+def _next_ids(conn: Connection, last: str) -> list[str]:
+    """The next chunk of account ids after `last`: ids alone, so the accounts the sync scored
+    already (most, in a first sync) are skipped without reading their data."""
+    query = select(accounts.c.id).where(accounts.c.id > last).order_by(accounts.c.id).limit(CHUNK)
+    return list(conn.execute(query).scalars())
 
 
 def _chunk_of(conn: Connection, ids: list[str]) -> list[Any]:
+    if not ids:
+        return []
     return _locked(conn, _SCORED.where(among(conn, accounts.c.id, ids)).order_by(accounts.c.id))
 
 
@@ -132,25 +144,75 @@ def _locked(conn: Connection, query: Any) -> list[Any]:
 def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: datetime, day: date,
              switched_on: bool, report: HealthReport) -> None:
     types = load_account_types(conn)
-    reads = rules.reads if rules is not None else frozenset()
     updates, moves = [], []
     for row in rows:
         data, changes = dict(row.data), dict(row.changes or {})
-        if rules is None:
-            values = _CLEARED  # health was switched off: its fields go, as no change
-        else:
-            record = decode_account(row.id, row.segment, {n: data[n] for n in reads if n in data}, {}, types)
-            values = health_fields(rules, record, now)
-            report.scored += 1
         first = switched_on or aware(row.created_at) == now
-        before, color = data.get(HEALTH_SCORE), data.get(HEALTH_COLOR)
-        if H.apply(data, changes, values, None if first or rules is None else now.isoformat()):
+        moved, move = _score(rules, types, now, report, (row.id, row.segment, data, changes), first)
+        if moved:
             updates.append({"id": row.id, "data": data, "changes": changes})
-            if rules is not None:
-                moves.append(H.Move(row.id, before, values[HEALTH_SCORE], values[HEALTH_COLOR]))
-            if rules is not None and not first:
-                report.moved += 1
-                if (turned := values[HEALTH_COLOR]) != color and turned is not None:
-                    report.turned[str(turned)] += 1
+        if move is not None:
+            moves.append(move)
     update_rows(conn, accounts, "id", updates, increment=UNSEEN)
     H.record_moves(conn, moves, day, now)
+
+
+def _score(rules: HealthRules | None, types: dict[str, str], now: datetime, report: HealthReport,
+           account: tuple[str, str, dict[str, Any], dict[str, Any]], first: bool) -> tuple[bool, H.Move | None]:
+    """Health into one account's `data` and `changes` (in place): whether they moved, and the move
+    for the day's history. `first`: the account's first score, which is no change."""
+    account_id, segment, data, changes = account
+    if rules is None:
+        values = _CLEARED  # health was switched off: its fields go, as no change
+    else:
+        reads = rules.reads
+        record = decode_account(account_id, segment, {n: data[n] for n in reads if n in data}, {}, types)
+        values = health_fields(rules, record, now)
+        report.scored += 1
+    before, color = data.get(HEALTH_SCORE), data.get(HEALTH_COLOR)
+    if not H.apply(data, changes, values, None if first or rules is None else now.isoformat()):
+        return False, None
+    if rules is None:
+        return True, None
+    if not first:
+        report.moved += 1
+        if (turned := values[HEALTH_COLOR]) != color and turned is not None:
+            report.turned[str(turned)] += 1
+    return True, H.Move(account_id, before, values[HEALTH_SCORE], values[HEALTH_COLOR])
+
+
+class Inline:
+    """Health scored in the write that gives an account its last inputs of a sync (its contacts'
+    derived fields, sync.contacts), as `refresh` would score it after the sync (the same rules,
+    clock and first score), which then skips it: a first sync wrote every account three times (its
+    row, its contacts' count, its health), now twice."""
+
+    def __init__(self, engine: Engine, config: Config, now: datetime) -> None:
+        self.engine, self.config, self.now = engine, config, now
+        self.day = now.astimezone(config.tz).date()
+        self.report = HealthReport()
+        self.rules: HealthRules | None = None
+        self.switched_on = False
+
+    def prepare(self) -> None:
+        if self.config.health is None:
+            return
+        try:
+            self.rules = rules_for(self.engine, self.config)
+        except ValidationError:
+            return  # refresh reports it, after the sources synced as they did before
+        self.switched_on = (state.get(self.engine, FINGERPRINT) or {}).get("fingerprint") is None
+
+    def __call__(self, conn: Connection, rows: list[dict[str, Any]], first: set[str],
+                 types: dict[str, str]) -> bool:
+        if self.rules is None:
+            return False
+        moves = []
+        for row in rows:
+            account = (row["id"], row["segment"], row["data"], row["changes"])
+            _, move = _score(self.rules, types, self.now, self.report, account,
+                             self.switched_on or row["id"] in first)
+            if move is not None:
+                moves.append(move)
+        H.record_moves(conn, moves, self.day, self.now)
+        return True
