@@ -160,7 +160,8 @@ class FactBuilder:
         names, self.aged = _fields(conds)
         self.index = {name: i for i, name in enumerate(names)}
         # per field, what build() needs: worked out once, not once per account
-        self._plan = [(name, f"f{i}", name in self.aged) for name, i in self.index.items()]
+        self._plan = [(name, f"f{i}", name in self.aged, name.startswith("event."))
+                      for name, i in self.index.items()]
 
     def key(self, field: str, kind: str) -> str:
         """kind: 'p' presence, 'n' number, 'b' boolean, 's' text, 't' instant, 'a' age."""
@@ -172,8 +173,8 @@ class FactBuilder:
     def build(self, record: AccountRecord, now: datetime) -> dict[str, Any]:
         fact: dict[str, Any] = {MARKER: 1}
         now_us = evaluation.epoch_us(now, self.tz)
-        for name, prefix, aged in self._plan:
-            value = lookup(record, name)
+        for name, prefix, aged, of_event in self._plan:
+            value = lookup(record, name) if of_event else record.get(name)
             if value is not None:
                 self._add_value(fact, prefix, value, now_us if aged else None)
         for cond, key in self.computed.items():
