@@ -113,7 +113,7 @@ class DueTimes:
                     found[(leaf, of_contact)] = None
         self.leaves = [leaf for leaf, of_contact in found if not of_contact]
         self.contact_leaves = [leaf for leaf, of_contact in found if of_contact]
-        self._fields, self._contact_fields = _by_field(self.leaves), _by_field(self.contact_leaves)
+        self._fields, self._contact_fields = _by_field(self.leaves, tz), _by_field(self.contact_leaves, tz)
 
     def __bool__(self) -> bool:
         return bool(self.leaves or self.contact_leaves)
@@ -121,24 +121,47 @@ class DueTimes:
     def next_flip(self, record: AccountRecord, now: datetime) -> int | None:
         """The earliest flip after `now` (epoch microseconds), None if no leaf can flip again."""
         now_us = epoch_us(now, self.tz)
-        best: int | None = None
-        people = record.get(CONTACTS) or () if self.contact_leaves else ()
-        subjects = [(record, self._fields), *((person, self._contact_fields) for person in people)]
-        for subject, fields in subjects:
-            for field, leaves in fields:
-                value = lookup(subject, field)
-                if value_class(value) != "t":
-                    continue
-                value_us = epoch_us(value, self.tz)  # once per field, however many leaves test it
-                for leaf in leaves:
-                    for at in flips(leaf, value_us, self.tz):
-                        if at > now_us and (best is None or at < best):
-                            best = at
+        best = _earliest(record, self._fields, now_us, self.tz, None)
+        if self.contact_leaves:
+            for person in record.get(CONTACTS) or ():
+                best = _earliest(person, self._contact_fields, now_us, self.tz, best)
         return best
 
 
-def _by_field(leaves: Sequence[Leaf]) -> list[tuple[str, list[Leaf]]]:
+class _Field:
+    """The leaves testing one field: a span in seconds flips at a fixed offset from the value,
+    computed once here rather than per account; a span in months needs the calendar."""
+
+    def __init__(self, name: str, leaves: Sequence[Leaf], tz: ZoneInfo) -> None:
+        self.name = name
+        self.offsets = tuple(sorted({at for leaf in leaves if not isinstance(leaf.value, Months)
+                                     for at in flips(leaf, 0, tz)}))
+        self.calendar = [leaf for leaf in leaves if isinstance(leaf.value, Months)]
+
+
+def _earliest(subject: AccountRecord, fields: Sequence[_Field], now_us: int, tz: ZoneInfo,
+              best: int | None) -> int | None:
+    """`best`, or an earlier flip after `now_us` of one of the subject's fields."""
+    for field in fields:
+        value = lookup(subject, field.name)
+        if value_class(value) != "t":
+            continue
+        value_us = epoch_us(value, tz)  # once per field, however many leaves test it
+        for offset in field.offsets:  # ascending: the first after now is this field's earliest
+            at = value_us + offset
+            if at > now_us:
+                if best is None or at < best:
+                    best = at
+                break
+        for leaf in field.calendar:
+            for at in flips(leaf, value_us, tz):
+                if at > now_us and (best is None or at < best):
+                    best = at
+    return best
+
+
+def _by_field(leaves: Sequence[Leaf], tz: ZoneInfo) -> list[_Field]:
     found: dict[str, list[Leaf]] = {}
     for leaf in leaves:
         found.setdefault(leaf.field, []).append(leaf)
-    return list(found.items())
+    return [_Field(name, group, tz) for name, group in found.items()]

@@ -149,6 +149,8 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
         scheduled = scheduled_now(playbooks, engine, now, runtime.config.tz, audited)
         playbooks = [p for p in playbooks if p.schedule is None or p.id in scheduled]
     if not playbooks:
+        if ledger is not None:  # nothing to enter, but what the evaluation read is seen all the same
+            _note(runtime, engine, id_range, scope, ledger)
         return
     if scope.accounts is None or only is not None:
         yield from _stream(runtime, engine, now, workers, id_range, audited, playbooks, only, ledger)
@@ -160,6 +162,24 @@ def _matches(runtime: Runtime, engine: Engine, now: datetime, workers: int | Non
     if everyone:
         yield from _stream(runtime, engine, now, workers, id_range, audited, everyone, None, None,
                            skip=scope.accounts)
+
+
+def _note(runtime: Runtime, engine: Engine, id_range: tuple[str | None, str | None] | None, scope: Scope,
+          ledger: Ledger) -> None:
+    """The accounts of the scope through the ledger alone, with no rules engine: their `unseen` is
+    cleared and their due time stored, or every later evaluation would read them again."""
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    size = runtime.config.evaluation.batch_size
+    names = sorted({leaf.field for leaf in ledger.dues.leaves})
+    found = iter_accounts(engine, types, size, id_range, None, ledger.read, None, names) \
+        if scope.accounts is None else records_by_id(engine, sorted(scope.accounts), types, None, ledger.read)
+    for batch in chunked(found, size):
+        if ledger.dues.contact_leaves:
+            with engine.connect() as conn:
+                attach_contacts(conn, batch)
+        for _ in ledger.watch(batch):
+            pass
 
 
 def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None,

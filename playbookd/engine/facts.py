@@ -159,6 +159,9 @@ class FactBuilder:
         self.computed = {cond: f"l{i}" for i, cond in enumerate(planner.computed)}
         names, self.aged = _fields(conds)
         self.index = {name: i for i, name in enumerate(names)}
+        # per field, what build() needs: worked out once, not once per account
+        self._plan = [(name, f"f{i}", name in self.aged, name.startswith("event."))
+                      for name, i in self.index.items()]
 
     def key(self, field: str, kind: str) -> str:
         """kind: 'p' presence, 'n' number, 'b' boolean, 's' text, 't' instant, 'a' age."""
@@ -170,10 +173,10 @@ class FactBuilder:
     def build(self, record: AccountRecord, now: datetime) -> dict[str, Any]:
         fact: dict[str, Any] = {MARKER: 1}
         now_us = evaluation.epoch_us(now, self.tz)
-        for name, i in self.index.items():
-            value = lookup(record, name)
+        for name, prefix, aged, of_event in self._plan:
+            value = lookup(record, name) if of_event else record.get(name)
             if value is not None:
-                self._add_value(fact, f"f{i}", value, now_us if name in self.aged else None)
+                self._add_value(fact, prefix, value, now_us if aged else None)
         for cond, key in self.computed.items():
             fact[key] = int(evaluation.evaluate(cond, record, now, self.tz))
         return fact

@@ -55,8 +55,10 @@ def decode_account(
 ) -> AccountRecord:
     record: AccountRecord = {}
     for name, raw in data.items():
-        if raw is not None:
-            record[name] = decode(raw, types.get(name))
+        if raw is None:
+            continue
+        # only text of a date or datetime field is converted: the rest is kept without a call
+        record[name] = decode(raw, types.get(name)) if type(raw) is str and name in types else raw
     record["id"] = account_id
     record["segment"] = segment
     record[CHANGES] = {

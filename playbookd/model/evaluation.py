@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,8 +39,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
 
 
+_CLASSES = {bool: "b", int: "n", float: "n", str: "s", date: "t", datetime: "t"}
+
+
 def value_class(value: Any) -> str | None:
     """'n' number, 'b' boolean, 's' text, 't' instant; None for anything else."""
+    kind = _CLASSES.get(type(value))  # the exact types a record holds: one look-up, called per value
+    if kind is not None:
+        return kind
     if isinstance(value, bool):
         return "b"
     if isinstance(value, (int, float)):
@@ -59,7 +66,15 @@ def instant(value: date, tz: ZoneInfo) -> datetime:
 
 def epoch_us(value: date, tz: ZoneInfo) -> int:
     """An instant as whole microseconds since 1970 (exact, unlike float seconds)."""
-    return (instant(value, tz) - EPOCH) // ONE_US
+    if isinstance(value, datetime):
+        return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - EPOCH) // ONE_US
+    return _midnight_us(value, tz)
+
+
+@lru_cache(maxsize=8192)
+def _midnight_us(day: date, tz: ZoneInfo) -> int:
+    # an evaluation converts every account's dates, and most accounts share a few thousand days
+    return (datetime(day.year, day.month, day.day, tzinfo=tz) - EPOCH) // ONE_US
 
 
 def compare(a: Any, b: Any, tz: ZoneInfo) -> int | None:

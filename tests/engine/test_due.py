@@ -86,6 +86,25 @@ def test_the_earliest_flip_wins_across_leaves_fields_and_contacts() -> None:
     assert not DueTimes([Leaf("plan", "eq", "pro")], TZ)
 
 
+SPANS = st.one_of(st.integers(1, 90 * 86_400).map(float), st.integers(1, 14).map(lambda n: Months(n)))
+LEAVES = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(sorted((*PAST, *FUTURE))), SPANS),
+                  min_size=1, max_size=6)
+INSTANTS = st.one_of(st.datetimes(datetime(2025, 6, 1), datetime(2026, 12, 1), timezones=st.just(UTC)),
+                     st.dates(date(2025, 6, 1), date(2026, 12, 1)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(LEAVES, st.dictionaries(st.sampled_from(["a", "b"]), INSTANTS))
+def test_the_next_flip_is_the_earliest_of_every_leafs_flips_after_now(
+        specs: list[tuple[str, str, Any]], record: dict[str, Any]) -> None:
+    """Spans in seconds are worked out once per field as offsets: the same answer as each leaf's flips."""
+    leaves = [Leaf(name, op, span) for name, op, span in specs]
+    now_us = epoch_us(NOW, TZ)
+    every = [t for leaf in leaves if leaf.field in record
+             for t in flips(leaf, epoch_us(record[leaf.field], TZ), TZ) if t > now_us]
+    assert DueTimes([All(tuple(leaves))], TZ).next_flip(record, NOW) == (min(every) if every else None)
+
+
 def test_trend_conditions_have_no_flip_time_and_make_their_playbook_volatile() -> None:
     trend = Leaf("health_score", "dropped_by", Trend(15.0, 30 * 86_400))
     assert volatile(All((Leaf("plan", "eq", "pro"), Not(trend))))

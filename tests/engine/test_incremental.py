@@ -225,3 +225,22 @@ def test_a_write_after_goals_and_exits_read_an_account_is_not_cleared(make: Any,
         marks.touch(conn, ["ACC-003"])
     evaluate_range(project.runtime, project.engine, now, scope=seen)
     assert set(marks.pending(project.engine, now_us)) == {"ACC-003"}
+
+
+def test_accounts_are_marked_seen_when_no_state_triggered_playbook_is_live(make: Any, db_url: str) -> None:
+    """With nothing to enter, an evaluation still reads the accounts in its scope (goals, exits): it
+    must mark them seen, or each later one reads every account a sync ever wrote."""
+    rng = random.Random(9)
+    population = {f"ACC-{i:03d}": _account(rng, T0) for i in range(10)}
+    paused = PLAN.replace("id: pro\n", "id: pro\nstatus: paused\n")
+    project = make({"pro": paused}, accounts_csv=csv_of(population), database=db_url)
+    project.run(T0)
+    now_us = epoch_us(T0 + 2 * STEP, ZoneInfo("UTC"))
+    assert marks.pending(project.engine, now_us) == {}
+    population["ACC-002"]["nps"] = (population["ACC-002"]["nps"] + 1) % 11
+    project.set_accounts(csv_of(population))
+    cycle.run_sync(project.runtime, project.engine, now=T0 + STEP)
+    assert set(marks.pending(project.engine, now_us)) == {"ACC-002"}
+    project.run(T0 + STEP)
+    assert marks.pending(project.engine, now_us) == {}
+    assert project.rows(enrollments) == []
