@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -105,3 +106,12 @@ class SmtpServer:
     @property
     def received(self) -> list[Received]:
         return self.recorder.received
+
+
+@pytest.fixture(name="smtp_server", params=[False, True], ids=["stepwise", "pipelining"])
+def smtp_server_both_ways(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """conftest's `smtp_server`, run once without PIPELINING (aiosmtplib's command-by-command exchange) and
+    once with it (the pipelined send phase, as Postfix gets). Imported into a test module, it takes the
+    place of conftest's fixture there: `from smtp_server import smtp_server_both_ways  # noqa: F401`."""
+    with SmtpServer(pipelining=request.param) as server:
+        yield server

@@ -263,7 +263,7 @@ class SmtpTransport:
         replies: list[tuple[int, str]] = []
         lost = None
         try:
-            pipe.write(mail + b"\r\nRCPT TO:" + _path(message.recipient, encoding) + b"\r\nDATA\r\n")
+            pipe.write(mail + b"\r\nRCPT TO:" + _path(message.recipient, encoding) + b"\r\nDATA\r\n", len(_ENVELOPE))
             while len(replies) < len(_ENVELOPE):
                 replies.append(await pipe.reply())
         except Lost as exc:  # nothing was handed over, whatever the server read
@@ -283,7 +283,7 @@ class SmtpTransport:
                 raise _Stale(f"MAIL: {lost}") from lost
             raise TemporaryFailure(f"{_ENVELOPE[len(replies)][0]}: {lost}") from lost
         try:
-            pipe.write(body(message.data))
+            pipe.write(body(message.data), 1)
             code, text = await pipe.reply()
         except (Lost, Garbled) as exc:
             raise UncertainDelivery(f"after the message was sent: {exc}") from exc
@@ -294,7 +294,7 @@ class SmtpTransport:
     async def _end_empty(pipe: Pipe) -> None:
         """End a DATA opened for a refused envelope with no message; the refusal is what counts."""
         try:
-            pipe.write(b".\r\n")
+            pipe.write(b".\r\n", 1)
             await pipe.reply()
         except (Lost, Garbled):
             pipe.close()
@@ -346,7 +346,7 @@ class SmtpTransport:
         try:
             if isinstance(connection, Pipe):
                 if connection.alive:
-                    connection.write(b"RSET\r\n")
+                    connection.write(b"RSET\r\n", 1)
                     if (await connection.reply())[0] == 250:
                         return
             elif connection.is_connected:
@@ -357,14 +357,16 @@ class SmtpTransport:
         self._drop()
 
     async def close(self) -> None:
-        if self.pipe is not None and self.pipe.alive:
-            with contextlib.suppress(Lost, Garbled):
-                self.pipe.write(b"QUIT\r\n")
-                await self.pipe.reply()
-        elif self.client is not None and self.client.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await self.client.quit()
-        self._drop()
+        # under the send lock: QUIT written while a send waits for its reply would take that reply
+        async with self.lock:
+            if self.pipe is not None and self.pipe.alive:
+                with contextlib.suppress(Lost, Garbled):
+                    self.pipe.write(b"QUIT\r\n", 1)
+                    await self.pipe.reply()
+            elif self.client is not None and self.client.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await self.client.quit()
+            self._drop()
 
 
 def make_transport(delivery: Delivery) -> Transport:

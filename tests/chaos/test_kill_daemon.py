@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import Daemon, edit_config, playbookd
-from smtp_server import SmtpServer, free_port
+from smtp_server import SmtpServer, free_port, smtp_server_both_ways  # noqa: F401
 
 KILLS = 3
 CONNECTIONS, BATCH = 2, 3
