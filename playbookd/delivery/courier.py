@@ -28,9 +28,11 @@ log = logging.getLogger("playbookd.delivery")
 
 class Courier:
     def __init__(self, runtime: Runtime, wrap: Callable[[Transport], Transport] = lambda t: t,
-                 setup: Callable[[], None] | None = None, share: int | None = None) -> None:
+                 setup: Callable[[], None] | None = None, share: int | None = None, one_run: bool = False) -> None:
         """`share`: this courier is a sending process's, pacing at 1/share of the rate; else it is the
-        daemon's, and starts the other processes (`setup` runs first in each, to configure its logs)."""
+        daemon's, and starts the other processes (`setup` runs first in each, to configure its logs).
+        `one_run`: its deliveries are parts of one run (run --once), so a failure in one of them stays
+        in `status` after the later ones succeed; else each delivery is a run of its own."""
         delivery = runtime.config.delivery
         self.runtime = runtime
         self.loop = asyncio.new_event_loop()
@@ -38,6 +40,8 @@ class Courier:
         self.transports = [wrap(make_transport(delivery)) for _ in range(count)]
         processes = share or delivery.processes
         self.pacer = Pacer(delivery.rate_per_second / processes)
+        self.one_run = one_run
+        self.failed = False  # a sending process failed in this one run
         self.senders = Senders(runtime, processes - 1, processes, setup) if share is None and processes > 1 else None
 
     def spawn(self) -> None:
@@ -61,8 +65,10 @@ class Courier:
             log.info("delivered", extra={"delivery": report.line()})
             failure = SenderFailed(f"{len(errors)} sending process(es) failed: " + "; ".join(errors), report)
             note_failure(engine, str(failure), clock())
+            self.failed = self.one_run
             raise failure
-        note_failure(engine, None, clock())
+        if not self.failed:
+            note_failure(engine, None, clock())
         return report
 
     def _own(self, engine: Engine, stop: threading.Event | None,

@@ -143,10 +143,11 @@ class _Run:
     window: int  # claimed at once for every connection: one look at the queue per round, not per batch
     circuit: Circuit | None = None
     done: bool = False
+    failed: bool = False  # a lane raised: the others stop as at a stop
     claimed: list[Row[Any]] = field(default_factory=list)  # claimed, not yet taken by a connection
 
     def stopped(self) -> bool:
-        return self.done or bool(self.stop and self.stop.is_set())
+        return self.done or self.failed or bool(self.stop and self.stop.is_set())
 
 
 async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Sequence[Transport],
@@ -164,12 +165,26 @@ async def deliver(runtime: Runtime, engine: Engine, transport: Transport | Seque
     size = batch or min(delivery.smtp.batch, max(1, int(pacer.rate // len(lanes))))
     run = _Run(runtime, engine, report, pacer, clock, stop, size, size * len(lanes))
     try:
-        await asyncio.gather(*(_lane(run, lane) for lane in lanes))
+        await _all_lanes(run, lanes)
     finally:
         recovery.unclaim(engine, [row.id for row in run.claimed])
     if run.circuit is not None and run.circuit.is_open(clock()):
         report.paused = run.circuit.describe()
     return report
+
+
+async def _all_lanes(run: _Run, lanes: list[Transport]) -> None:
+    """Every connection's lane; when one fails, the others stop as at a stop (settling what they sent,
+    handing back the rest) and have ended before its error is raised: none sends on after deliver()."""
+    tasks = [asyncio.ensure_future(_lane(run, lane)) for lane in lanes]
+    try:
+        await asyncio.gather(*tasks)
+    except Exception as first:
+        run.failed = True
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception) and outcome is not first:  # that one is raised, this one only logged
+                log.error("another delivery connection failed too: %s: %s", type(outcome).__name__, outcome)
+        raise
 
 
 async def _lane(run: _Run, transport: Transport) -> None:
@@ -191,23 +206,54 @@ async def _lane(run: _Run, transport: Transport) -> None:
 
 def _next(run: _Run, done: list[tuple[Row[Any], Exception | None]], untried: list[Row[Any]]) -> list[Row[Any]] | None:
     """In one transaction: the outcomes of the batch sent, its untried rest back to the queue, and the
-    next batch marked `sending`; None when this lane stops (a stop, an open circuit, nothing due)."""
-    with transaction(run.engine) as conn:
-        _outcomes(run, conn, done)
-        _release(conn, untried)
-        # every batch: another process or replica may have opened the circuit
-        run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
-        while not run.stopped():
-            if run.circuit.is_open(run.clock()):
-                run.done = True
-                break
-            if not run.claimed:
-                run.claimed, more = claim(run.runtime, conn, run.clock(), run.report, run.window)
-                run.done = not more
-                continue
-            batch, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
-            if rows := start(conn, batch, run.clock()):
-                return rows
+    next batch marked `sending`; None when this lane stops (a stop, an open circuit, nothing due).
+    A round claimed with nothing to send (all skipped or deferred) is committed before the next."""
+    while True:
+        failure: Exception | None = None
+        with transaction(run.engine) as conn:
+            _outcomes(run, conn, done)
+            _release(conn, untried)
+            done, untried = [], []
+            # every batch: another process or replica may have opened the circuit
+            run.circuit = Circuit.load(conn, run.runtime.config.delivery.smtp.circuit_after)
+            try:
+                rows = _start_next(run, conn)
+            except Exception as exc:  # the outcomes above are committed all the same: they were sent
+                failure = exc
+        if failure is not None:
+            raise failure
+        if rows != []:
+            return rows
+
+
+def _start_next(run: _Run, conn: Connection) -> list[Row[Any]] | None:
+    """The next batch marked `sending`, in a savepoint: a claim that fails takes back only itself (and
+    its counts), not the outcomes settled in the same transaction. [] when a round claimed nothing."""
+    claimed, done, skipped, deferred = run.claimed, run.done, run.report.skipped, run.report.deferred
+    try:
+        with conn.begin_nested():
+            return _take(run, conn)
+    except Exception:
+        run.claimed, run.done, run.report.skipped, run.report.deferred = claimed, done, skipped, deferred
+        raise
+
+
+def _take(run: _Run, conn: Connection) -> list[Row[Any]] | None:
+    assert run.circuit is not None
+    claimed = False  # at most one round per transaction
+    while not run.stopped():
+        if run.circuit.is_open(run.clock()):
+            run.done = True
+            break
+        if not run.claimed:
+            if claimed:
+                return []
+            run.claimed, more = claim(run.runtime, conn, run.clock(), run.report, run.window)
+            run.done, claimed = not more, True
+            continue
+        batch, run.claimed = run.claimed[:run.batch], run.claimed[run.batch:]
+        if rows := start(conn, batch, run.clock()):
+            return rows
     return None
 
 
@@ -230,7 +276,8 @@ async def _send_batch(run: _Run, transport: Transport, rows: list[Row[Any]]) -> 
 async def _turn(run: _Run) -> bool:
     """Whether the next message may go: not stopping, the circuit closed, and its slot of the rate come."""
     def stopping() -> bool:
-        return bool(run.stop and run.stop.is_set()) or bool(run.circuit and run.circuit.is_open(run.clock()))
+        return (run.failed or bool(run.stop and run.stop.is_set())
+                or bool(run.circuit and run.circuit.is_open(run.clock())))
     return not stopping() and await run.pacer.wait(stopping)
 
 

@@ -22,7 +22,7 @@ class Beside:
 
     `reports` has every run's report; `errors` the failure of a sending process, after which no
     run is started beside (the caller's next run reports on the processes again). Any other error
-    of a run is raised on leaving, unless the block raised its own."""
+    of a run is raised on leaving, unless the block raised its own: then it is logged, as are `errors`."""
 
     def __init__(self, deliver: Callable[[threading.Event], DeliveryReport]) -> None:
         self.deliver = deliver
@@ -50,6 +50,16 @@ class Beside:
             raise
         if exc is None and self.failure is not None:
             raise self.failure
+        if exc is not None:
+            self._log_dropped()
+
+    def _log_dropped(self) -> None:
+        """The block raised its own error, which goes on up: what failed beside it would be lost otherwise."""
+        if self.failure is not None:
+            log.error("delivery beside advance failed too: %s: %s", type(self.failure).__name__, self.failure,
+                      exc_info=(type(self.failure), self.failure, self.failure.__traceback__))
+        for error in self.errors:
+            log.error("delivery beside advance failed too: %s", error)
 
     def _run(self) -> None:
         while not self.done.is_set():

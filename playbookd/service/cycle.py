@@ -158,10 +158,11 @@ def react_to_events(runtime: Runtime, engine: Engine, now: datetime) -> int:
     return enrolled
 
 
-def new_courier(runtime: Runtime) -> Courier:
-    """Send times observed by metrics; sending processes log as the daemon does."""
+def new_courier(runtime: Runtime, one_run: bool = False) -> Courier:
+    """Send times observed by metrics; sending processes log as the daemon does. `one_run`: run --once's,
+    whose deliveries are one run for `status` (see Courier)."""
     setup = functools.partial(logs.setup, runtime.config.logging.level, runtime.config.logging.format)
-    return Courier(runtime, metrics.TimedTransport, setup=setup)
+    return Courier(runtime, metrics.TimedTransport, setup=setup, one_run=one_run)
 
 
 def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,
@@ -236,7 +237,8 @@ def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, rep
                             courier: Courier, clock: Callable[[], datetime]) -> None:
     """Due steps advanced while the courier, on a thread of its own, sends what each committed batch
     queued: the cycle takes about the longer of rendering and sending, not their sum. What it sent
-    and why it failed go into `report`; an error that is not a sending process's is raised here.
+    and why it failed go into `report`; an error that is not a sending process's is raised here, after
+    the evaluation is recorded (note_evaluation) as soon as advance ends, whatever delivery does.
 
     Not on SQLite: advance holds its one write lock while it renders each batch, so delivery's claims
     and outcomes wait for it and the two take as long as one after the other (bench/peer.py, README).
@@ -245,9 +247,13 @@ def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, rep
     with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("advance"):
         if engine.dialect.name == "sqlite":
             report.advanced = advance(runtime, engine, now)
+            with report.timed("status"):
+                note_evaluation(runtime, engine, now, report)
             return
         with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
             report.advanced = advance(runtime, engine, now)
+            with report.timed("status"):  # before delivery's end: its failure must not lose the evaluation
+                note_evaluation(runtime, engine, now, report)
     report.delivery = merged([report.delivery, *beside.reports])
     report.errors += beside.errors
     report.stages["sent beside advance"] = float(sum(r.sent for r in beside.reports))
@@ -264,7 +270,7 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
         report.enrolled = evaluate.evaluate(runtime, engine, now)
         report.enrolled += admit(runtime, engine, now, sweep=True)
     clock = FixedClock(now) if at else utcnow
-    courier = new_courier(runtime)
+    courier = new_courier(runtime, one_run=True)
     try:
         advance_beside_delivery(runtime, engine, now, report, courier, clock)
         with report.timed("deliver"):  # what advance queued after the last run beside it began
@@ -276,8 +282,6 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
                 report.errors.append(str(exc))
     finally:
         courier.close()
-    with report.timed("status"):
-        note_evaluation(runtime, engine, now, report)
     if report.delivery.paused:
         report.errors.append(report.delivery.paused)
     with report.timed("webhooks"):

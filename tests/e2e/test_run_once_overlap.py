@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from cli_helpers import small_project
-from smtp_server import SmtpServer
+from smtp_server import SmtpServer, smtp_server_both_ways  # noqa: F401
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
@@ -101,6 +101,12 @@ def test_run_once_sends_each_due_email_once_with_the_right_counts(
     assert len({r.message["Message-ID"] for r in smtp_server.received}) == ACCOUNTS
 
 
+def status(path: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "playbookd", "status"], cwd=path, capture_output=True, text=True,
+                          timeout=120)
+    return done.stdout + done.stderr
+
+
 def kill_a_sender(engine: Engine, proc: subprocess.Popen[str], killed: list[int], advancing: bool) -> None:
     """SIGKILL the sending process (not the run's own process) once a batch of its is in flight (and,
     if `advancing`, enrollments are still due); bounded to two minutes."""
@@ -133,9 +139,11 @@ def test_a_sender_dying_during_delivery_reaches_the_exit_code(
         out, err = proc.communicate(timeout=300)
         killer.join(timeout=10)
         after_first = in_states(engine)
+        failed_status = status(path)
         again = start(path)  # it settles what the dead one had in hand, if the first run did not
         again_out, again_err = again.communicate(timeout=300)
         left = in_states(engine)
+        again_status = status(path)
     finally:
         engine.dispose()
     assert killed, "no sending process had a batch in flight (while advance was still running, on PostgreSQL)"
@@ -146,7 +154,12 @@ def test_a_sender_dying_during_delivery_reaches_the_exit_code(
     assert int(reported.group(2)) == after_first["unknown"]
     if db_url.startswith("postgresql"):  # the run after the one beside advance settled the dead one's
         assert after_first["unknown"] > 0 and set(after_first) <= {"sent", "unknown"}
+    # the run's failure stays in status (on PostgreSQL the run's last delivery, after it, succeeded)
+    # until a run in which every process did its part
+    assert "had a sending process (delivery.processes) fail" in failed_status
+    assert "1 sending process(es) failed: the worker process died" in failed_status
     assert again.returncode == 0, again_out + again_err
+    assert "sending process" not in again_status
     assert set(left) <= {"sent", "unknown"} and left["sent"] + left["unknown"] == ACCOUNTS and left["unknown"] > 0
     received = Counter(str(r.message["Message-ID"]) for r in smtp_server.received)
     assert max(received.values()) == 1 and len(received) >= left["sent"]  # never twice
