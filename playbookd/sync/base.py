@@ -102,6 +102,8 @@ class Touched:
         self.scorer = scorer
         self.scored: set[str] = set()
         self.lost = False
+        # contacts_active before this sync, per account: a second contacts source's change is from it
+        self.contacts_active: dict[str, Any] = {}
 
     def score(self, conn: Connection, rows: list[dict[str, Any]], first: set[str], types: dict[str, str]) -> None:
         if self.scorer is None or not rows or not self.scorer(conn, rows, first, types):

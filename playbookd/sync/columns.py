@@ -80,7 +80,7 @@ class Typer:
             if known == F.STRING:
                 # a text column stays text whatever comes: skip parsing (the hot path)
                 return (F.STRING, raw) if raw and not raw.isspace() else (None, None)
-            if raw.isdigit() and (raw[0] != "0" or len(raw) == 1):
+            if raw.isascii() and raw.isdigit() and (raw[0] != "0" or len(raw) == 1):  # not "²", int() refuses it
                 return F.INTEGER, int(raw)
             if known in _DATED and (value := _dated(raw, known)) is not None:
                 return known, value
@@ -132,11 +132,21 @@ def _iso(raw: str, kind: str) -> Any:
         if len(raw) == 10:
             day = date.fromisoformat(raw)
             return day if kind == F.DATE else datetime(day.year, day.month, day.day)
-        if kind == F.DATETIME and len(raw) >= 16 and raw[10] in "T " and raw[13] == ":":
-            return datetime.fromisoformat(raw)
+        if kind == F.DATETIME and len(raw) >= 16 and _timed(raw):
+            return datetime.fromisoformat(raw.replace("Z", "+00:00"))  # as F.coerce reads it
     except ValueError:
         return None
     return None
+
+
+def _timed(raw: str) -> bool:
+    """`raw` (ASCII, "YYYY-MM-DD" first) goes on as F.coerce's datetimes do: "THH:MM" or " HH:MM"."""
+    return (raw[:4].isdigit() and raw[5:7].isdigit() and raw[8:10].isdigit() and raw[10] in "T "
+            and raw[11:13].isdigit() and raw[13] == ":" and raw[14:16].isdigit() and not raw[-1].isspace())
+
+
+# past it a number may be beyond F.MAX_EXPONENT (or a float's range), which F.coerce refuses
+_SHORT_NUMBER = 300
 
 
 def fixed_value(raw: Any, kind: str) -> Any:
@@ -144,9 +154,10 @@ def fixed_value(raw: Any, kind: str) -> Any:
     if raw.__class__ is str:
         if kind == F.STRING:
             return raw if raw and not raw.isspace() else None
-        if kind in F.NUMERIC and raw.isdecimal():
+        if kind in F.NUMERIC and raw.isdecimal() and (kind == F.INTEGER or len(raw) <= _SHORT_NUMBER):
             return int(raw)
-        if kind == F.DECIMAL and raw.count(".") == 1 and raw.replace(".", "").isdecimal():
+        if (kind == F.DECIMAL and len(raw) <= _SHORT_NUMBER and raw.count(".") == 1
+                and raw.replace(".", "").isdecimal()):
             return float(raw)
         if kind in F.TEMPORAL and (value := _iso(raw, kind)) is not None:
             return value

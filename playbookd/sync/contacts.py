@@ -52,7 +52,7 @@ class ContactRun(Run):
         super().__init__(*args)
         self.typer = contact_typer(self.engine, self.source.types)
         self.position = 0
-        self.original: dict[str, Any] = {}  # contacts_active before this run, per account
+        self.original = self.touched.contacts_active  # before this sync, whichever contacts source wrote since
         with self.engine.connect() as conn:
             self.types = load_account_types(conn)
         self.segmenter = Segmenter(self.config, self.types, self.now)
@@ -272,11 +272,14 @@ class EventRun(Run):
         typed, errors = self.typer.row(row.values, ("id",))
         account_id, name = typed.pop("account_id", None), typed.pop("name", None)
         label = f"event {name or '?'} of account {account_id or '?'}"
-        refused = any(e.startswith(("account_id:", "name:")) for e in errors)  # not also missing
-        if not (account_id and name) and not refused:
+        refused = {e.partition(":")[0] for e in errors}  # a value typing refused is not also missing
+        if any(not value and key not in refused for key, value in (("account_id", account_id), ("name", name))):
             errors.insert(0, "needs account_id and name")
-        elif why := F.id_problem(account_id):
+        elif account_id and (why := F.id_problem(account_id)):  # None: typing refused it (in `errors`)
             errors.insert(0, f"account_id {why}")
+        given = as_text(row.values.get("id"))
+        if isinstance(given, str) and (why := F.text_problem(given)):  # it would be the event's dedupe_key
+            errors.append(f"id {why}")
         if errors:
             self.problem(row.line, f"{label}: " + "; ".join(errors))
             return None

@@ -88,8 +88,12 @@ def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now:
     _check_segments(engine, config, now)
     reports = []
     inline = Inline(engine, config, now)
-    touched = Touched(inline)
+    touched = Touched()
+    people = [s for s in chosen if s.entity == "contacts"]
     for source in chosen:
+        # health is scored in the contacts write of the last contacts source alone: an earlier one
+        # would score an account another source's contacts still change (a move that never was)
+        touched.scorer = inline if people and source is people[-1] else None
         report = SourceReport(source.name, source.entity)
         try:
             RUNS[source.entity](engine, config, source, report, now, touched).run()

@@ -88,9 +88,11 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
     current = fingerprint(config)
     if current is None and stored.get("fingerprint") is None:
         return None
-    rules = rules_for(engine, config)
+    rules = inline.rules if inline is not None and inline.prepared else rules_for(engine, config)
     switched_on = stored.get("fingerprint") is None
     report = inline.report if inline is not None and rules is not None else HealthReport()
+    if touched is not None and touched.lost:
+        report.scored = 0  # every account scored in a write is scored again below: counted there
     day = now.astimezone(config.tz).date()
     scored = touched.scored if touched is not None and rules is not None else set()
     only = (sorted(touched.ids - scored) if touched is not None and not touched.everything and rules is not None
@@ -193,15 +195,17 @@ class Inline:
         self.report = HealthReport()
         self.rules: HealthRules | None = None
         self.switched_on = False
+        self.prepared = False  # `rules` are the sync's: `refresh` reads the sources' columns no more
 
     def prepare(self) -> None:
-        if self.config.health is None:
+        if self.config.health is None or self.prepared:
             return
         try:
             self.rules = rules_for(self.engine, self.config)
         except ValidationError:
             return  # refresh reports it, after the sources synced as they did before
         self.switched_on = (state.get(self.engine, FINGERPRINT) or {}).get("fingerprint") is None
+        self.prepared = True
 
     def __call__(self, conn: Connection, rows: list[dict[str, Any]], first: set[str],
                  types: dict[str, str]) -> bool:
