@@ -62,7 +62,9 @@ _WRAPPER = _parser()  # only its settings are used: optwrap reads them, and the 
 
 
 _PARAGRAPHS: dict[str, tuple[str, bool | None]] = {}  # paragraph -> (its wrapped text, ends a block?)
-PARAGRAPHS = 4096  # paragraphs kept: a template's fixed ones, and some that show values
+PARAGRAPHS = 1024  # paragraphs kept: the fixed ones of a few dozen templates, and some that show values
+KEPT_CHARS = 2048  # a longer paragraph (a synced note, a hostile loop) is wrapped, never kept: a
+# worker lives for many emails, and what it keeps counts against every later render's memory limit
 
 
 def _paragraph(para: str) -> tuple[str, bool | None]:
@@ -73,6 +75,8 @@ def _paragraph(para: str) -> tuple[str, bool | None]:
     if found is None:
         piece = str(_WRAPPER.optwrap(para))
         found = (piece, None if piece == "" else piece.endswith("\n\n"))
+        if len(para) > KEPT_CHARS:
+            return found
         if len(_PARAGRAPHS) >= PARAGRAPHS:
             _PARAGRAPHS.clear()
         _PARAGRAPHS[para] = found

@@ -195,3 +195,17 @@ def test_the_shipped_emails_wrap_as_optwrap_wraps_them(segment: str) -> None:
             parser.feed(compiled.render(templates.resolve(name, segment), None, context).html)
             unwrapped = text_part._unwrapped(parser)
             assert text_part.optwrap(unwrapped) == text_part._WRAPPER.optwrap(unwrapped), name
+
+
+def test_what_a_worker_keeps_of_wrapped_paragraphs_is_bounded() -> None:
+    """A worker renders many emails: a long paragraph (a synced note) is wrapped but not kept, and
+    no more than PARAGRAPHS short ones are, whatever the emails hold."""
+    text_part._PARAGRAPHS.clear()
+    long = "word " * (text_part.KEPT_CHARS // 5 + 1)
+    assert text_part.optwrap(long) == text_part._WRAPPER.optwrap(long)
+    assert long not in text_part._PARAGRAPHS
+    for n in range(text_part.PARAGRAPHS + 10):
+        text_part.optwrap(f"note {n}")
+    assert 0 < len(text_part._PARAGRAPHS) <= text_part.PARAGRAPHS
+    kept = sum(len(para) + len(piece) for para, (piece, _) in text_part._PARAGRAPHS.items())
+    assert kept <= text_part.PARAGRAPHS * 2 * (text_part.KEPT_CHARS + 2)
