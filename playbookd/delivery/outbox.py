@@ -230,12 +230,18 @@ def _start_next(run: _Run, conn: Connection) -> list[Row[Any]] | None:
     """The next batch marked `sending`, in a savepoint: a claim that fails takes back only itself (and
     its counts), not the outcomes settled in the same transaction. [] when a round claimed nothing."""
     claimed, done, skipped, deferred = run.claimed, run.done, run.report.skipped, run.report.deferred
+    savepoint = conn.begin_nested()
     try:
-        with conn.begin_nested():
-            return _take(run, conn)
-    except Exception:
+        found = _take(run, conn)
+    except Exception as exc:
         run.claimed, run.done, run.report.skipped, run.report.deferred = claimed, done, skipped, deferred
+        try:
+            savepoint.rollback()
+        except Exception as lost:  # the error ended the whole transaction (disk full, I/O): say both
+            raise exc from lost
         raise
+    savepoint.commit()
+    return found
 
 
 def _take(run: _Run, conn: Connection) -> list[Row[Any]] | None:

@@ -282,6 +282,8 @@ class SmtpTransport:
             if not replies:
                 raise _Stale(f"MAIL: {lost}") from lost
             raise TemporaryFailure(f"{_ENVELOPE[len(replies)][0]}: {lost}") from lost
+        if not pipe.alive:  # closed by a fault after the envelope's replies: no byte of the body went out
+            raise TemporaryFailure(f"DATA: {pipe.replies.fault or 'connection closed'} (before the message was sent)")
         try:
             pipe.write(body(message.data), 1)
             code, text = await pipe.reply()

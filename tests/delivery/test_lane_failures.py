@@ -49,13 +49,14 @@ def sent_once(server: SmtpServer, count: int) -> bool:
     return len(ids) == len(set(ids)) == count
 
 
-def refuse_claim(engine: Engine, key: str) -> None:
-    """From now on, marking the row of `key` `claimed` fails inside the claiming statement."""
+def refuse_claim(engine: Engine, key: str, how: str = "ABORT") -> None:
+    """From now on, marking the row of `key` `claimed` fails inside the claiming statement (on SQLite,
+    `how` ROLLBACK ends the whole transaction, as a full disk or an I/O error does)."""
     with transaction(engine) as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql(f"CREATE TRIGGER refuse_claim BEFORE UPDATE OF state ON outbox "
                                  f"WHEN NEW.state = 'claimed' AND NEW.key = '{key}' "
-                                 f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
+                                 f"BEGIN SELECT RAISE({how}, '{REFUSED}'); END")
             return
         conn.exec_driver_sql(f"CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS "
                              f"$$ BEGIN RAISE EXCEPTION '{REFUSED}'; END $$")
@@ -92,6 +93,21 @@ def test_a_failed_claim_keeps_the_outcomes_settled_with_it(make: Any, db_url: st
     assert after == {**{f"k{n}": "sent" for n in range(5)}, **{f"k{n}": "queued" for n in range(5, 10)}}
     assert (report.sent, report.unknown) == (5, 0)
     assert Counter(states(p.engine).values()) == Counter(sent=10) and sent_once(smtp_server, 10)
+
+
+def test_a_claim_error_that_ends_the_transaction_is_reported_as_itself(
+        make: Any, tmp_path: Any, smtp_server: SmtpServer) -> None:
+    """SQLite ends the whole transaction on some errors; the savepoint is then gone too, and the error
+    raised must be the claim's own, not that there is no savepoint to roll back to."""
+    p = project(make, f"sqlite:///{tmp_path}/ended.db", smtp_server, connections=1, batch=5)
+    queue(p, 10)
+    refuse_claim(p.engine, "k7", how="ROLLBACK")
+    courier = Courier(p.runtime)
+    try:
+        with pytest.raises(DBAPIError, match=REFUSED):
+            courier.deliver(p.engine, clock=lambda: T0)
+    finally:
+        courier.close()
 
 
 def test_a_round_with_nothing_to_send_is_committed_before_the_next(

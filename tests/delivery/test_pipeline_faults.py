@@ -36,6 +36,7 @@ class Script:
     drip: bytes = b""
     refuse: bool = False
     after_body: dict[int, bytes] = field(default_factory=dict)
+    after_354: dict[int, bytes] = field(default_factory=dict)  # likewise, right after a connection's first 354
     dripped: list[int] = field(default_factory=list)  # bytes dripped on each connection before the client left
     bodies: list[int] = field(default_factory=list)  # the connection each body arrived on
 
@@ -54,7 +55,7 @@ class Script:
                 if verb == b"DATA" and self.refuse:
                     writer.write(b"554 5.5.1 no valid recipients\r\n")
                 elif verb == b"DATA":
-                    writer.write(b"354 go\r\n")
+                    writer.write(b"354 go\r\n" + self.after_354.pop(conn, b""))
                     await reader.readuntil(b"\r\n.\r\n")
                     self.bodies.append(conn)
                     writer.write(b"250 queued\r\n" + self.after_body.pop(conn, b""))
@@ -135,6 +136,16 @@ def test_a_reply_nobody_asked_for_closes_the_connection_and_judges_no_message(un
     said = run(script, "a@customer.example", "b@customer.example", pause=0.2)
     assert said == ["sent", "sent"], said  # the second is not refused by the first's leftovers
     assert script.bodies == [0, 1]  # the second went out on a fresh connection
+
+
+def test_a_reply_nobody_asked_for_after_354_is_a_retry_not_an_unknown() -> None:
+    """The fault closes the connection before any byte of the body is written: the server cannot have
+    taken the message, so it is retried, not left `unknown` for a person to decide."""
+    script = Script(after_354={0: b"250 extra\r\n"})
+    said = run(script, "a@customer.example", "b@customer.example")
+    assert said[0].startswith("TemporaryFailure: DATA: a reply nobody asked for"), said
+    assert said[0].endswith("(before the message was sent)") and said[1:] == ["sent"], said
+    assert script.bodies == [1]
 
 
 def test_replies_beyond_those_asked_for_are_not_queued() -> None:
