@@ -16,7 +16,6 @@ import dataclasses
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from multiprocessing.connection import wait
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from playbookd import workers
 from playbookd.delivery.outbox import DeliveryReport
-from playbookd.delivery.transports import Message, Transport
+from playbookd.delivery.transports import Timed, Transport
 from playbookd.errors import PlaybookdError
 from playbookd.runtime import Runtime
 from playbookd.store import state
@@ -64,23 +63,10 @@ _stop = threading.Event()
 _times: list[float] = []  # this sending process's send times in the current run
 
 
-class Stopwatch:
+def _stopwatch(inner: Transport) -> Transport:
     """A sending process's transports: each send's time goes back to the daemon with the run's report,
     so `playbookd_send_seconds` (the daemon's /metrics) counts every process's sends."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def send(self, message: Message) -> None:
-        started = time.perf_counter()
-        try:
-            await self.inner.send(message)
-        finally:
-            _times.append(time.perf_counter() - started)
-
-    async def close(self) -> None:
-        await self.inner.close()
+    return Timed(inner, lambda _name, seconds: _times.append(seconds))
 
 
 def _start(runtime: Runtime, share: int, setup: Callable[[], None] | None) -> None:
@@ -91,7 +77,7 @@ def _start(runtime: Runtime, share: int, setup: Callable[[], None] | None) -> No
     if setup is not None:
         setup()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop.set())
-    _courier, _engine = Courier(runtime, Stopwatch, share=share), connect(runtime.config.database)
+    _courier, _engine = Courier(runtime, _stopwatch, share=share), connect(runtime.config.database)
 
 
 def _deliver(clock: Callable[[], datetime]) -> DeliveryReport:

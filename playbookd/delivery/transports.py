@@ -15,7 +15,8 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -85,6 +86,24 @@ class Transport(Protocol):
     async def send(self, message: Message) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Timed:
+    """Wraps a transport to hand each send's seconds, failures included, to `observe(name, seconds)`."""
+
+    def __init__(self, inner: Transport, observe: Callable[[str, float], None]) -> None:
+        self.inner, self.observe = inner, observe
+        self.name = inner.name
+
+    async def send(self, message: Message) -> None:
+        started = time.perf_counter()
+        try:
+            await self.inner.send(message)
+        finally:
+            self.observe(self.name, time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 class FileTransport:

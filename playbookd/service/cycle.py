@@ -162,7 +162,7 @@ def new_courier(runtime: Runtime, one_run: bool = False) -> Courier:
     """Send times observed by metrics; sending processes log as the daemon does. `one_run`: run --once's,
     whose deliveries are one run for `status` (see Courier)."""
     setup = functools.partial(logs.setup, runtime.config.logging.level, runtime.config.logging.format)
-    return Courier(runtime, metrics.TimedTransport, setup=setup, one_run=one_run)
+    return Courier(runtime, metrics.timed, setup=setup, one_run=one_run)
 
 
 def deliver_due(runtime: Runtime, engine: Engine, stop: threading.Event | None = None,

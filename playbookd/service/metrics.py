@@ -7,7 +7,6 @@ are this process's own histograms.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from playbookd.delivery.circuit import current as open_circuit
-from playbookd.delivery.transports import Message, Transport
+from playbookd.delivery.transports import Timed, Transport
 from playbookd.store.audit import EVALUATION_FAILED
 from playbookd.store.database import aware, utcnow
 from playbookd.store.schema import accounts, audit, enrollments, outbox, report_snapshots, suppressions, tasks
@@ -130,19 +129,6 @@ def observe_sends(transport: str, seconds: list[float]) -> None:
         histogram.observe(value)
 
 
-class TimedTransport:
-    """Wraps a transport to observe each send's latency, failures included."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def send(self, message: Message) -> None:
-        started = time.perf_counter()
-        try:
-            await self.inner.send(message)
-        finally:
-            SEND_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-
-    async def close(self) -> None:
-        await self.inner.close()
+def timed(inner: Transport) -> Transport:
+    """`inner`, each send's latency, failures included, observed in playbookd_send_seconds."""
+    return Timed(inner, lambda name, seconds: SEND_SECONDS.labels(name).observe(seconds))
