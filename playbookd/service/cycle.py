@@ -101,12 +101,25 @@ def run_sync(runtime: Runtime, engine: Engine, only: Sequence[str] | None = None
 
 
 def evaluate_and_advance(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
-    with metrics.CYCLE_SECONDS.labels("evaluate").time():
-        with report.timed("evaluate"):
-            report.enrolled = evaluate.evaluate(runtime, engine, now)
-            report.enrolled += admit(runtime, engine, now, sweep=True)
+    evaluate_due(runtime, engine, now, report)
+    advance_due(runtime, engine, now, report)
+
+
+def evaluate_due(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    """The evaluation's enrollments, and those the launch queues admit."""
+    with report.timed("evaluate"):
+        report.enrolled = evaluate.evaluate(runtime, engine, now)
+        report.enrolled += admit(runtime, engine, now, sweep=True)
+
+
+def advance_due(runtime: Runtime, engine: Engine, now: datetime, report: CycleReport) -> None:
+    """Every due step, then the evaluation recorded (note_evaluation); the `evaluate` cycle time covers
+    evaluating and advancing, once per cycle."""
+    try:
         with report.timed("advance"):
             report.advanced = advance(runtime, engine, now)
+    finally:  # a failed advance is timed too
+        metrics.CYCLE_SECONDS.labels("evaluate").observe(report.stages.get("evaluate", 0.0) + report.stages["advance"])
     with report.timed("status"):
         note_evaluation(runtime, engine, now, report)
 
@@ -244,16 +257,11 @@ def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, rep
     and outcomes wait for it and the two take as long as one after the other (bench/peer.py, README).
     The sending processes start first either way, so their start-up is not waited for afterwards."""
     courier.spawn()  # by this thread, which outlives the thread beside (a child dies with its starter)
-    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("advance"):
-        if engine.dialect.name == "sqlite":
-            report.advanced = advance(runtime, engine, now)
-            with report.timed("status"):
-                note_evaluation(runtime, engine, now, report)
-            return
-        with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
-            report.advanced = advance(runtime, engine, now)
-            with report.timed("status"):  # before delivery's end: its failure must not lose the evaluation
-                note_evaluation(runtime, engine, now, report)
+    if engine.dialect.name == "sqlite":
+        advance_due(runtime, engine, now, report)
+        return
+    with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
+        advance_due(runtime, engine, now, report)  # records the evaluation before delivery's end can fail
     report.delivery = merged([report.delivery, *beside.reports])
     report.errors += beside.errors
     report.stages["sent beside advance"] = float(sum(r.sent for r in beside.reports))
@@ -266,9 +274,7 @@ def run_once(runtime: Runtime, engine: Engine, at: datetime | None = None) -> Cy
     report = CycleReport()
     with report.timed("sync"):
         report.sync = run_sync(runtime, engine, now=now)
-    with metrics.CYCLE_SECONDS.labels("evaluate").time(), report.timed("evaluate"):
-        report.enrolled = evaluate.evaluate(runtime, engine, now)
-        report.enrolled += admit(runtime, engine, now, sweep=True)
+    evaluate_due(runtime, engine, now, report)
     clock = FixedClock(now) if at else utcnow
     courier = new_courier(runtime, one_run=True)
     try:
