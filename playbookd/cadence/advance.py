@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
-from playbookd.cadence.batch import prepare, write, write_queued
-from playbookd.cadence.context import StepContext
+from playbookd.cadence.batch import plan_early, prepare, render_early, write, write_queued
+from playbookd.cadence.context import Early, Key, StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.cadence.task_events import wake_waits
 from playbookd.delivery import clicks
@@ -26,6 +26,7 @@ from playbookd.engine import goals, statuses
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
 from playbookd.model import evaluation
+from playbookd.model.account import AccountRecord
 from playbookd.model.steps import CONTROL, Step, WaitStep, step_kind
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
@@ -151,17 +152,46 @@ def _claim(conn: Connection, ids: Sequence[int], now: datetime) -> list[Row[Any]
     return list(conn.execute(query))
 
 
+def _records(runtime: Runtime, conn: Connection, rows: Sequence[Row[Any]], types: dict[str, str],
+             now: datetime) -> dict[str, AccountRecord]:
+    records = records_in(conn, {row.account_id for row in rows}, types, runtime.history_from(now))
+    if runtime.needs_contacts:
+        attach_contacts(conn, list(records.values()))
+    return records
+
+
+def _early(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime, types: dict[str, str],
+           secret: bytes) -> dict[Key, Early]:
+    """On SQLite, the batch's emails rendered before its transaction takes the one write lock, so that
+    delivery's claims and outcomes commit meanwhile. Read outside any transaction: each statement
+    reads on its own, and the connection is closed before rendering and before the write transaction
+    begins (one that read first would fail to write with SQLITE_BUSY once another connection
+    committed). Nothing read here is trusted: the transaction reads it all again (cadence.batch.prepare)."""
+    with engine.connect() as conn:
+        rows = _claim(conn, ids, now)
+        records = _records(runtime, conn, rows, types, now)
+        contexts = []
+        for row in rows:
+            playbook = runtime.playbook(row.playbook_id)
+            account = records.get(row.account_id)
+            if playbook is not None and playbook.status != "retired" and account is not None:
+                contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
+                                            _event(conn, row.event_id)))
+        planned = plan_early(conn, contexts)
+    return render_early(runtime, planned)
+
+
 def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
-                   types: dict[str, str]) -> None:
+                   types: dict[str, str], first: bytes | None = None) -> None:
     """Enrollments of distinct accounts advanced in one transaction: all of their steps are
-    committed together or, on a crash or a store error, none (they stay due and run again)."""
+    committed together or, on a crash or a store error, none (they stay due and run again).
+    With `first` (SQLite's unsubscribe secret), their emails are rendered before it (_early)."""
+    early = _early(runtime, engine, ids, now, types, first) if first is not None else None
     with transaction(engine) as conn, audit.held(conn):  # the batch's audit entries: one INSERT
         rows = _claim(conn, ids, now)
         if not rows:
             return
-        records = records_in(conn, {row.account_id for row in rows}, types, runtime.history_from(now))
-        if runtime.needs_contacts:
-            attach_contacts(conn, list(records.values()))
+        records = _records(runtime, conn, rows, types, now)
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
         contexts = []
         for row in rows:
@@ -174,23 +204,23 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
             else:
                 contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
                                             _event(conn, row.event_id)))
-        batch = prepare(conn, contexts)
+        batch = prepare(conn, contexts, early)
         for ctx in contexts:
             advance_one(ctx)
         write(conn, batch)
 
 
 def _advance_apart(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
-                   types: dict[str, str]) -> None:
+                   types: dict[str, str], first: bytes | None) -> None:
     """A batch the store refuses for a value one of its enrollments would write runs again one
     enrollment at a time, and the one refused fails alone with the store's reason: else it would fail
     every batch it is in, at every cycle. A store that cannot be reached still stops the run."""
     try:
-        _advance_batch(runtime, engine, ids, now, types)
+        _advance_batch(runtime, engine, ids, now, types, first)
     except DataError as exc:
         if len(ids) > 1:
             for one in ids:
-                _advance_apart(runtime, engine, [one], now, types)
+                _advance_apart(runtime, engine, [one], now, types, first)
             return
         _refused(engine, ids[0], f"the database refused what this step writes: {exc.orig}", now)
 
@@ -228,6 +258,15 @@ def _event(conn: Connection, event_id: int | None) -> dict[str, Any] | None:
     return None if row is None else {**(row.data or {}), "name": row.name, "occurred_at": aware(row.occurred_at)}
 
 
+def _render_first(runtime: Runtime, engine: Engine) -> bytes | None:
+    """The unsubscribe secret the emails of each batch are rendered with before its transaction, on
+    SQLite; None elsewhere (PostgreSQL locks rows, not the store: rendering inside holds up no one)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with transaction(engine) as conn:  # the first time, the secret is made and kept (resolve_secret)
+        return resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
+
+
 def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -> int:
     """Advance every enrollment due at `now`, except those of a paused or draft playbook (they keep
     their place and the time their wait has left); returns how many were advanced."""
@@ -235,6 +274,7 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
     wake_waits(runtime, engine, now)  # a closed task ends its `until_task_done` wait: due now
     with engine.connect() as conn:
         types = load_account_types(conn)
+    first = _render_first(runtime, engine)
     done = 0
     last = 0
     while True:
@@ -247,7 +287,7 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
         if not due:
             return done
         for ids in _batches(due, TRANSACTION):
-            _advance_apart(runtime, engine, ids, now, types)
+            _advance_apart(runtime, engine, ids, now, types, first)
         done += len(due)
         last = due[-1].id
 

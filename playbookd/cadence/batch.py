@@ -6,18 +6,24 @@ each enrollment stands at is rendered ahead, before any step runs. Steps still r
 at a time, in order, and take an email rendered ahead only for the same step and contact and an
 account equal to the one it was rendered for (cadence.context.Batch): a step before it that changed
 the account simply means rendering it again, as without a batch; the context is built once either way.
+
+On SQLite those renders are done before the batch's transaction (plan_early, render_early: no write
+lock held meanwhile), and `prepare` inside it reads contacts and suppressions again and takes each
+email rendered first only where it would render the same email now, else renders it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, update
 
-from playbookd.cadence.context import Ahead, Batch, StepContext
+from playbookd.cadence.context import Ahead, Batch, Early, Job, Key, StepContext
 from playbookd.cadence.steps import email_context
 from playbookd.delivery.recipients import ACTIVE, Contact, Filter, addressed, load_contacts, suppressed_for
 from playbookd.model.steps import CONTROL, EmailStep, Variant, variant_for
+from playbookd.runtime import Runtime
 from playbookd.store.database import insert_ignore_many
 from playbookd.store.schema import enrollments, outbox
 
@@ -38,8 +44,24 @@ def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
     return ctx, index, picked, variant
 
 
-def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
-    """Read and render ahead for `contexts`, and attach the batch to each."""
+class _Planned(NamedTuple):
+    """An email to render ahead: where it goes in Batch.ahead and what it is rendered from."""
+
+    key: Key
+    url: str
+    account: dict[str, Any]  # a copy, compared when its step runs (Batch.take)
+    stand: tuple[Any, ...]
+    job: Job
+
+
+def _stand(ctx: StepContext) -> tuple[Any, ...]:
+    row = ctx.enrollment
+    return row.step, row.step_key, row.group_name, row.event_id
+
+
+def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, list[_Planned]]:
+    """The batch's contacts and suppressions, read for `contexts` (each gets the batch), and the first
+    email each enrollment stands at, for every contact it may go to."""
     batch = Batch(contacts=load_contacts(conn, [ctx.account["id"] for ctx in contexts]))
     plans = []
     for ctx in contexts:
@@ -52,20 +74,50 @@ def prepare(conn: Connection, contexts: Sequence[StepContext]) -> Batch:
         wanted.setdefault(ctx.playbook.category, set()).update(c.email for c in picked)
     for category, emails in wanted.items():
         batch.suppressed[category] = (frozenset(emails), suppressed_for(conn, emails, category))
-    jobs, keys = [], []
+    planned = []
     for ctx, index, picked, variant in plans:
         suppressed = batch.suppressed[ctx.playbook.category][1]
         for contact in picked:
             if contact.status == ACTIVE and contact.email not in suppressed:
                 url, context = email_context(ctx, contact)
-                jobs.append((variant.template, ctx.account["segment"], context))
-                keys.append(((ctx.enrollment.id, index, contact.id), url, dict(ctx.account)))
-    if jobs:
-        results = contexts[0].runtime.templates.render_many(jobs)
-        for (key, url, account), result in zip(keys, results, strict=True):
+                planned.append(_Planned((ctx.enrollment.id, index, contact.id), url, dict(ctx.account), _stand(ctx),
+                                        (variant.template, ctx.account["segment"], context)))
+    return batch, planned
+
+
+def prepare(conn: Connection, contexts: Sequence[StepContext], early: Mapping[Key, Early] | None = None) -> Batch:
+    """Read and render ahead for `contexts`, and attach the batch to each. An email in `early` is
+    taken instead of rendered when its enrollment stands where it stood and it renders from the same
+    values as now: contacts and suppressions are read here all the same, so an address unsubscribed
+    or suppressed since is never rendered for, nor sent to."""
+    batch, planned = _planned(conn, contexts)
+    todo = []
+    for plan in planned:
+        found = early.get(plan.key) if early else None
+        if found is not None and found.stand == plan.stand and found.job == plan.job:
+            batch.ahead[plan.key] = Ahead(plan.url, plan.account, found.result)
+        else:
+            todo.append(plan)
+    if todo:
+        results = contexts[0].runtime.templates.render_many([plan.job for plan in todo])
+        for plan, result in zip(todo, results, strict=True):
             if result is not None:
-                batch.ahead[key] = Ahead(url, account, result)
+                batch.ahead[plan.key] = Ahead(plan.url, plan.account, result)
     return batch
+
+
+def plan_early(conn: Connection, contexts: Sequence[StepContext]) -> list[_Planned]:
+    """What `prepare` would render for `contexts`, read on `conn` but not rendered yet (render_early)."""
+    return _planned(conn, contexts)[1]
+
+
+def render_early(runtime: Runtime, planned: Sequence[_Planned]) -> dict[Key, Early]:
+    """The emails `plan_early` found, rendered for a later `prepare` to take or not."""
+    if not planned:
+        return {}
+    results = runtime.templates.render_many([plan.job for plan in planned])
+    return {plan.key: Early(plan.stand, plan.job, result)
+            for plan, result in zip(planned, results, strict=True) if result is not None}
 
 
 def write_queued(conn: Connection, batch: Batch) -> None:

@@ -28,6 +28,23 @@ class Ahead:
     result: Rendered | TemplateError
 
 
+# What an email is rendered from: template, segment and the whole template context (account,
+# contact, event, unsubscribe URL and so the secret); two equal jobs render the same email.
+Job = tuple[str, str, dict[str, Any]]
+Key = tuple[int, int, int]  # enrollment, step, contact
+
+
+@dataclass(frozen=True)
+class Early:
+    """An email rendered before its batch's transaction began (cadence.advance on SQLite), from the
+    store as read then: `stand` is where its enrollment stood (step, step key, group, event). The
+    transaction takes it only for an enrollment standing there still and an equal job."""
+
+    stand: tuple[Any, ...]
+    job: Job
+    result: Rendered | TemplateError
+
+
 @dataclass
 class Batch:
     """What the enrollments advanced in one transaction share, read or rendered for all of them at once:
@@ -38,7 +55,7 @@ class Batch:
 
     contacts: dict[str, list[Contact]] = field(default_factory=dict)
     suppressed: dict[str, tuple[frozenset[str], dict[str, str]]] = field(default_factory=dict)
-    ahead: dict[tuple[int, int, int], Ahead] = field(default_factory=dict)
+    ahead: dict[Key, Ahead] = field(default_factory=dict)
     # Written together when the transaction ends (cadence.batch.write), or earlier when something is
     # about to read them back (a step's `when:` counts the enrollment's emails)
     queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows

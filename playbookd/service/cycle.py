@@ -253,13 +253,11 @@ def advance_beside_delivery(runtime: Runtime, engine: Engine, now: datetime, rep
     and why it failed go into `report`; an error that is not a sending process's is raised here, after
     the evaluation is recorded (note_evaluation) as soon as advance ends, whatever delivery does.
 
-    Not on SQLite: advance holds its one write lock while it renders each batch, so delivery's claims
-    and outcomes wait for it and the two take as long as one after the other (bench/peer.py, README).
-    The sending processes start first either way, so their start-up is not waited for afterwards."""
+    On SQLite too: advance renders each batch's emails before it takes the one write lock
+    (cadence.advance), which it then holds only to read again and write, so delivery's claims and
+    outcomes commit between batches (bench/peer.py). The sending processes start first, so their
+    start-up is not waited for afterwards."""
     courier.spawn()  # by this thread, which outlives the thread beside (a child dies with its starter)
-    if engine.dialect.name == "sqlite":
-        advance_due(runtime, engine, now, report)
-        return
     with Beside(lambda stop: deliver_due(runtime, engine, stop, clock, courier)) as beside:
         advance_due(runtime, engine, now, report)  # records the evaluation before delivery's end can fail
     report.delivery = merged([report.delivery, *beside.reports])

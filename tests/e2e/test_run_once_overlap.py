@@ -1,5 +1,5 @@
-"""`playbookd run --once` sends while it still renders and queues on PostgreSQL, and after on SQLite
-(where advance holds the one write lock while it renders): the real command as a subprocess, a real
+"""`playbookd run --once` sends while it still renders and queues, on PostgreSQL and on SQLite (where
+advance renders each batch before taking the one write lock): the real command as a subprocess, a real
 SMTP server (aiosmtpd). Enough accounts for several advance batches (500 enrollments each), so
 delivery runs while later batches are being rendered."""
 
@@ -75,8 +75,7 @@ def watch(engine: Engine, proc: subprocess.Popen[str], seen: list[int]) -> None:
 
 def test_run_once_sends_each_due_email_once_with_the_right_counts(
         tmp_path: Path, db_url: str, smtp_server: SmtpServer) -> None:
-    """On PostgreSQL while advance is still running; on SQLite once it has ended."""
-    overlap = db_url.startswith("postgresql")
+    """While advance is still running."""
     path = project(tmp_path, db_url, smtp_server)
     engine = connect(db_url)
     try:
@@ -91,10 +90,10 @@ def test_run_once_sends_each_due_email_once_with_the_right_counts(
         engine.dispose()
     assert proc.returncode == 0, out + err
     assert "database is locked" not in out + err
-    assert bool(seen) == overlap, f"sent before advance had queued every email: {seen}"
+    assert seen, "nothing was sent before advance had queued every email"
     assert f"delivery: sent {ACCOUNTS}, deferred 0, retrying 0, skipped 0, failed 0, unknown 0\n" in out
     beside = re.search(r"sent beside advance (\d+)", out)
-    assert (beside is not None and 0 < float(beside.group(1)) <= ACCOUNTS) if overlap else beside is None
+    assert beside is not None and 0 < float(beside.group(1)) <= ACCOUNTS
     assert left == Counter(sent=ACCOUNTS)
     recipients = Counter(r for received in smtp_server.received for r in received.recipients)
     assert len(recipients) == ACCOUNTS and set(recipients.values()) == {1}  # every due email, once
@@ -107,16 +106,16 @@ def status(path: Path) -> str:
     return done.stdout + done.stderr
 
 
-def kill_a_sender(engine: Engine, proc: subprocess.Popen[str], killed: list[int], advancing: bool) -> None:
-    """SIGKILL the sending process (not the run's own process) once a batch of its is in flight (and,
-    if `advancing`, enrollments are still due); bounded to two minutes."""
+def kill_a_sender(engine: Engine, proc: subprocess.Popen[str], killed: list[int]) -> None:
+    """SIGKILL the sending process (not the run's own process) once a batch of its is in flight while
+    enrollments are still due; bounded to two minutes."""
     others = outbox.c.claimed_by.not_like(f"%:{proc.pid}:%")
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         with engine.connect() as conn:
             worker = conn.execute(select(outbox.c.claimed_by).where(outbox.c.state == "sending", others)
                                   .limit(1)).scalar()
-        if worker is not None and (not advancing or still_due(engine)):
+        if worker is not None and still_due(engine):
             pid = int(worker.split(":")[-2])
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -126,15 +125,14 @@ def kill_a_sender(engine: Engine, proc: subprocess.Popen[str], killed: list[int]
 
 def test_a_sender_dying_during_delivery_reaches_the_exit_code(
         tmp_path: Path, db_url: str, smtp_server: SmtpServer) -> None:
-    """On PostgreSQL it dies while advance is still running, the delivery beside it failing."""
+    """It dies while advance is still running, the delivery beside it failing."""
     path = project(tmp_path, db_url, smtp_server)
     smtp_server.recorder.data_delay = 0.01  # a batch stays in flight long enough to be caught there
     engine = connect(db_url)
     try:
         proc = start(path)
         killed: list[int] = []
-        killer = threading.Thread(target=kill_a_sender, args=(engine, proc, killed, db_url.startswith("postgresql")),
-                                  daemon=True)
+        killer = threading.Thread(target=kill_a_sender, args=(engine, proc, killed), daemon=True)
         killer.start()
         out, err = proc.communicate(timeout=300)
         killer.join(timeout=10)
@@ -146,15 +144,15 @@ def test_a_sender_dying_during_delivery_reaches_the_exit_code(
         again_status = status(path)
     finally:
         engine.dispose()
-    assert killed, "no sending process had a batch in flight (while advance was still running, on PostgreSQL)"
+    assert killed, "no sending process had a batch in flight while advance was still running"
     assert proc.returncode == 1, out + err
     assert "1 sending process(es) failed: the worker process died" in err
     reported = re.search(r"delivery: sent (\d+), .* unknown (\d+)", out)
     assert reported is not None and 0 < int(reported.group(1)) <= after_first["sent"]  # the dead one's report died
     assert int(reported.group(2)) == after_first["unknown"]
-    if db_url.startswith("postgresql"):  # the run after the one beside advance settled the dead one's
-        assert after_first["unknown"] > 0 and set(after_first) <= {"sent", "unknown"}
-    # the run's failure stays in status (on PostgreSQL the run's last delivery, after it, succeeded)
+    # the run after the one beside advance settled the dead one's
+    assert after_first["unknown"] > 0 and set(after_first) <= {"sent", "unknown"}
+    # the run's failure stays in status (the run's last delivery, after it, succeeded)
     # until a run in which every process did its part
     assert "had a sending process (delivery.processes) fail" in failed_status
     assert "1 sending process(es) failed: the worker process died" in failed_status
