@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, Connection, Integer, Table, bindparam, text
@@ -93,12 +94,22 @@ def _processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Pr
 
 def _values(conn: Connection, table: Table, names: Sequence[str]) -> Callable[[Mapping[str, Any]], list[Any]]:
     """A function from a row to its values in `names` order, each as the driver takes it."""
-    steps = list(zip(names, _processors(conn, table, names), strict=True))
+    steps = [(i, p) for i, p in enumerate(_processors(conn, table, names)) if p is not None]
+    # itemgetter of one name gives the value, not a tuple of it
+    get: Callable[[Mapping[str, Any]], Any] = itemgetter(*names) if len(names) > 1 else _single(names[0])
 
     def values(row: Mapping[str, Any]) -> list[Any]:
-        return [v if p is None or v is None else p(v) for n, p in steps for v in (row[n],)]
+        found = list(get(row))  # the columns without a processor (most) as they are, in one call
+        for i, p in steps:
+            if (v := found[i]) is not None:
+                found[i] = p(v)
+        return found
 
     return values
+
+
+def _single(name: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    return lambda row: (row[name],)
 
 
 def _constants(conn: Connection, table: Table, fixed: Mapping[str, Any]) -> list[Any]:

@@ -149,11 +149,17 @@ def _timed(raw: str) -> bool:
 _SHORT_NUMBER = 300
 
 
+# the words a boolean column holds most: read as F.coerce reads them, without its stripping and sets
+_PLAIN_BOOLEAN = {"true": True, "false": False, "yes": True, "no": False}
+
+
 def fixed_value(raw: Any, kind: str) -> Any:
     """F.coerce, with shortcuts for the plainest text (same results, a third of the time)."""
     if raw.__class__ is str:
         if kind == F.STRING:
             return raw if raw and not raw.isspace() else None
+        if kind == F.BOOLEAN and (flag := _PLAIN_BOOLEAN.get(raw)) is not None:
+            return flag
         if kind in F.NUMERIC and raw.isdecimal() and (kind == F.INTEGER or len(raw) <= _SHORT_NUMBER):
             return int(raw)
         if (kind == F.DECIMAL and len(raw) <= _SHORT_NUMBER and raw.count(".") == 1

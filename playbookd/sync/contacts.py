@@ -34,6 +34,8 @@ LEFT_ROLES = {"champion": "champion_left_at", "admin": "admin_left_at"}
 # one such row would fail its whole batch, so each is a problem of its row
 _BOUNDED: dict[str, int | None] = {name: getattr(contacts.c[name].type, "length", None)
                                    for name in ("first_name", "last_name", "role", "timezone", "status")}
+_BOUNDED_ITEMS = tuple(_BOUNDED.items())
+_STRIPPED = ("account_id", "first_name", "last_name", "role", "status", "timezone")
 
 
 def _unstorable(name: str, value: Any, limit: int | None) -> str | None:
@@ -130,16 +132,18 @@ class ContactRun(Run):
     def _check(typed: dict[str, Any], found: list[str]) -> list[str]:
         """Normalise in place; roles and statuses compare lowercase everywhere. `found`: what typing
         reported (an account_id it refused is not also missing)."""
-        for name in ("account_id", "first_name", "last_name", "role", "status", "timezone"):
-            if isinstance(typed.get(name), str):
-                typed[name] = typed[name].strip() or None
+        for name in _STRIPPED:
+            if isinstance(value := typed.get(name), str):
+                typed[name] = value.strip() or None
         for name in ("role", "status"):
-            typed[name] = typed[name].lower() if typed.get(name) else typed.get(name)
-        refused = any(e.startswith("account_id:") for e in found)
-        errors = [] if typed.get("account_id") or refused else ["account_id is missing"]
-        if typed.get("account_id") and (why := F.id_problem(typed["account_id"])):
+            typed[name] = value.lower() if (value := typed.get(name)) else value
+        account_id = typed.get("account_id")
+        refused = bool(found) and any(e.startswith("account_id:") for e in found)
+        errors = [] if account_id or refused else ["account_id is missing"]
+        if account_id and (why := F.id_problem(account_id)):
             errors.append(f"account_id {why}")
-        errors += [why for name, limit in _BOUNDED.items() if (why := _unstorable(name, typed.get(name), limit))]
+        errors += [why for name, limit in _BOUNDED_ITEMS
+                   if isinstance(value := typed.get(name), str) and (why := _unstorable(name, value, limit))]
         given = typed.get("timezone")
         if given and zone(given) is None and not any(e.startswith("timezone:") for e in errors):
             errors.append(f"timezone: unknown time zone {given!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, Engine, select
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
 from playbookd.model.account import decode_account
-from playbookd.model.conditions import AnyField
+from playbookd.model.conditions import AnyField, leaves
 from playbookd.model.health import HEALTH_COLOR, HEALTH_FIELDS, HEALTH_SCORE, HealthRules, health_fields
 from playbookd.model.health_rules import build_rules
 from playbookd.sources.base import SourceError
@@ -89,6 +90,7 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
     if current is None and stored.get("fingerprint") is None:
         return None
     rules = inline.rules if inline is not None and inline.prepared else rules_for(engine, config)
+    alike = inline.alike if inline is not None and inline.prepared else Alike(rules, now)
     switched_on = stored.get("fingerprint") is None
     report = inline.report if inline is not None and rules is not None else HealthReport()
     if touched is not None and touched.lost:
@@ -105,7 +107,7 @@ def refresh(engine: Engine, config: Config, now: datetime, touched: Touched | No
                 rows = _chunk_of(conn, [i for i in ids if i not in scored])
             else:
                 rows = _chunk_of(conn, only[:CHUNK])
-            _rescore(conn, rows, rules, now, day, switched_on, report)
+            _rescore(conn, rows, alike, day, switched_on, report)
         if only is not None:
             only = only[CHUNK:]
             if not only:
@@ -143,33 +145,32 @@ def _locked(conn: Connection, query: Any) -> list[Any]:
     return list(conn.execute(query))
 
 
-def _rescore(conn: Connection, rows: list[Any], rules: HealthRules | None, now: datetime, day: date,
-             switched_on: bool, report: HealthReport) -> None:
+def _rescore(conn: Connection, rows: list[Any], alike: Alike, day: date, switched_on: bool,
+             report: HealthReport) -> None:
     types = load_account_types(conn)
     updates, moves = [], []
     for row in rows:
         data, changes = dict(row.data), dict(row.changes or {})
-        first = switched_on or aware(row.created_at) == now
-        moved, move = _score(rules, types, now, report, (row.id, row.segment, data, changes), first)
+        first = switched_on or aware(row.created_at) == alike.now
+        moved, move = _score(alike, types, report, (row.id, row.segment, data, changes), first)
         if moved:
             updates.append({"id": row.id, "data": data, "changes": changes})
         if move is not None:
             moves.append(move)
     update_rows(conn, accounts, "id", updates, increment=UNSEEN)
-    H.record_moves(conn, moves, day, now)
+    H.record_moves(conn, moves, day, alike.now)
 
 
-def _score(rules: HealthRules | None, types: dict[str, str], now: datetime, report: HealthReport,
+def _score(alike: Alike, types: dict[str, str], report: HealthReport,
            account: tuple[str, str, dict[str, Any], dict[str, Any]], first: bool) -> tuple[bool, H.Move | None]:
     """Health into one account's `data` and `changes` (in place): whether they moved, and the move
     for the day's history. `first`: the account's first score, which is no change."""
     account_id, segment, data, changes = account
+    rules, now = alike.rules, alike.now
     if rules is None:
         values = _CLEARED  # health was switched off: its fields go, as no change
     else:
-        reads = rules.reads
-        record = decode_account(account_id, segment, {n: data[n] for n in reads if n in data}, {}, types)
-        values = health_fields(rules, record, now)
+        values = alike(account_id, segment, data, types)
         report.scored += 1
     before, color = data.get(HEALTH_SCORE), data.get(HEALTH_COLOR)
     if not H.apply(data, changes, values, None if first or rules is None else now.isoformat()):
@@ -183,6 +184,52 @@ def _score(rules: HealthRules | None, types: dict[str, str], now: datetime, repo
     return True, H.Move(account_id, before, values[HEALTH_SCORE], values[HEALTH_COLOR])
 
 
+class Alike:
+    """health_fields of accounts alike computed once: when the rules read field values and segment
+    alone (no clock, no history), accounts with the same values of the fields they name and the
+    same segment score the same, and most accounts have a twin (a few fields, few values each)."""
+
+    LIMIT = 50_000  # distinct inputs kept: past it, forgotten and scored again
+
+    def __init__(self, rules: HealthRules | None, now: datetime) -> None:
+        self.rules, self.now = rules, now
+        names = set() if rules is None else set(rules.reads)
+        for measure in rules.measures if rules is not None else ():
+            tests = [measure.when, *(band.test for band in measure.bands)]
+            names.update(leaf.field for test in tests if test is not None for leaf in leaves(test))
+        self.names = sorted(names)
+        self.reads = sorted(rules.reads) if rules is not None else []  # what a record is given, as before
+        self.on = rules is not None and rules.static and "id" not in names
+        self.found: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.types: tuple[str | None, ...] = ()
+
+    def __call__(self, account_id: str, segment: str, data: Mapping[str, Any], types: Mapping[str, str]
+                 ) -> dict[str, Any]:
+        if not self.on:
+            return self._fields(account_id, segment, data, types)
+        if (kinds := tuple(types.get(n) for n in self.names)) != self.types:  # read otherwise: start again
+            self.types = kinds
+            self.found.clear()
+        key = (segment, *((v.__class__, v) for n in self.names for v in (data.get(n),)))
+        try:
+            return dict(self.found[key])
+        except KeyError:
+            pass
+        except TypeError:  # a list or an object in a field: not a key
+            return self._fields(account_id, segment, data, types)
+        values = self._fields(account_id, segment, data, types)
+        if len(self.found) >= self.LIMIT:
+            self.found.clear()
+        self.found[key] = dict(values)
+        return values
+
+    def _fields(self, account_id: str, segment: str, data: Mapping[str, Any], types: Mapping[str, str]
+                ) -> dict[str, Any]:
+        assert self.rules is not None
+        record = decode_account(account_id, segment, {n: data[n] for n in self.reads if n in data}, {}, types)
+        return health_fields(self.rules, record, self.now)
+
+
 class Inline:
     """Health scored in the write that gives an account its last inputs of a sync (its contacts'
     derived fields, sync.contacts), as `refresh` would score it after the sync (the same rules,
@@ -194,6 +241,7 @@ class Inline:
         self.day = now.astimezone(config.tz).date()
         self.report = HealthReport()
         self.rules: HealthRules | None = None
+        self.alike = Alike(None, now)
         self.switched_on = False
         self.prepared = False  # `rules` are the sync's: `refresh` reads the sources' columns no more
 
@@ -204,6 +252,7 @@ class Inline:
             self.rules = rules_for(self.engine, self.config)
         except ValidationError:
             return  # refresh reports it, after the sources synced as they did before
+        self.alike = Alike(self.rules, self.now)
         self.switched_on = (state.get(self.engine, FINGERPRINT) or {}).get("fingerprint") is None
         self.prepared = True
 
@@ -214,8 +263,7 @@ class Inline:
         moves = []
         for row in rows:
             account = (row["id"], row["segment"], row["data"], row["changes"])
-            _, move = _score(self.rules, types, self.now, self.report, account,
-                             self.switched_on or row["id"] in first)
+            _, move = _score(self.alike, types, self.report, account, self.switched_on or row["id"] in first)
             if move is not None:
                 moves.append(move)
         H.record_moves(conn, moves, self.day, self.now)

@@ -154,3 +154,16 @@ def test_tasks_stored_before_0009_stay_open_and_can_be_closed(db_url: str) -> No
         assert (done.old_state, done.new_state) == ("open", "done")
     finally:
         engine.dispose()
+
+
+def test_the_claim_index_goes_with_a_downgrade_and_comes_back(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0014")
+        assert "ix_outbox_claim" not in {i["name"] for i in inspect(engine).get_indexes("outbox")}
+        assert migrate.upgrade(engine) == ("0014", migrate.head())
+        assert "ix_outbox_claim" in {i["name"] for i in inspect(engine).get_indexes("outbox")}
+    finally:
+        engine.dispose()
