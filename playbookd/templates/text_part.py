@@ -9,7 +9,8 @@ whole pass gives as long as html2text treats a placeholder exactly as it treats 
 values it passes through untouched are replaced (`_replaceable`), only where it reads them as text
 or as a link's address, and each shape's first email is also converted whole and compared: a
 template whose shape and whole pass differ is converted whole from then on, as is any email whose
-shape cannot be made.
+shape cannot be made. What is a function of a shape or a value alone (the checks, the numbering,
+a value's `urlencode` form, the wrapping of a shape's fixed paragraphs) is worked out once and kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 import html2text
+
+from playbookd.templates.kept import Kept
 
 
 class _SkipHidden:
@@ -103,8 +106,15 @@ def optwrap(text: str) -> str:
 
 def _wrapped(text: str) -> str:
     """html2text's wrapping (a function of the text and the settings alone), then our own clean-up."""
-    lines = [line.rstrip() for line in optwrap(text).strip().splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+    return _cleaned(optwrap(text))
+
+
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _cleaned(wrapped: str) -> str:
+    lines = [line.rstrip() for line in wrapped.strip().splitlines()]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)) + "\n"
 
 
 def _finish(parser: html2text.HTML2Text) -> str:
@@ -176,6 +186,7 @@ _PLACED = re.compile(f"{_LINK_PREFIX}{_LINK_MARK}([0-9]+){_END}|{_MARK}([0-9]+){
 _WORDY = re.compile(r"[^\W\d_][\w.,@:/%+=?#-]*(?: [\w.,@:/%+=?#-]+)*")
 _SPACED = re.compile(r"[^\w ] | [^\w ]")
 _NUMBER = re.compile(r"[0-9]+")
+_SPACE_NUMBER, _LETTER = re.compile(r" ([0-9]+)(?![0-9])"), re.compile(r"[^\W\d_]")  # as _NUMBER_IN_TEXT, faster
 _NUMBER_IN_TEXT = re.compile(r"(<[^>]*>)|(?<=[^\W\d_] )([0-9]+)(?![0-9])")  # after a word and a space: not where
 # a line starts; tags are matched only to be passed over
 # a tag as HTMLParser reads it when it is well formed (a quote opens a value only after "="), or a
@@ -191,6 +202,16 @@ _ABSOLUTE = re.compile(r"[a-zA-Z+]+://")  # html2text's absolute_url_matcher
 MIN_VALUE = 3  # characters: shorter words stay as they are (they would mostly match within other words)
 SHAPES = 256  # shapes kept per template
 TRIES = 16  # shapes made before a template whose emails seldom share one is converted whole
+
+
+KEPT_VALUE_CHARS = 256  # a longer value (a synced note) is looked at every time, never kept
+KEPT_SHAPE_CHARS = 2**20  # characters of shapes kept by the numbering, per generation (two at most)
+
+
+_MISSING = object()
+FACTS = 4096  # values kept
+_FACTS: dict[str, tuple[bool, str, bool, bool]] = {}
+_NUMBERED: Kept[str, tuple[str, tuple[int, ...]] | None] = Kept(KEPT_SHAPE_CHARS)
 
 
 def _placeholder(index: int, value: str) -> str:
@@ -231,27 +252,130 @@ def _in_href(attribute: re.Match[str]) -> bool:
 def shape_of(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
     """The HTML with the values it shows as placeholders, and the values by placeholder number;
     None when a placeholder would stand where html2text may read it otherwise."""
+    found = _placed(html, values)
+    if found is None:
+        return None
+    placed, unique = found
+    known = _numbered(placed)
+    return None if known is None else (known[0], [unique[i] for i in known[1]])
+
+
+def _facts(value: str) -> tuple[bool, str, bool, bool]:
+    """Whether a shape replaces `value`, its `urlencode` form, and whether it is a word (replaced
+    wherever it stands) or a number (replaced in text after a word): asked of the same few values
+    (the company's, the globals') in every email, so kept."""
+    found = _FACTS.get(value)
+    if found is None:
+        number = _NUMBER.fullmatch(value) is not None
+        shown = (len(value) >= MIN_VALUE or number) and value not in _LINK_PREFIX
+        wordy = _WORDY.fullmatch(value) is not None and not _SPACED.search(value)
+        try:
+            found = (shown, quote(value, safe="/"), wordy, number)
+        except UnicodeEncodeError:  # a lone surrogate (from event JSON): left in the shape as it is
+            found = (False, value, False, False)
+        if len(value) <= KEPT_VALUE_CHARS:
+            if len(_FACTS) >= FACTS:
+                _FACTS.clear()  # the values every email has are back after one email
+            _FACTS[value] = found
+    return found
+
+
+def _placed(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The HTML with placeholders numbered by value, before the checks and the numbering by position."""
     if _MARK in html or _LINK_MARK in html or _END in html:
         return None
-    shown = [v for v in values if (len(v) >= MIN_VALUE or _NUMBER.fullmatch(v)) and v not in _LINK_PREFIX]
-    unique = list(dict.fromkeys([*shown, *(quote(v, safe="/") for v in shown)]))  # and as `urlencode` puts them
+    facts = [_facts(v) for v in values]
+    shown = [v for v, fact in zip(values, facts, strict=True) if fact[0]]
+    quoted = [fact[1] for fact in facts if fact[0]]
+    unique = list(dict.fromkeys([*shown, *quoted]))  # and as `urlencode` puts them
+    kinds = [_facts(v) for v in unique]
     shape = html
-    words = [(v, i) for i, v in enumerate(unique) if _WORDY.fullmatch(v) and not _SPACED.search(v)]
+    words = [(v, i) for i, v in enumerate(unique) if kinds[i][2]]
     for value, index in sorted(words, key=lambda vi: -len(vi[0])):
         shape = shape.replace(value, _placeholder(index, value))  # markupsafe leaves it as it is
-    numbers = {v: _placeholder(i, v) for i, v in enumerate(unique) if _NUMBER.fullmatch(v)}
-    if numbers:
+    numbers = {v: _placeholder(i, v) for i, v in enumerate(unique) if kinds[i][3]}
+    if numbers and _number_to_place(shape, numbers):  # else the pass over every tag changes nothing
         shape = _NUMBER_IN_TEXT.sub(lambda m: m[1] or numbers.get(m[2], m[2]), shape)
-    if not _in_text_or_link(shape):
-        return None
-    # numbered in the order they stand, so that emails whose values differ in number share a shape
-    order: dict[int, int] = {}
-    shape = _PLACED.sub(lambda m: _placeholder(order.setdefault(_number(m), len(order)), unique[_number(m)]), shape)
-    return shape, [unique[i] for i in order]
+    return shape, unique
+
+
+def _number_to_place(shape: str, numbers: Mapping[str, str]) -> bool:
+    """Whether one of `numbers` stands after a word and a space, in a tag or not: wherever
+    _NUMBER_IN_TEXT puts a placeholder, and more. A space is looked for first: a look behind at
+    every character costs as much as the whole pass."""
+    for found in _SPACE_NUMBER.finditer(shape):
+        if found[1] in numbers and found.start() > 0 and _LETTER.match(shape, found.start() - 1):
+            return True
+    return False
+
+
+def _numbered(shape: str) -> tuple[str, tuple[int, ...]] | None:
+    """The shape with its placeholders numbered in the order they stand, so that emails whose values
+    differ in number share a shape, and which value each stands for; None where it cannot be trusted.
+    A function of the shape alone (a placeholder says whether its value is a link), so kept by shape."""
+    kept = _NUMBERED.get(shape, _MISSING)
+    if kept is not _MISSING:
+        return kept  # type: ignore[return-value]  # what was put: a numbered shape or None
+    found: tuple[str, tuple[int, ...]] | None = None
+    if _in_text_or_link(shape):
+        order: dict[int, int] = {}
+        numbered = _PLACED.sub(lambda m: _renumbered(m, order), shape)
+        found = numbered, tuple(order)
+    if len(shape) * 2 <= KEPT_SHAPE_CHARS:
+        _NUMBERED.put(shape, found, len(shape) * 2)
+    return found
+
+
+def _renumbered(placed: re.Match[str], order: dict[int, int]) -> str:
+    new = order.setdefault(_number(placed), len(order))
+    return f"{_LINK_PREFIX}{_LINK_MARK}{new}{_END}" if placed[1] else f"{_MARK}{new}{_END}"
 
 
 def _number(placed: re.Match[str]) -> int:
     return int(placed[1] or placed[2])
+
+
+class _Text:
+    """A shape's text before wrapping, cut where optwrap cuts it (at line breaks, which no value put
+    in has): a paragraph without a placeholder is wrapped once here, one with them after they are
+    put in, so an email costs what its own values cost."""
+
+    def __init__(self, unwrapped: str) -> None:
+        self.fixed = bool(_WRAPPER.backquote_code_style)  # a code block spans paragraphs: the whole text
+        self.unwrapped = unwrapped
+        self.paragraphs: list[tuple[str, bool | None] | list[str | int] | None] = []
+        for para in unwrapped.split("\n"):
+            if not para:
+                self.paragraphs.append(None)
+            elif _PLACED.search(para):
+                pieces: list[str | int] = []
+                for i, piece in enumerate(_PLACED.split(para)):
+                    if i % 3 == 0:
+                        pieces.append(piece)
+                    elif piece is not None:
+                        pieces.append(int(piece))
+                self.paragraphs.append(pieces)
+            else:
+                piece = str(_WRAPPER.optwrap(para))
+                self.paragraphs.append((piece, None if piece == "" else piece.endswith("\n\n")))
+
+    def text(self, unique: Sequence[str]) -> str:
+        """_wrapped(the text with `unique` put in), as optwrap does it paragraph by paragraph."""
+        if self.fixed:
+            return _wrapped(_PLACED.sub(lambda m: unique[_number(m)], self.unwrapped))
+        out: list[str] = []
+        newlines = 0
+        for para in self.paragraphs:
+            if para is None:
+                if newlines < 2:
+                    out.append("\n")
+                    newlines += 1
+                continue
+            piece, ends = para if isinstance(para, tuple) else _paragraph(
+                "".join(p if isinstance(p, str) else unique[p] for p in para))
+            out.append(piece)
+            newlines = newlines if ends is None else 2 if ends else 1
+        return _cleaned("".join(out))
 
 
 class Shapes:
@@ -260,7 +384,7 @@ class Shapes:
 
     def __init__(self) -> None:
         self.whole = Deriver()
-        self._texts: dict[str, str] = {}  # shape -> its text before wrapping
+        self._texts: dict[str, _Text] = {}  # shape -> its text before wrapping
         self._made = self._reused = 0
         self.trusted = True
 
@@ -272,7 +396,7 @@ class Shapes:
         known = self._texts.get(shape)
         if known is not None:
             self._reused += 1
-            return _wrapped(_PLACED.sub(lambda m: unique[_number(m)], known))
+            return known.text(unique)
         whole = self.whole.text(html)
         parser = _parser()
         parser.feed(shape)
@@ -281,7 +405,7 @@ class Shapes:
         if _wrapped(_PLACED.sub(lambda m: unique[_number(m)], unwrapped)) != whole:
             self.trusted = False
         elif len(self._texts) < SHAPES:
-            self._texts[shape] = unwrapped
+            self._texts[shape] = _Text(unwrapped)
         if self._made >= TRIES and self._reused < self._made:
             self.trusted = False
         return whole

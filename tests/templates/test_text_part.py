@@ -14,7 +14,8 @@ from markupsafe import escape
 from playbookd.config.settings import Company
 from playbookd.templates import text_part
 from playbookd.templates.compiled import Compiled, Spec
-from playbookd.templates.render import TEXT, Templates
+from playbookd.templates.errors import TemplateError
+from playbookd.templates.render import GROUP, TEXT, Templates
 from playbookd.templates.text_part import Deriver, Shapes, html_to_text, shape_of
 
 SHIPPED = Path(__file__).resolve().parents[2] / "email_templates"
@@ -26,7 +27,11 @@ COMPANY = Company(name="Acme", postal_address="1 Main St, Springfield")
 # start of a line, links, long words that wrap, characters from outside ASCII, line breaks
 NAMES = ["Jordan", "O'Brien & Sons", "<b>Bold</b> Corp", "1. First", "- dash", "+ plus", "# hash",
          "[link](http://x)", "a_b*c`d", "Zoë Ångström", "Ünïcödé 株式会社", "x" * 120,
-         "word " * 30, "line\nbreak", "  padded  ", "back\\slash", "http://example.com/path"]
+         "word " * 30, "line\nbreak", "  padded  ", "back\\slash", "http://example.com/path",
+         "Globex 12 Corp", "has 4 seats", "x" * 20_000, "Acme", "a://x"]
+
+
+LONE = "lone \ud800 half"  # event JSON can carry one; the store cannot: no email shows it, every shape sees it
 
 
 def derived_emails() -> list[tuple[str, str]]:
@@ -40,7 +45,7 @@ def contexts(segment: str) -> list[dict[str, Any]]:
     found = []
     for i, name in enumerate(NAMES):
         found.append({**base, "globals": GLOBALS,
-                      "account": {**base["account"], "name": name, "arr": 1000 * i},
+                      "account": {**base["account"], "name": name, "arr": 1000 * i, "note": LONE},
                       "contact": {**base["contact"], "first_name": NAMES[-1 - i]}})
     return found
 
@@ -209,3 +214,32 @@ def test_what_a_worker_keeps_of_wrapped_paragraphs_is_bounded() -> None:
     assert 0 < len(text_part._PARAGRAPHS) <= text_part.PARAGRAPHS
     kept = sum(len(para) + len(piece) for para, (piece, _) in text_part._PARAGRAPHS.items())
     assert kept <= text_part.PARAGRAPHS * 2 * (text_part.KEPT_CHARS + 2)
+
+
+def test_emails_rendered_ahead_in_workers_are_those_rendered_in_process() -> None:
+    """render_many (contexts to a worker, GROUP emails a call) gives each email what one render in
+    this process gives, and an email that fails takes no other with it."""
+    templates = Templates(SHIPPED, SEGMENTS, company=COMPANY, globals_=GLOBALS)
+    compiled = Compiled(Spec("test", str(SHIPPED), 256 * 2**20, 200))
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    for name, segment in derived_emails()[::3]:
+        jobs += [(name, segment, context) for context in contexts(segment)]
+    broken = {**contexts("tech_touch")[0], "company": {"name": "Acme"}}  # no public_url
+    jobs.insert(7, ("login_nudge_help", "tech_touch", broken))
+    found = templates.render_many(jobs)
+    assert len(jobs) > 2 * GROUP
+    for (name, segment, context), result in zip(jobs, found, strict=True):
+        rel = templates.resolve(name, segment)
+        if context is broken:
+            assert isinstance(result, TemplateError) and "login_nudge_help.html.j2:10: undefined" in str(result)
+        else:
+            assert result == compiled.render(rel, None, context), (rel, context["account"]["name"][:40])
+
+
+def test_what_a_worker_keeps_of_shapes_and_values_is_bounded() -> None:
+    numbered = text_part._NUMBERED
+    for n in range(2000):
+        text_part.shape_of(f"<p>{'x' * 2000} {n} Jordan</p>", ["Jordan"])
+        text_part._facts(f"value {n}")
+    assert numbered._weight <= numbered.budget and sum(w for _, w in numbered._old.values()) <= numbered.budget
+    assert len(text_part._FACTS) <= text_part.FACTS
