@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from playbookd.config.settings import Company
-from playbookd.templates import text_part
+from playbookd.templates import placeholders, text_part
 from playbookd.templates.compiled import Compiled, Spec
 from playbookd.templates.errors import TemplateError
+from playbookd.templates.placeholders import shape_of
 from playbookd.templates.render import GROUP, TEXT, Templates
-from playbookd.templates.text_part import Deriver, Shapes, html_to_text, shape_of
+from playbookd.templates.text_part import Deriver, Shapes, html_to_text
 
 SHIPPED = Path(__file__).resolve().parents[2] / "email_templates"
 GLOBALS = yaml.safe_load((SHIPPED.parent / "config.yaml").read_text())["template_globals"]
@@ -237,9 +238,9 @@ def test_emails_rendered_ahead_in_workers_are_those_rendered_in_process() -> Non
 
 
 def test_what_a_worker_keeps_of_shapes_and_values_is_bounded() -> None:
-    numbered = text_part._NUMBERED
+    numbered = placeholders._NUMBERED
     for n in range(2000):
-        text_part.shape_of(f"<p>{'x' * 2000} {n} Jordan</p>", ["Jordan"])
-        text_part._facts(f"value {n}")
+        placeholders.shape_of(f"<p>{'x' * 2000} {n} Jordan</p>", ["Jordan"])
+        placeholders._facts(f"value {n}")
     assert numbered._weight <= numbered.budget and sum(w for _, w in numbered._old.values()) <= numbered.budget
-    assert len(text_part._FACTS) <= text_part.FACTS
+    assert len(placeholders._FACTS) <= placeholders.FACTS
