@@ -160,6 +160,23 @@ def _records(runtime: Runtime, conn: Connection, rows: Sequence[Row[Any]], types
     return records
 
 
+def _contexts(runtime: Runtime, conn: Connection, rows: Sequence[Row[Any]], records: dict[str, AccountRecord],
+              now: datetime, secret: bytes) -> tuple[list[StepContext], list[tuple[Row[Any], str]]]:
+    """A step context for each enrollment whose playbook and account are there, and the others with
+    why they end."""
+    contexts, gone = [], []
+    for row in rows:
+        playbook = runtime.playbook(row.playbook_id)
+        account = records.get(row.account_id)
+        if playbook is None or playbook.status == "retired":
+            gone.append((row, PLAYBOOK_GONE))
+        elif account is None:
+            gone.append((row, ACCOUNT_GONE))
+        else:
+            contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret, _event(conn, row.event_id)))
+    return contexts, gone
+
+
 def _early(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime, types: dict[str, str],
            secret: bytes) -> dict[Key, Early]:
     """On SQLite, the batch's emails rendered before its transaction takes the one write lock, so that
@@ -169,14 +186,7 @@ def _early(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime, 
     committed). Nothing read here is trusted: the transaction reads it all again (cadence.batch.prepare)."""
     with engine.connect() as conn:
         rows = _claim(conn, ids, now)
-        records = _records(runtime, conn, rows, types, now)
-        contexts = []
-        for row in rows:
-            playbook = runtime.playbook(row.playbook_id)
-            account = records.get(row.account_id)
-            if playbook is not None and playbook.status != "retired" and account is not None:
-                contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
-                                            _event(conn, row.event_id)))
+        contexts, _ = _contexts(runtime, conn, rows, _records(runtime, conn, rows, types, now), now, secret)
         planned = plan_early(conn, contexts)
     return render_early(runtime, planned)
 
@@ -193,17 +203,9 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
             return
         records = _records(runtime, conn, rows, types, now)
         secret = resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
-        contexts = []
-        for row in rows:
-            playbook = runtime.playbook(row.playbook_id)
-            account = records.get(row.account_id)
-            if playbook is None or playbook.status == "retired":
-                _end(conn, row, "exited", row.step, PLAYBOOK_GONE, now)
-            elif account is None:
-                _end(conn, row, "exited", row.step, ACCOUNT_GONE, now)
-            else:
-                contexts.append(StepContext(runtime, conn, row, playbook, account, now, secret,
-                                            _event(conn, row.event_id)))
+        contexts, gone = _contexts(runtime, conn, rows, records, now, secret)
+        for row, reason in gone:
+            _end(conn, row, "exited", row.step, reason, now)
         batch = prepare(conn, contexts, early)
         for ctx in contexts:
             advance_one(ctx)

@@ -59,6 +59,11 @@ def _between(monkeypatch: pytest.MonkeyPatch, project: Any, change: Callable[[],
     return calls
 
 
+def _set_contact(project: Any, **values: Any) -> None:
+    with transaction(project.engine) as conn:
+        conn.execute(update(contacts).where(contacts.c.email == "ana@harbor.example").values(**values))
+
+
 def test_an_email_rendered_first_is_taken_when_nothing_changed(
         make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = _project(make, tmp_path)
@@ -85,12 +90,7 @@ def test_an_unsubscribe_between_the_first_render_and_the_transaction_stops_the_e
 def test_a_contact_unsubscribed_in_the_contacts_between_the_phases_is_not_sent_to(
         make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = _project(make, tmp_path)
-
-    def unsubscribed() -> None:
-        with transaction(project.engine) as conn:
-            conn.execute(update(contacts).where(contacts.c.email == "ana@harbor.example").values(status="unsubscribed"))
-
-    _between(monkeypatch, project, unsubscribed)
+    _between(monkeypatch, project, lambda: _set_contact(project, status="unsubscribed"))
     project.run(T0)
     assert project.rows(outbox) == []
 
@@ -113,12 +113,7 @@ def test_an_account_changed_between_the_phases_gets_the_email_rendered_from_the_
 def test_a_contact_renamed_between_the_phases_gets_the_email_rendered_with_the_new_name(
         make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = _project(make, tmp_path)
-
-    def renamed() -> None:
-        with transaction(project.engine) as conn:
-            conn.execute(update(contacts).where(contacts.c.email == "ana@harbor.example").values(first_name="Anna"))
-
-    calls = _between(monkeypatch, project, renamed)
+    calls = _between(monkeypatch, project, lambda: _set_contact(project, first_name="Anna"))
     project.run(T0)
     assert calls == [1, 1]
     [row] = project.rows(outbox)
