@@ -1,8 +1,8 @@
 """The steps of a cadence: email into the outbox, task, webhook, set; each audited with its reason.
 
-Email steps render into the outbox (unique key per enrollment, step and contact, so a retry
-never queues twice); tasks (one open per playbook, account and step: see cadence.tasks), webhooks
-and field updates are stored.
+Email steps render into the outbox (unique key per enrollment, step identity and contact, so a retry
+or a step an edit moved never queues twice); tasks (one open per playbook, account and step: see
+cadence.tasks), webhooks and field updates are stored.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _email_row(ctx: StepContext, index: int, step: EmailStep, contact: Contact, 
     cut += ["From"] if sender.cut else []
     if rendered.cut or cut:
         _record_cuts(ctx, index, contact, [*rendered.cut, *cut])
-    key = f"{ctx.enrollment.id}:{index}:{contact.id}"
+    key = f"{ctx.enrollment.id}:{ctx.playbook.step_token(index)}:{contact.id}"
     html, text = rendered.html, rendered.text
     if ctx.runtime.config.delivery.track_clicks:
         public = ctx.runtime.config.company.public_url
@@ -195,8 +195,9 @@ def run_webhook(ctx: StepContext, index: int, step: WebhookStep) -> None:
         raise UserError(f"webhook URL {step.url!r} expands to {url!r}, not an http(s) URL (is a variable unset?)")
     context = ctx.inline_context()
     insert_ignore(ctx.conn, webhooks, [{
-        "key": f"{ctx.enrollment.id}:{index}", "account_id": ctx.account["id"], "playbook_id": ctx.playbook.id,
-        "enrollment_id": ctx.enrollment.id, "url": url, "body": _render_body(ctx, step.body, context),
+        "key": f"{ctx.enrollment.id}:{ctx.playbook.step_token(index)}", "account_id": ctx.account["id"],
+        "playbook_id": ctx.playbook.id, "enrollment_id": ctx.enrollment.id, "url": url,
+        "body": _render_body(ctx, step.body, context),
         "state": "queued", "attempts": 0, "not_before": ctx.now, "created_at": ctx.now}])
     ctx.log(audit.STEP_DONE, index, detail={"action": "webhook"})
 

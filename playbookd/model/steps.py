@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,6 +13,8 @@ from playbookd.config.durations import Span
 from playbookd.errors import Where
 from playbookd.model.conditions import Condition
 from playbookd.model.launch import Launch
+
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._#-]{1,64}")  # fits any key and header as it is
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ class Playbook:
 
     def key_at(self, step: int) -> str | None:
         return self.step_keys[step] if step < len(self.step_keys) else None
+
+    def step_token(self, step: int) -> str:
+        """The step's identity as it goes into the keys that make a step run once per enrollment (the
+        outbox's, a webhook's Idempotency-Key): its key when that is short and plain, else a digest.
+        By identity, not position: after an edit moves steps, a step already run is not run again and
+        a new step at a used position is not taken for the old one."""
+        key = self.key_at(step)
+        if key is None:
+            return f"#{step}"
+        return key if _PLAIN_TOKEN.fullmatch(key) else "h-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def awaited_task(self, index: int) -> str | None:
         """The step key of the task that the wait at `index` waits for: the latest task step before it;

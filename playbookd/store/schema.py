@@ -104,7 +104,7 @@ Index("ix_enrollments_goals", enrollments.c.playbook_id, enrollments.c.goal_met_
 outbox = Table(
     "outbox", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("key", String(200), nullable=False, unique=True),  # enrollment:step:contact
+    Column("key", String(200), nullable=False, unique=True),  # enrollment:step identity:contact (Playbook.step_token)
     Column("message_id", String(300), nullable=False, unique=True),
     Column("enrollment_id", BigInteger),
     Column("playbook_id", String(200), nullable=False),

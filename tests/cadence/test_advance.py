@@ -11,7 +11,7 @@ from cycle_helpers import ACCOUNTS
 
 from playbookd import runtime
 from playbookd.model.steps import Variant, pick_variant
-from playbookd.store.schema import accounts, audit, enrollments, outbox, tasks
+from playbookd.store.schema import accounts, audit, enrollments, outbox, tasks, webhooks
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 TWO_EMAILS = """\
@@ -215,6 +215,40 @@ def test_an_enrollment_whose_step_was_removed_goes_on_with_the_next_one(make: An
     assert project.emails() == ["login_nudge.html.j2"] and [t.title for t in project.rows(tasks)] == ["Follow up"]
     (moved,) = project.rows(audit, audit.c.event == "step_moved")
     assert "no longer exists; going on with step 3" in moved.detail["note"]
+
+
+def test_a_new_step_at_the_place_of_a_sent_one_is_sent(make: Any) -> None:
+    """The outbox key holds the step's identity: a later step that an edit puts at the position of
+    an email already sent is not taken for it."""
+    three = TWO_EMAILS.replace("  - wait: 3d\n", "  - email: {template: login_nudge_long, to: admin}\n  - wait: 3d\n")
+    project = make({"two": three})
+    project.run(T0)
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_long.html.j2"]
+    edit(project, "two", three.replace("  - email: {template: login_nudge, to: admin}\n", "").replace(
+        "  - email: {template: login_nudge_long, to: admin}\n", ""))  # the last email is now step 2
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_long.html.j2", "login_nudge_short.html.j2"]
+    (enrollment,) = project.rows(enrollments)
+    assert enrollment.state == "completed"
+
+
+def test_an_email_an_edit_moves_behind_the_enrollment_is_not_sent_again(make: Any) -> None:
+    project = make({"two": TWO_EMAILS})
+    project.run(T0)  # first email sent; waits for the second
+    first = "  - email: {template: login_nudge, to: admin}\n"
+    edit(project, "two", TWO_EMAILS.replace(first, "") + first)  # the first email is now the last
+    project.run(T0 + timedelta(days=3))
+    assert project.emails() == ["login_nudge.html.j2", "login_nudge_short.html.j2"]
+    assert len(project.rows(outbox)) == 2
+
+
+def test_a_webhook_an_edit_moves_behind_the_enrollment_is_not_queued_again(make: Any) -> None:
+    hook = "  - webhook: {url: \"http://127.0.0.1:9/hook\", body: {text: \"{{ account.name }}\"}}\n"
+    project = make({"two": TWO_EMAILS.replace("steps:\n", "steps:\n" + hook)})
+    project.run(T0)
+    edit(project, "two", TWO_EMAILS + hook)  # the webhook is now the last step
+    project.run(T0 + timedelta(days=3))
+    assert len(project.rows(webhooks)) == 1 and len(project.rows(outbox)) == 2
 
 
 def test_explicit_step_ids_survive_an_edit_of_the_step(make: Any) -> None:

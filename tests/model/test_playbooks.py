@@ -136,3 +136,16 @@ def test_step_ids_are_stable_and_explicit_ones_unique(tmp_path):
     (tmp_path / "a.yaml").unlink()
     _, problems = load(tmp_path, b=twice)
     assert [p.message for p in problems] == ["step id 'pause' is used 2 times"] * 2
+
+
+def test_step_tokens_are_the_keys_when_plain_else_a_digest(tmp_path):
+    named = DESIGN_EXAMPLE.replace("  - wait: 3d\n", "  - id: pause\n    wait: 3d\n").replace(
+        "  - wait: 4d\n", "  - id: \"Zweite Pause: lang\"\n    wait: 4d\n").replace(
+        "  - set: {risk_flag: inactive}\n", f"  - id: {'x' * 65}\n    set: {{risk_flag: inactive}}\n")
+    (pb,), problems = load(tmp_path, a=named)
+    assert problems == []
+    tokens = [pb.step_token(i) for i in range(len(pb.steps))]
+    assert tokens[0] == pb.step_keys[0] and tokens[1] == "pause"  # derived keys and plain ids as they are
+    assert tokens[3].startswith("h-") and tokens[6].startswith("h-") and tokens[3] != tokens[6]
+    assert all(len(t) <= 64 and ":" not in t for t in tokens) and len(set(tokens)) == len(tokens)
+    assert pb.step_token(len(pb.steps)) == f"#{len(pb.steps)}"
