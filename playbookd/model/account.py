@@ -82,6 +82,16 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
 
 
+def value_key(value: Any) -> tuple[Any, ...]:
+    """A stored value as a cache key: its class too (True == 1 == 1.0, but a flag is no count), and a
+    zero's sign (-0.0 == 0.0, yet they are two inputs; what reads them need not treat them alike).
+    An absent field and a null one share a key: every condition reads a field through `lookup`,
+    which gives None for both (model.evaluation), so they evaluate the same."""
+    if value.__class__ is float and value == 0:
+        return float, value, str(value)
+    return value.__class__, value
+
+
 def note_change(changes: dict[str, Any], name: str, old: Any, value: Any, at: str) -> None:
     """Record in `changes` (a field -> {from, at} map, as stored) that `name` went from `old` to
     `value` at `at`. A change not yet seen by an evaluation keeps its origin: 9 -> 5 -> 3 is one

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select
 
 from playbookd.model.account import HISTORY, AccountRecord, put_values
+from playbookd.store.bulk import upsert_rows
 from playbookd.store.chunks import chunked
-from playbookd.store.database import upsert
 from playbookd.store.schema import health_history
 
 DayRow = tuple[date, float | None, float | None]  # day, highest, lowest
@@ -49,7 +49,7 @@ def record_moves(conn: Connection, moves: list[Move], day: date, now: datetime) 
             seen = [v for v in (move.before, move.after, *((old.high, old.low) if old else ())) if v is not None]
             rows.append({"account_id": move.account_id, "day": day, "score": move.after, "color": move.color,
                          "high": max(seen, default=None), "low": min(seen, default=None), "updated_at": now})
-        upsert(conn, health_history, ["account_id", "day"], rows)
+        upsert_rows(conn, health_history, ["account_id", "day"], rows)
 
 
 def history(conn: Connection, ids: Iterable[str], since: date) -> dict[str, list[DayRow]]:

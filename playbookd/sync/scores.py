@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
-from playbookd.model.account import decode_account
+from playbookd.model.account import decode_account, value_key
 from playbookd.model.conditions import AnyField, leaves
 from playbookd.model.health import HEALTH_COLOR, HEALTH_FIELDS, HEALTH_SCORE, HealthRules, health_fields
 from playbookd.model.health_rules import build_rules
@@ -210,7 +210,7 @@ class Alike:
         if (kinds := tuple(types.get(n) for n in self.names)) != self.types:  # read otherwise: start again
             self.types = kinds
             self.found.clear()
-        key = (segment, *((v.__class__, v) for n in self.names for v in (data.get(n),)))
+        key = (segment, *(value_key(data.get(n)) for n in self.names))
         try:
             return dict(self.found[key])
         except KeyError:

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, bindparam, update
 
 from playbookd.config.settings import Config
 from playbookd.errors import ValidationError
-from playbookd.model.account import AccountRecord, decode_account
-from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data
+from playbookd.model.account import AccountRecord, decode_account, value_key
+from playbookd.model.conditions import Condition, FieldTypes, leaves, parse_condition_data, static
 from playbookd.model.evaluation import evaluate
 from playbookd.store.accounts import iter_accounts, load_account_types, records_by_id
 from playbookd.store.chunks import chunked
@@ -32,7 +32,12 @@ class Segmenter:
         for segment in config.segments:
             self.rules.append((segment.name, self._parse(config, segment.name, segment.when, known)))
         self.now, self.tz = now, config.tz
-        self.names = {leaf.field for _, cond in self.rules if cond is not None for leaf in leaves(cond)}
+        self.names = sorted({leaf.field for _, cond in self.rules if cond is not None for leaf in leaves(cond)})
+        # static conditions that do not read the id give accounts with the same values of the fields
+        # they name the same segment: most accounts have a twin (a few fields, few values each)
+        self.cached = "id" not in self.names and all(static(cond) for _, cond in self.rules)
+        self.found: dict[tuple[Any, ...], str] = {}
+        self.kinds: tuple[str | None, ...] = ()
 
     @staticmethod
     def _parse(config: Config, name: str, when: Any, known: FieldTypes) -> Condition | None:
@@ -58,10 +63,32 @@ class Segmenter:
            types: Mapping[str, str]) -> str:
         if self.constant is not None:
             return self.constant
+        if not self.cached:
+            return self._of(account_id, data, changes, types)
+        if (kinds := tuple(types.get(n) for n in self.names)) != self.kinds:  # read otherwise: start again
+            self.kinds = kinds
+            self.found.clear()
+        key = tuple(value_key(data.get(n)) for n in self.names)
+        try:
+            return self.found[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list or an object in a field: not a key
+            return self._of(account_id, data, changes, types)
+        if len(self.found) >= CACHED:
+            self.found.clear()
+        segment = self.found[key] = self._of(account_id, data, changes, types)
+        return segment
+
+    def _of(self, account_id: str, data: Mapping[str, Any], changes: Mapping[str, Any],
+            types: Mapping[str, str]) -> str:
         # only the fields the conditions name: decoding whole records costs more than evaluating
         names = self.names
         return self(decode_account(account_id, "", {n: data[n] for n in names if n in data},
                                    {n: changes[n] for n in names if n in changes}, types))
+
+
+CACHED = 50_000  # distinct inputs a Segmenter keeps: past it, forgotten and evaluated again
 
 
 def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] | None = None) -> int:
@@ -79,5 +106,3 @@ def assign_segments(engine: Engine, config: Config, account_ids: Iterable[str] |
                              .values(segment=bindparam("b_segment"), unseen=bump()), moves)
         changed += len(moves)
     return changed
-
-

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from playbookd.store.bulk import insert_rows, update_rows
+from playbookd.store.bulk import insert_rows, update_rows, upsert_rows
 from playbookd.store.database import aware
 from playbookd.store.marks import UNSEEN
-from playbookd.store.schema import accounts, contacts
+from playbookd.store.schema import accounts, audit, contacts, health_history
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
 TRICKY = {"quote": 'say "hi"', "backslash": "a\\b", "braces": "{1,2}", "unicode": "Zoë ✓", "n": 3.5,
@@ -103,3 +103,50 @@ def test_a_refused_copy_is_the_store_error_sqlalchemy_raises(engine: Engine) -> 
         first = conn.execute(select(contacts.c.id)).scalar_one()
     with pytest.raises(IntegrityError), engine.begin() as conn:
         insert_rows(conn, contacts, [{**row, "id": first}], synced_at=NOW)
+
+
+def test_a_constant_is_written_as_a_row_value_is(engine: Engine) -> None:
+    """A column every row sets to one value is converted as the rows' own values are: a None in a
+    JSON column is NULL (on PostgreSQL an UPDATE's constant was JSON `null`), an object its JSON."""
+    rows = [{"at": NOW, "event": "probe", "detail": {"n": i}} for i in range(3)]
+    with engine.begin() as conn:
+        insert_rows(conn, audit, rows)
+        ids = sorted(conn.execute(select(audit.c.id)).scalars())
+        update_rows(conn, audit, "id", [{"id": ids[0], "reason": "cleared"}], detail=None)
+        update_rows(conn, audit, "id", [{"id": ids[1], "reason": "given"}], detail={"kept": ["x", None]})
+        update_rows(conn, audit, "id", [{"id": ids[2], "detail": None}])
+    with engine.connect() as conn:
+        found = conn.execute(select(audit.c.reason, audit.c.detail.is_(None), audit.c.detail)
+                             .order_by(audit.c.id)).all()
+    assert [tuple(row) for row in found] == [("cleared", True, None), ("given", False, {"kept": ["x", None]}),
+                                             (None, True, None)]
+
+
+def test_an_empty_object_is_written_as_any_other(engine: Engine) -> None:
+    """{} is encoded once per write, and reads back as {} beside objects that are not empty."""
+    rows = [{"account_id": "A1", "email": f"e{i}@a1.example", "position": i, "data": {} if i % 2 else {"i": i}}
+            for i in range(4)]
+    with engine.begin() as conn:
+        insert_rows(conn, contacts, rows, synced_at=NOW)
+        ids = dict(conn.execute(select(contacts.c.email, contacts.c.id)).all())
+        update_rows(conn, contacts, "id", [{"id": ids["e0@a1.example"], "data": {}}])
+    assert [r[4] for r in stored(engine)] == [{}, {}, {"i": 2}, {}]
+
+
+def test_an_upsert_inserts_new_keys_and_updates_the_others(engine: Engine) -> None:
+    day = NOW.date()
+    first = [{"account_id": a, "day": day, "score": 50.0, "color": "yellow", "high": 50.0, "low": 50.0,
+              "updated_at": NOW} for a in ("A1", "A2")]
+    later = NOW.replace(hour=11)
+    again = [{"account_id": "A2", "day": day, "score": 20.0, "color": "red", "high": 50.0, "low": 20.0,
+              "updated_at": later},
+             {"account_id": "A3", "day": day, "score": None, "color": None, "high": None, "low": None,
+              "updated_at": later}]
+    with engine.begin() as conn:
+        upsert_rows(conn, health_history, ["account_id", "day"], first)
+        upsert_rows(conn, health_history, ["account_id", "day"], again)
+    with engine.connect() as conn:
+        found = [(*row[:6], aware(row[6])) for row in conn.execute(select(health_history).order_by(
+            health_history.c.account_id))]
+    assert found == [("A1", day, 50.0, "yellow", 50.0, 50.0, NOW), ("A2", day, 20.0, "red", 50.0, 20.0, later),
+                     ("A3", day, None, None, None, None, later)]

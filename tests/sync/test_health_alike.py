@@ -11,7 +11,8 @@ import yaml
 
 from playbookd.config.settings import Config
 from playbookd.model.account import decode_account
-from playbookd.model.conditions import AnyField
+from playbookd.model.conditions import AnyField, parse_condition_data
+from playbookd.model.evaluation import evaluate
 from playbookd.model.health import HealthRules, health_fields
 from playbookd.model.health_rules import build_rules
 from playbookd.sync import scores
@@ -93,3 +94,30 @@ def test_rules_that_read_the_clock_score_every_account(calls: list[int]) -> None
     data = {"seat_utilization": 90, "last_login_at": "2026-10-01T00:00:00+00:00"}
     assert [alike(f"A{i}", "default", data, TYPES) for i in range(3)] == [one_by_one(built, "default", data)] * 3
     assert len(calls) == 3
+
+
+def test_a_signed_zero_is_another_input(calls: list[int]) -> None:
+    """-0.0 == 0.0 (and hashes alike), yet they are two inputs: each is scored, as each would be."""
+    built = rules(STATIC)
+    alike = Alike(built, NOW)
+    zeros = [{"seat_utilization": 0.0, "nps": 3}, {"seat_utilization": -0.0, "nps": 3}]
+    got = [alike(f"A{i}", "default", data, TYPES) for i, data in enumerate(zeros * 2)]
+    assert got == [one_by_one(built, "default", data) for data in zeros * 2]
+    assert len(calls) == 2
+
+
+CONDITIONS = [{"exists": True}, {"exists": False}, {"eq": 1}, {"ne": 1}, {"gt": 0}, {"lte": 0},
+              {"in": [1, 2]}, {"not_in": [1, 2]}, {"between": [0, 5]}, {"contains": "a"},
+              {"matches": "a"}, {"older_than": "7d"}, {"within_last": "7d"}, {"within_next": "7d"}]
+
+
+@pytest.mark.parametrize("op", CONDITIONS, ids=lambda c: next(iter(c)))
+def test_an_absent_field_and_a_null_one_evaluate_alike(op: dict[str, Any]) -> None:
+    """Why Alike (and the Segmenter) give an absent field and a null one the same key: every leaf reads
+    a field through `lookup`, None for both, so no condition, `exists` and `not` included, tells them apart."""
+    for when in ({"nps": op}, {"not": {"nps": op}}):
+        cond, problems = parse_condition_data(when, "config.yaml", AnyField({}))
+        assert not problems, problems
+        absent = decode_account("A", "default", {}, {}, TYPES)
+        null = decode_account("A", "default", {"nps": None}, {}, TYPES)
+        assert evaluate(cond, absent, NOW, UTC) == evaluate(cond, null, NOW, UTC)
