@@ -28,12 +28,19 @@ def same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(value, b[key]) for key, value in a.items())
+        return a.keys() == b.keys() and all(_same_value(value, b[key]) for key, value in a.items())
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, _PLAIN):
         return bool(a == b)
     return bool(a == b) and repr(a) == repr(b)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # most values of a context are text or None: compared here without a call of `same` each
+    if type(a) is str or a is None:
+        return type(b) is type(a) and bool(a == b)
+    return same(a, b)
 
 
 @dataclass(frozen=True)
