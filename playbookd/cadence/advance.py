@@ -8,7 +8,8 @@ Every decision is audited with its reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +17,12 @@ from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
-from playbookd.cadence.batch import plan_early, prepare, render_early, write, write_queued
+from playbookd.cadence.batch import Planned, plan_early, prepare, render_early, write, write_queued
 from playbookd.cadence.context import Early, Key, StepContext
 from playbookd.cadence.steps import StepFailed, run_step
 from playbookd.cadence.task_events import wake_waits
 from playbookd.delivery import clicks
-from playbookd.delivery.unsubscribe import resolve_secret
+from playbookd.delivery.unsubscribe import known_secret, resolve_secret
 from playbookd.engine import goals, statuses
 from playbookd.engine.exits import ACCOUNT_GONE, PLAYBOOK_GONE, exit_reason
 from playbookd.errors import UserError
@@ -177,26 +178,36 @@ def _contexts(runtime: Runtime, conn: Connection, rows: Sequence[Row[Any]], reco
     return contexts, gone
 
 
-def _early(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime, types: dict[str, str],
-           secret: bytes) -> dict[Key, Early]:
-    """On SQLite, the batch's emails rendered before its transaction takes the one write lock, so that
-    delivery's claims and outcomes commit meanwhile. Read outside any transaction: each statement
-    reads on its own, and the connection is closed before rendering and before the write transaction
-    begins (one that read first would fail to write with SQLITE_BUSY once another connection
-    committed). Nothing read here is trusted: the transaction reads it all again (cadence.batch.prepare)."""
+def _plan_first(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime, types: dict[str, str],
+                secret: bytes) -> list[Planned]:
+    """On SQLite, what the batch's emails are rendered from before its transaction takes the one
+    write lock, so that delivery's claims and outcomes commit meanwhile. Read outside any
+    transaction: each statement reads on its own, and the connection is closed before rendering and
+    before the write transaction begins (one that read first would fail to write with SQLITE_BUSY
+    once another connection committed). Nothing read here is trusted: the transaction reads it all
+    again (cadence.batch.prepare)."""
     with engine.connect() as conn:
         rows = _claim(conn, ids, now)
         contexts, _ = _contexts(runtime, conn, rows, _records(runtime, conn, rows, types, now), now, secret)
-        planned = plan_early(conn, contexts)
-    return render_early(runtime, planned)
+        return plan_early(conn, contexts)
+
+
+def _render_first(ahead: ThreadPoolExecutor, runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
+                  types: dict[str, str], secret: bytes | None) -> Future[dict[Key, Early]] | None:
+    """The batch's emails read for now and rendered in the `ahead` thread: the render worker works
+    while this thread runs the transaction before (the waiting on it releases the GIL), so on two
+    cores the renders and the queueing overlap instead of taking turns. None without a secret."""
+    if secret is None:
+        return None
+    planned = _plan_first(runtime, engine, ids, now, types, secret)
+    return ahead.submit(render_early, runtime, planned)
 
 
 def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
-                   types: dict[str, str], first: bytes | None = None) -> None:
+                   types: dict[str, str], early: Mapping[Key, Early] | None = None) -> None:
     """Enrollments of distinct accounts advanced in one transaction: all of their steps are
     committed together or, on a crash or a store error, none (they stay due and run again).
-    With `first` (SQLite's unsubscribe secret), their emails are rendered before it (_early)."""
-    early = _early(runtime, engine, ids, now, types, first) if first is not None else None
+    `early`: their emails rendered before it (_render_first), each taken only if still the same."""
     with transaction(engine) as conn, audit.held(conn):  # the batch's audit entries: one INSERT
         rows = _claim(conn, ids, now)
         if not rows:
@@ -213,16 +224,16 @@ def _advance_batch(runtime: Runtime, engine: Engine, ids: Sequence[int], now: da
 
 
 def _advance_apart(runtime: Runtime, engine: Engine, ids: Sequence[int], now: datetime,
-                   types: dict[str, str], first: bytes | None) -> None:
+                   types: dict[str, str], early: Mapping[Key, Early] | None) -> None:
     """A batch the store refuses for a value one of its enrollments would write runs again one
     enrollment at a time, and the one refused fails alone with the store's reason: else it would fail
     every batch it is in, at every cycle. A store that cannot be reached still stops the run."""
     try:
-        _advance_batch(runtime, engine, ids, now, types, first)
+        _advance_batch(runtime, engine, ids, now, types, early)
     except DataError as exc:
         if len(ids) > 1:
             for one in ids:
-                _advance_apart(runtime, engine, [one], now, types, first)
+                _advance_apart(runtime, engine, [one], now, types, early)
             return
         _refused(engine, ids[0], f"the database refused what this step writes: {exc.orig}", now)
 
@@ -260,13 +271,19 @@ def _event(conn: Connection, event_id: int | None) -> dict[str, Any] | None:
     return None if row is None else {**(row.data or {}), "name": row.name, "occurred_at": aware(row.occurred_at)}
 
 
-def _render_first(runtime: Runtime, engine: Engine) -> bytes | None:
+def _secret_first(runtime: Runtime, engine: Engine) -> bytes | None:
     """The unsubscribe secret the emails of each batch are rendered with before its transaction, on
-    SQLite; None elsewhere (PostgreSQL locks rows, not the store: rendering inside holds up no one)."""
+    SQLite; None elsewhere (PostgreSQL locks rows, not the store: rendering inside holds up no one).
+    Read without a transaction once it is kept: only the first cycle makes it, under the write lock."""
     if engine.dialect.name != "sqlite":
         return None
-    with transaction(engine) as conn:  # the first time, the secret is made and kept (resolve_secret)
-        return resolve_secret(conn, runtime.config.delivery.unsubscribe_secret)
+    configured = runtime.config.delivery.unsubscribe_secret
+    with engine.connect() as conn:
+        found = known_secret(conn, configured)
+    if found is not None:
+        return found
+    with transaction(engine) as conn:
+        return resolve_secret(conn, configured)
 
 
 def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -> int:
@@ -276,22 +293,31 @@ def advance(runtime: Runtime, engine: Engine, now: datetime, batch: int = 500) -
     wake_waits(runtime, engine, now)  # a closed task ends its `until_task_done` wait: due now
     with engine.connect() as conn:
         types = load_account_types(conn)
-    first = _render_first(runtime, engine)
+    first = _secret_first(runtime, engine)
     done = 0
     last = 0
-    while True:
-        with engine.connect() as conn:
-            held = launch.holding(runtime.playbooks, conn)
-            due = list(conn.execute(select(enrollments.c.id, enrollments.c.account_id).where(
-                enrollments.c.state == "active", enrollments.c.next_due_at <= now, enrollments.c.id > last,
-                enrollments.c.playbook_id.not_in(held))
-                .order_by(enrollments.c.id).limit(batch)))
-        if not due:
-            return done
-        for ids in _batches(due, TRANSACTION):
-            _advance_apart(runtime, engine, ids, now, types, first)
-        done += len(due)
-        last = due[-1].id
+    # one thread that renders the next batch's emails in the render worker while this one queues
+    # the batch before; on PostgreSQL (no `first`) it stays idle
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="playbookd-render-first") as ahead:
+        while True:
+            with engine.connect() as conn:
+                held = launch.holding(runtime.playbooks, conn)
+                due = list(conn.execute(select(enrollments.c.id, enrollments.c.account_id).where(
+                    enrollments.c.state == "active", enrollments.c.next_due_at <= now, enrollments.c.id > last,
+                    enrollments.c.playbook_id.not_in(held))
+                    .order_by(enrollments.c.id).limit(batch)))
+            if not due:
+                return done
+            batches = list(_batches(due, TRANSACTION))
+            following = _render_first(ahead, runtime, engine, batches[0], now, types, first)
+            for i, ids in enumerate(batches):
+                current = following
+                if i + 1 < len(batches):  # read while the worker renders this batch's emails
+                    following = _render_first(ahead, runtime, engine, batches[i + 1], now, types, first)
+                early = current.result() if current is not None else None
+                _advance_apart(runtime, engine, ids, now, types, early)
+            done += len(due)
+            last = due[-1].id
 
 
 def retry(engine: Engine, ids: Sequence[int], playbook_id: str | None, now: datetime) -> int:

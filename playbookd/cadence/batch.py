@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, update
 
-from playbookd.cadence.context import Ahead, Batch, Early, Job, Key, StepContext
+from playbookd.cadence.context import Ahead, Batch, Early, Job, Key, StepContext, same
 from playbookd.cadence.steps import email_context
 from playbookd.delivery.recipients import ACTIVE, Contact, Filter, addressed, load_contacts, suppressed_for
 from playbookd.model.steps import CONTROL, EmailStep, Variant, variant_for
@@ -44,7 +44,7 @@ def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
     return ctx, index, picked, variant
 
 
-class _Planned(NamedTuple):
+class Planned(NamedTuple):
     """An email to render ahead: where it goes in Batch.ahead and what it is rendered from."""
 
     key: Key
@@ -59,7 +59,7 @@ def _stand(ctx: StepContext) -> tuple[Any, ...]:
     return row.step, row.step_key, row.group_name, row.event_id
 
 
-def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, list[_Planned]]:
+def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, list[Planned]]:
     """The batch's contacts and suppressions, read for `contexts` (each gets the batch), and the first
     email each enrollment stands at, for every contact it may go to."""
     batch = Batch(contacts=load_contacts(conn, [ctx.account["id"] for ctx in contexts]))
@@ -77,11 +77,12 @@ def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, 
     planned = []
     for ctx, index, picked, variant in plans:
         suppressed = batch.suppressed[ctx.playbook.category][1]
+        stand = _stand(ctx)  # the enrollment's, shared by its contacts' emails
         for contact in picked:
             if contact.status == ACTIVE and contact.email not in suppressed:
                 url, context = email_context(ctx, contact)
-                planned.append(_Planned((ctx.enrollment.id, index, contact.id), url, dict(ctx.account), _stand(ctx),
-                                        (variant.template, ctx.account["segment"], context)))
+                planned.append(Planned((ctx.enrollment.id, index, contact.id), url, dict(ctx.account), stand,
+                                       (variant.template, ctx.account["segment"], context)))
     return batch, planned
 
 
@@ -94,7 +95,7 @@ def prepare(conn: Connection, contexts: Sequence[StepContext], early: Mapping[Ke
     todo = []
     for plan in planned:
         found = early.get(plan.key) if early else None
-        if found is not None and found.stand == plan.stand and found.job == plan.job:
+        if found is not None and same(found.stand, plan.stand) and same(found.job, plan.job):
             batch.ahead[plan.key] = Ahead(plan.url, plan.account, found.result)
         else:
             todo.append(plan)
@@ -106,12 +107,12 @@ def prepare(conn: Connection, contexts: Sequence[StepContext], early: Mapping[Ke
     return batch
 
 
-def plan_early(conn: Connection, contexts: Sequence[StepContext]) -> list[_Planned]:
+def plan_early(conn: Connection, contexts: Sequence[StepContext]) -> list[Planned]:
     """What `prepare` would render for `contexts`, read on `conn` but not rendered yet (render_early)."""
     return _planned(conn, contexts)[1]
 
 
-def render_early(runtime: Runtime, planned: Sequence[_Planned]) -> dict[Key, Early]:
+def render_early(runtime: Runtime, planned: Sequence[Planned]) -> dict[Key, Early]:
     """The emails `plan_early` found, rendered for a later `prepare` to take or not."""
     if not planned:
         return {}

@@ -17,6 +17,31 @@ from playbookd.store import audit
 from playbookd.templates.compiled import Rendered
 from playbookd.templates.errors import TemplateError
 
+_PLAIN = (str, int, bool, type(None))  # equal values of one of these types print alike
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two contexts (or accounts) render alike: equal, and equal in type all the way down,
+    because `==` says 1 == 1.0 == True and a template prints `1`, `1.0` and `True`. Other values
+    (dates, decimals, floats) must also print alike: Decimal("1.0") == Decimal("1.00"), a time in two
+    zones can be one instant, and 0.0 == -0.0."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_value(value, b[key]) for key, value in a.items())
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, _PLAIN):
+        return bool(a == b)
+    return bool(a == b) and repr(a) == repr(b)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # most values of a context are text or None: compared here without a call of `same` each
+    if type(a) is str or a is None:
+        return type(b) is type(a) and bool(a == b)
+    return same(a, b)
+
 
 @dataclass(frozen=True)
 class Ahead:
@@ -65,7 +90,7 @@ class Batch:
         """The unsubscribe URL and email rendered ahead for this enrollment, step and contact (its
         TemplateError raised), else None."""
         found = self.ahead.pop((enrollment, step, contact), None)
-        if found is None or found.account != account:
+        if found is None or not same(found.account, account):
             return None
         if isinstance(found.result, TemplateError):
             raise found.result

@@ -52,15 +52,21 @@ def verify(secret: bytes, token: str) -> tuple[str, str] | None:
     return (lookup_form(email), category) if isinstance(email, str) and isinstance(category, str) else None
 
 
-def resolve_secret(conn: Connection, configured: str | None) -> bytes:
-    """Config, else environment, else a random secret generated once and kept in the store."""
+def known_secret(conn: Connection, configured: str | None) -> bytes | None:
+    """Config, else environment, else the secret kept in the store; None when none is kept yet."""
     if configured:
         return configured.encode()
     if os.environ.get(SECRET_ENV):
         return os.environ[SECRET_ENV].encode()
     row = conn.execute(select(state.c.value).where(state.c.key == _KEY)).first()
-    if row is not None:
-        return str(row.value).encode()
+    return None if row is None else str(row.value).encode()
+
+
+def resolve_secret(conn: Connection, configured: str | None) -> bytes:
+    """Config, else environment, else a random secret generated once and kept in the store."""
+    found = known_secret(conn, configured)
+    if found is not None:
+        return found
     # several replicas may race here: the first insert wins and everyone re-reads it
     insert_ignore(conn, state, [{"key": _KEY, "value": secrets.token_urlsafe(32), "updated_at": utcnow()}])
     return str(conn.execute(select(state.c.value).where(state.c.key == _KEY)).scalar_one()).encode()

@@ -5,6 +5,7 @@ What is a function of a shape or a value alone is worked out once and kept, boun
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
@@ -21,9 +22,8 @@ PLACED = re.compile(f"{_LINK_PREFIX}{_LINK_MARK}([0-9]+){_END}|{_MARK}([0-9]+){_
 _WORDY = re.compile(r"[^\W\d_][\w.,@:/%+=?#-]*(?: [\w.,@:/%+=?#-]+)*")
 _SPACED = re.compile(r"[^\w ] | [^\w ]")
 _NUMBER = re.compile(r"[0-9]+")
-_SPACE_NUMBER, _LETTER = re.compile(r" ([0-9]+)(?![0-9])"), re.compile(r"[^\W\d_]")  # as _NUMBER_IN_TEXT, faster
-_NUMBER_IN_TEXT = re.compile(r"(<[^>]*>)|(?<=[^\W\d_] )([0-9]+)(?![0-9])")  # after a word and a space: not where
-# a line starts; tags are matched only to be passed over
+# a number is replaced after a word and a space (not where a line starts), outside tags (numbers_placed)
+_SPACE_NUMBER, _LETTER = re.compile(r" ([0-9]+)(?![0-9])"), re.compile(r"[^\W\d_]")
 # a tag as HTMLParser reads it when it is well formed (a quote opens a value only after "="), or a
 # comment; anything else that opens like a tag makes no shape
 _TAG = re.compile(r"""<!--.*?--\s*>|<[a-zA-Z/!?](?:[^"'>]|"[^"]*"|'[^']*')*+>?""", re.DOTALL)
@@ -37,14 +37,17 @@ _ABSOLUTE = re.compile(r"[a-zA-Z+]+://")  # html2text's absolute_url_matcher
 MIN_VALUE = 3  # characters: shorter words stay as they are (they would mostly match within other words)
 
 
-KEPT_VALUE_CHARS = 256  # a longer value (a synced note) is looked at every time, never kept
-KEPT_SHAPE_CHARS = 2**20  # characters of shapes kept by the numbering, per generation (two at most)
+# What a worker keeps is counted in bytes as the process holds it (sys.getsizeof: 1, 2 or 4 bytes a
+# character, as a string's widest one asks), not in characters: the bounds are there for the memory
+# limit every later render runs under, and a value of emoji takes four times what one of letters does
+KEPT_VALUE_BYTES = 640  # a value whose facts take more (a synced note) is looked at every time, never kept
+KEPT_SHAPE_BYTES = 2**20  # bytes of shapes kept by the numbering, with their numbered forms, per generation
 
 
 _MISSING = object()
 FACTS = 4096  # values kept
 _FACTS: dict[str, tuple[bool, str, bool, bool]] = {}
-_NUMBERED: Kept[str, tuple[str, tuple[int, ...]] | None] = Kept(KEPT_SHAPE_CHARS)
+_NUMBERED: Kept[str, tuple[str, tuple[int, ...]] | None] = Kept(KEPT_SHAPE_BYTES)
 
 
 def _placeholder(index: int, value: str) -> str:
@@ -106,7 +109,7 @@ def _facts(value: str) -> tuple[bool, str, bool, bool]:
             found = (shown, quote(value, safe="/"), wordy, number)
         except UnicodeEncodeError:  # a lone surrogate (from event JSON): left in the shape as it is
             found = (False, value, False, False)
-        if len(value) <= KEPT_VALUE_CHARS:
+        if sys.getsizeof(value) + sys.getsizeof(found[1]) <= KEPT_VALUE_BYTES:  # the value and its quoted form
             if len(_FACTS) >= FACTS:
                 _FACTS.clear()  # the values every email has are back after one email
             _FACTS[value] = found
@@ -127,19 +130,28 @@ def _placed(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
     for value, index in sorted(words, key=lambda vi: -len(vi[0])):
         shape = shape.replace(value, _placeholder(index, value))  # markupsafe leaves it as it is
     numbers = {v: _placeholder(i, v) for i, v in enumerate(unique) if kinds[i][3]}
-    if numbers and _number_to_place(shape, numbers):  # else the pass over every tag changes nothing
-        shape = _NUMBER_IN_TEXT.sub(lambda m: m[1] or numbers.get(m[2], m[2]), shape)
-    return shape, unique
+    return (numbers_placed(shape, numbers) if numbers else shape), unique
 
 
-def _number_to_place(shape: str, numbers: Mapping[str, str]) -> bool:
-    """Whether one of `numbers` stands after a word and a space, in a tag or not: wherever
-    _NUMBER_IN_TEXT puts a placeholder, and more. A space is looked for first: a look behind at
-    every character costs as much as the whole pass."""
+def numbers_placed(shape: str, numbers: Mapping[str, str]) -> str:
+    """The shape with each of `numbers` that stands after a word and a space, outside tags, replaced.
+    Only the few places `_SPACE_NUMBER` finds are looked at, not every tag (a pass over all of them
+    was almost half of making a shape). A tag is a `<` up to the next `>`: a number is in one when
+    the last `<` before it (since the last number replaced, which stood outside) comes after the last
+    `>` and a `>` follows. tests/templates/test_placeholders.py checks it against a regular expression
+    that matches every tag."""
+    out: list[str] = []
+    at = 0
     for found in _SPACE_NUMBER.finditer(shape):
-        if found[1] in numbers and found.start() > 0 and _LETTER.match(shape, found.start() - 1):
-            return True
-    return False
+        placeholder = numbers.get(found[1])
+        if placeholder is None or found.start() == 0 or not _LETTER.match(shape, found.start() - 1):
+            continue
+        start = found.start(1)
+        if shape.rfind("<", at, start) > shape.rfind(">", at, start) and shape.find(">", start) != -1:
+            continue
+        out += [shape[at:start], placeholder]
+        at = found.end()
+    return "".join(out) + shape[at:] if out else shape
 
 
 def _numbered(shape: str) -> tuple[str, tuple[int, ...]] | None:
@@ -154,8 +166,9 @@ def _numbered(shape: str) -> tuple[str, tuple[int, ...]] | None:
         order: dict[int, int] = {}
         numbered = PLACED.sub(lambda m: _renumbered(m, order), shape)
         found = numbered, tuple(order)
-    if len(shape) * 2 <= KEPT_SHAPE_CHARS:
-        _NUMBERED.put(shape, found, len(shape) * 2)
+    weight = sys.getsizeof(shape) + (sys.getsizeof(found[0]) if found is not None else 0)
+    if weight <= KEPT_SHAPE_BYTES:
+        _NUMBERED.put(shape, found, weight)
     return found
 
 

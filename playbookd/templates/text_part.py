@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,8 +66,10 @@ _WRAPPER = _parser()  # only its settings are used: optwrap reads them, and the 
 
 _PARAGRAPHS: dict[str, tuple[str, bool | None]] = {}  # paragraph -> (its wrapped text, ends a block?)
 PARAGRAPHS = 1024  # paragraphs kept: the fixed ones of a few dozen templates, and some that show values
-KEPT_CHARS = 2048  # a longer paragraph (a synced note, a hostile loop) is wrapped, never kept: a
-# worker lives for many emails, and what it keeps counts against every later render's memory limit
+KEPT_BYTES = 2048  # a paragraph that takes more memory (a synced note, a hostile loop) is wrapped, never
+# kept: a worker lives for many emails, and what it keeps counts against every later render's memory
+# limit. Counted as the process holds it (sys.getsizeof: 1, 2 or 4 bytes a character, as the widest
+# one asks), not in characters: 2,048 characters of emoji take four times what 2,048 letters take
 
 
 def _paragraph(para: str) -> tuple[str, bool | None]:
@@ -77,7 +80,7 @@ def _paragraph(para: str) -> tuple[str, bool | None]:
     if found is None:
         piece = str(_WRAPPER.optwrap(para))
         found = (piece, None if piece == "" else piece.endswith("\n\n"))
-        if len(para) > KEPT_CHARS:
+        if sys.getsizeof(para) > KEPT_BYTES:
             return found
         if len(_PARAGRAPHS) >= PARAGRAPHS:
             _PARAGRAPHS.clear()

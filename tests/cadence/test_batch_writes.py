@@ -89,3 +89,19 @@ def test_an_email_rendered_ahead_is_used_only_for_its_step_contact_and_account()
     assert batch.take(1, 0, 7, {"id": "ACC-1", "plan": "basic"}) is None  # taken once
     assert batch.take(1, 1, 8, {"id": "ACC-1", "plan": "basic"}) is None  # another step
     assert batch.take(2, 0, 7, {"id": "ACC-1", "plan": "gold"}) is None  # the account changed since
+
+
+def test_a_set_in_one_batch_shows_in_the_email_of_the_next_rendered_while_it_ran(make: Any, db_url: str) -> None:
+    """Two enrollments of one account go to consecutive batches; the second batch's emails are read
+    and rendered while the first one runs (on SQLite), before its `set` commits: the second batch's
+    transaction reads the account again and renders the email from the value set."""
+    project = _project(make, db_url, "id: greet\ntrigger: {when: {status: active}}\nsteps:\n"
+                                     "  - email: {template: greeting, to: primary}\n  - wait: 1d\n")
+    (project.path / "playbooks" / "able.yaml").write_text(
+        "id: able\ntrigger: {when: {status: active}}\nsteps:\n  - set: {plan: gold}\n")
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+    project.run(T0)
+    first = {r.playbook_id: r.id for r in project.rows(enrollments, enrollments.c.account_id == "ACC-1")}
+    assert first["able"] < first["greet"]  # so the set runs in the batch before the email's
+    [email] = project.rows(outbox, outbox.c.account_id == "ACC-1")
+    assert "you are on gold." in email.html

@@ -6,20 +6,24 @@ commits in between is written by another connection at the moment the first rend
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, func, update
 
 from playbookd import runtime
 from playbookd.cadence import advance
+from playbookd.cadence.context import Ahead, Batch, same
 from playbookd.service.http_app import unsubscribe
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import transaction
-from playbookd.store.schema import audit, contacts, outbox
+from playbookd.store.schema import accounts, audit, contacts, outbox
+from playbookd.templates.compiled import Rendered
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 PLAYBOOK = "id: greet\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: greeting, to: admin}\n"
@@ -118,3 +122,64 @@ def test_a_contact_renamed_between_the_phases_gets_the_email_rendered_with_the_n
     assert calls == [1, 1]
     [row] = project.rows(outbox)
     assert row.subject == "Hello Anna" and "Hi Anna," in row.html
+
+
+SEATS = ('---\nsubject: "Seats"\n---\n{% extends "_layouts/base.html.j2" %}\n'
+         "{% block body %}<p>Seats: {{ account.seats or \"none\" }}.</p>{% endblock %}\n")
+
+
+@pytest.mark.parametrize(("before", "after", "shown"), [("1", 1.0, "Seats: 1.0."), ("1", True, "Seats: True."),
+                                                          ("true", 1, "Seats: 1.")])
+def test_an_account_changed_only_in_a_value_s_type_between_the_phases_gets_the_email_rendered_again(
+        make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str, after: Any, shown: str) -> None:
+    """1 == 1.0 == True, but a template prints `1`, `1.0` and `True`: equal is not the same email."""
+    csv = ("id,name,annual_revenue,status,plan,lifecycle_stage,csm_email,seats\n"
+           f"ACC-1,Harbor Foods,5000,active,basic,adopted,maria@acme.example,{before}\n")
+    project = make({}, database=f"sqlite:///{tmp_path}/store.db", accounts_csv=csv)
+    (project.path / "email_templates" / "default" / "greeting.html.j2").write_text(SEATS)
+    (project.path / "playbooks" / "greet.yaml").write_text(PLAYBOOK)
+    project.runtime = runtime.load(engine=project.engine, config=project.config)
+
+    def seats() -> None:
+        with transaction(project.engine) as conn:
+            conn.execute(update(accounts).where(accounts.c.id == "ACC-1").values(
+                data=func.json_set(accounts.c.data, "$.seats", func.json(json.dumps(after)))))
+
+    calls = _between(monkeypatch, project, seats)
+    project.run(T0)
+    assert calls == [1, 1]
+    [row] = project.rows(outbox)
+    assert shown in row.html
+
+
+def test_a_batch_takes_an_email_rendered_ahead_only_for_an_account_the_same_in_every_type() -> None:
+    rendered = Rendered("default/greeting.html.j2", "Hi", None, "<p>Hi</p>", "Hi\n")
+    for other in ({"id": "A", "seats": 1.0}, {"id": "A", "seats": True}, {"id": "A", "seats": "1"}):
+        batch = Batch(ahead={(1, 0, 7): Ahead("u", {"id": "A", "seats": 1}, rendered)})
+        assert batch.take(1, 0, 7, other) is None
+    batch = Batch(ahead={(1, 0, 7): Ahead("u", {"id": "A", "seats": 1}, rendered)})
+    assert batch.take(1, 0, 7, {"id": "A", "seats": 1}) == ("u", rendered)
+
+
+@pytest.mark.parametrize(("a", "b"), [(1, 1.0), (True, 1), ({"x": [1]}, {"x": [1.0]}),
+                                      (Decimal("1.0"), Decimal("1.00")),
+                                      (datetime(2026, 1, 1, 12, tzinfo=UTC),
+                                       datetime(2026, 1, 1, 13, tzinfo=timezone(timedelta(hours=1)))),
+                                      (0.0, -0.0), ((1, "a"), (1.0, "a"))])
+def test_values_equal_but_printed_otherwise_are_not_the_same(a: Any, b: Any) -> None:
+    assert a == b and not same(a, b)
+    assert same(a, a) and same({"k": [a, None]}, {"k": [a, None]})
+
+
+def test_the_secret_the_first_renders_use_is_read_without_a_write_transaction_once_kept(
+        make: Any, tmp_path: Path) -> None:
+    """Only the cycle that makes the secret takes the write lock for it; later ones read it."""
+    project = _project(make, tmp_path)
+    begun: list[str] = []
+    event.listen(project.engine, "before_cursor_execute",
+           lambda conn, cursor, statement, *rest: begun.append(statement) if "BEGIN" in statement else None)
+    made = advance._secret_first(project.runtime, project.engine)
+    assert made is not None and begun == ["BEGIN IMMEDIATE"]
+    begun.clear()
+    assert advance._secret_first(project.runtime, project.engine) == made
+    assert begun == []

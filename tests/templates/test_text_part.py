@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +208,16 @@ def test_what_a_worker_keeps_of_wrapped_paragraphs_is_bounded() -> None:
     """A worker renders many emails: a long paragraph (a synced note) is wrapped but not kept, and
     no more than PARAGRAPHS short ones are, whatever the emails hold."""
     text_part._PARAGRAPHS.clear()
-    long = "word " * (text_part.KEPT_CHARS // 5 + 1)
-    assert text_part.optwrap(long) == text_part._WRAPPER.optwrap(long)
-    assert long not in text_part._PARAGRAPHS
+    long = "word " * (text_part.KEPT_BYTES // 5 + 1)
+    wide = "\U0001f600" * (text_part.KEPT_BYTES // 4)  # fewer characters than bytes allowed, four bytes each
+    for para in (long, wide):
+        assert text_part.optwrap(para) == text_part._WRAPPER.optwrap(para)
+        assert para not in text_part._PARAGRAPHS
     for n in range(text_part.PARAGRAPHS + 10):
         text_part.optwrap(f"note {n}")
     assert 0 < len(text_part._PARAGRAPHS) <= text_part.PARAGRAPHS
-    kept = sum(len(para) + len(piece) for para, (piece, _) in text_part._PARAGRAPHS.items())
-    assert kept <= text_part.PARAGRAPHS * 2 * (text_part.KEPT_CHARS + 2)
+    kept = sum(sys.getsizeof(para) + sys.getsizeof(piece) for para, (piece, _) in text_part._PARAGRAPHS.items())
+    assert kept <= text_part.PARAGRAPHS * 2 * (text_part.KEPT_BYTES + 2)
 
 
 def test_emails_rendered_ahead_in_workers_are_those_rendered_in_process() -> None:
@@ -244,3 +247,20 @@ def test_what_a_worker_keeps_of_shapes_and_values_is_bounded() -> None:
         placeholders._facts(f"value {n}")
     assert numbered._weight <= numbered.budget and sum(w for _, w in numbered._old.values()) <= numbered.budget
     assert len(placeholders._FACTS) <= placeholders.FACTS
+
+
+def test_what_a_worker_keeps_is_weighed_in_the_bytes_it_holds_not_in_characters() -> None:
+    """The bounds are for the worker's memory limit: a string of four-byte characters weighs four
+    times one of letters, and a value's quoted form (nine characters for each such one) counts too."""
+    shape = "<p>" + "\U0001f600" * 3000 + " Jordan</p>"
+    placeholders.shape_of(shape, ["Jordan"])
+    placed = placeholders._placed(shape, ["Jordan"])
+    assert placed is not None
+    weight = placeholders._NUMBERED._young[placed[0]][1]
+    assert weight >= sys.getsizeof(placed[0]) > 4 * len(placed[0])  # counted as two bytes a character, it was less
+    placeholders._FACTS.clear()
+    wide = "株式会社" * 30  # 120 characters: shorter than what was kept in characters, 1,080 once quoted
+    placeholders._facts(wide)
+    assert wide not in placeholders._FACTS
+    placeholders._facts("Jordan Rivera")
+    assert "Jordan Rivera" in placeholders._FACTS
