@@ -17,6 +17,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
     func,
     literal,
     select,
@@ -31,7 +32,7 @@ from playbookd.store import health as H
 from playbookd.store.chunks import chunked
 from playbookd.store.database import insert_ignore, transaction
 from playbookd.store.marks import bump
-from playbookd.store.schema import accounts, fields
+from playbookd.store.schema import account_digests, accounts, fields
 
 # what a record is made of; timestamps stay unread (parsing them costs on SQLite)
 RECORD = (accounts.c.id, accounts.c.segment, accounts.c.data, accounts.c.changes)
@@ -178,10 +179,11 @@ def set_fields(conn: Connection, account_id: str, values: dict[str, Any], now: d
     insert_ignore(conn, fields, [{"entity": "accounts", "name": k, "type": F.infer(v)[0] or F.STRING}
                                        for k, v in values.items() if k not in known])
     scored = {} if health is None else _rescore(conn, row, data, changes, health, now)
-    # no digest: the next sync compares the account with its source row in full (sync.digests)
+    # no digest: the next sync compares the account with its source rows in full (sync.digests)
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(data=data, changes=changes,
                                                                             synced_at=now, source_digest=None,
                                                                             unseen=bump()))
+    conn.execute(delete(account_digests).where(account_digests.c.account_id == account_id))
     return scored
 
 

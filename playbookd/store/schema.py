@@ -45,6 +45,16 @@ accounts = Table(
 Index("ix_accounts_unseen", accounts.c.unseen)
 Index("ix_accounts_due", accounts.c.due_us)
 
+# The digest of each row an accounts source after the first one gave (the first one's is
+# `accounts.source_digest`): sources over the same ids each skip their own unchanged rows.
+account_digests = Table(
+    "account_digests", metadata,
+    Column("source", String(200), primary_key=True),
+    Column("account_id", String(200), primary_key=True),
+    Column("digest", String(32), nullable=False),
+)
+Index("ix_account_digests_account", account_digests.c.account_id)
+
 # Known custom fields and their inferred types, so validate knows what a playbook may name.
 fields = Table(
     "fields", metadata,

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 
 from playbookd.config.reserved import reserved_field
 from playbookd.model import fields as F
 from playbookd.model.account import account_types
 from playbookd.sources.base import Row
 from playbookd.store.accounts import RECORD, among, custom_types
-from playbookd.store.bulk import insert_rows, update_rows
+from playbookd.store.bulk import insert_rows, update_rows, upsert_rows
 from playbookd.store.database import aware, transaction, upsert
 from playbookd.store.marks import UNSEEN
-from playbookd.store.schema import accounts, fields
+from playbookd.store.schema import account_digests, accounts, fields
 from playbookd.sync import digests
 from playbookd.sync.base import Item, Run, lookup_ids
 from playbookd.sync.columns import Typer, fixed_value, merge, restate_as_text
@@ -44,14 +44,25 @@ class AccountRun(Run):
         self.context = digests.context("accounts", self.source.name, self.source.fields, declared,
                                        self.config.custom_fields, digests.segments_context(self.config))
         self.digests: dict[str, str | None] = {}
+        # the first accounts source's digests are on the account; a later one's (a billing export over
+        # the CRM's ids) are kept apart, or each source's sync would find the other's there
+        first = next(s for s in self.config.sources if s.entity == "accounts")
+        self.apart = first.name != self.source.name
 
     def prefetch(self, rows: list[Row]) -> None:
         if not self.skipping:
             return
-        ids = lookup_ids(rows, "id")
         with self.engine.connect() as conn:
+            self.digests = self._held(conn, lookup_ids(rows, "id"))
+
+    def _held(self, conn: Connection, ids: list[str]) -> dict[str, str | None]:
+        """The digests this source last stored for these accounts."""
+        if self.apart:
+            query = select(account_digests.c.account_id, account_digests.c.digest).where(
+                account_digests.c.source == self.source.name, among(conn, account_digests.c.account_id, ids))
+        else:
             query = select(accounts.c.id, accounts.c.source_digest).where(among(conn, accounts.c.id, ids))
-            self.digests = dict(conn.execute(query).all())
+        return dict(conn.execute(query).all())
 
     def item(self, row: Row) -> Item | None:
         values = row.values
@@ -112,12 +123,13 @@ class AccountRun(Run):
             if conn.dialect.name == "postgresql":  # a `set` step or a bounce committing meanwhile must not be
                 query = query.with_for_update()    # overwritten, nor its cleared digest stamped over
             existing = {r.id: r for r in conn.execute(query)}
-            inserts, updates, digested = self._diff(batch, existing, types)
+            held = self._held(conn, ids) if self.apart else {k: r.source_digest for k, r in existing.items()}
+            inserts, updates, digested = self._diff(batch, existing, held, types)
             self._write(conn, inserts, updates, digested)
         self.touched.add(row["id"] for row in inserts)
         self.touched.add(row["id"] for row in updates)
 
-    def _diff(self, batch: list[Item], existing: Mapping[str, Any],
+    def _diff(self, batch: list[Item], existing: Mapping[str, Any], held: Mapping[str, str | None],
               types: Mapping[str, str]) -> tuple[list[dict[str, Any]], ...]:
         """Rows whose data, changes and segment are as stored are not written, but for a new digest
         (`digested`): most rows of a sync are unchanged, and rewriting them was most of its cost
@@ -144,15 +156,26 @@ class AccountRun(Run):
             if changed or changes != old.changes or segment != old.segment:
                 updates.append({"id": account_id, "data": data, "changes": changes, "segment": segment,
                                 "source_digest": digest})
-            elif old.source_digest != digest:
+            elif held.get(account_id) != digest:
                 digested.append({"id": account_id, "source_digest": digest})
-                if old.source_digest is None:  # a playbook or a bounce wrote it since: health may move
+                if held.get(account_id) is None:  # a playbook or a bounce wrote it since: health may move
                     self.touched.add((account_id,))
         self.report.inserted += len(inserts)
         return inserts, updates, digested
 
     def _write(self, conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
                digested: list[dict[str, Any]]) -> None:
+        if self.apart:
+            kept = [{"source": self.source.name, "account_id": row["id"], "digest": row.pop("source_digest")}
+                    for row in [*inserts, *updates, *digested]]
+            upsert_rows(conn, account_digests, ["source", "account_id"], kept)
+            for row in inserts:
+                row["source_digest"] = None  # the first accounts source's, when it gives the account
+            digested = []
+        if updates:  # a field both give is the later source's: it compares these accounts in full again
+            conn.execute(delete(account_digests).where(account_digests.c.source != self.source.name,
+                                                       among(conn, account_digests.c.account_id,
+                                                             [row["id"] for row in updates])))
         insert_rows(conn, accounts, inserts, synced_at=self.now, created_at=self.now)
         update_rows(conn, accounts, "id", updates, increment=UNSEEN, synced_at=self.now)
         update_rows(conn, accounts, "id", digested)

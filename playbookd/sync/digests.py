@@ -3,9 +3,12 @@ unchanged since the last sync, and is counted so before it is typed, segmented o
 
 A digest covers the row's raw values in their order and what else shapes what is stored from them
 (the run's `context`: its source, declared types, segments, time zone, this module's version), so
-editing any of these makes every row compare in full again. The other writers of those rows (a
-playbook's `set` step, a bounce) clear the digest. Segments or health that read the clock, changes
-or history are re-evaluated every sync, so with those no row is skipped (`skipping`).
+editing any of these makes every row compare in full again. The first accounts source's digest is
+on the account, a later one's in `account_digests` (keyed by source), so two sources over the same
+ids each skip their own unchanged rows; an account one source changed is compared in full by the
+others. The other writers of those rows (a playbook's `set` step, a bounce) clear the digests.
+Segments or health that read the clock, changes or history are re-evaluated every sync, so with
+those no row is skipped (`skipping`).
 """
 
 from __future__ import annotations
