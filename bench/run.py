@@ -38,6 +38,9 @@ STEPS = "steps:\n  - email: {template: login_nudge, to: primary}\n"
 
 
 def peak_mb() -> float:
+    from playbookd.engine.rules import close_idle
+
+    close_idle()  # the rules-engine workers kept for a next evaluation: reaped, their peak counts
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + children) / 1024

@@ -44,15 +44,37 @@ def _account(batch: _Batch) -> str:
 
 
 class BatchPool:
+    """Up to `size` workers, each started when a batch waits and no worker is free: a stream of one
+    batch starts one process, an empty one none (a spawn is a fresh interpreter and a compile)."""
+
     def __init__(self, size: int, initializer: Callable[..., Any], initargs: Sequence[Any],
                  work: Callable[[list[AccountRecord], datetime], Outcome], seconds: float) -> None:
         self.initializer, self.initargs = initializer, tuple(initargs)
         self.work = work
         self.seconds = seconds
-        self.workers = [self._spawn() for _ in range(size)]
+        self.size = size
+        self.workers: list[Worker] = []
 
     def _spawn(self) -> Worker:
-        return Worker(self.initializer, self.initargs, name="playbookd-rules")
+        worker = Worker(self.initializer, self.initargs, name="playbookd-rules")
+        self.workers.append(worker)
+        return worker
+
+    def _free(self) -> Worker | None:
+        """A worker with no call in flight, started now if none is and there is room for one."""
+        idle = next((w for w in self.workers if w.call is None), None)
+        return idle if idle is not None or len(self.workers) >= self.size else self._spawn()
+
+    def idle(self) -> bool:
+        """Every worker alive and between calls: the pool can serve another stream as it is."""
+        return all(w.call is None and not w.dead and w.process.is_alive() for w in self.workers)
+
+    def shrink(self, size: int) -> None:
+        """At most `size` workers from now on; those beyond it stop."""
+        self.size = size
+        for worker in self.workers[size:]:
+            worker.kill()
+        self.workers = self.workers[:size]
 
     def run(self, chunks: Iterator[list[AccountRecord]], now: datetime) -> Iterator[Outcome]:
         waiting: deque[_Batch] = deque()  # halves of a batch that failed, run before new ones
@@ -60,20 +82,21 @@ class BatchPool:
         taken = done = 0
         exhausted = False
         while True:
-            for worker in self.workers:
-                if worker.call is not None:
-                    continue
-                if not waiting and not exhausted and len(open_) < 2 * len(self.workers):
+            while waiting or (not exhausted and len(open_) < 2 * self.size):
+                if not waiting:
                     chunk = next(chunks, None)
                     exhausted = chunk is None
-                    if chunk is not None:
-                        waiting.append(_Batch(taken, chunk))
-                        open_[taken] = _Open()
-                        taken += 1
-                if waiting:
-                    batch = waiting.popleft()
-                    worker.submit(Call(self.work, (batch.records, now), self.seconds,
-                                       f"a rules-engine batch of {len(batch.records)} account(s)", tag=batch))
+                    if chunk is None:
+                        break
+                    waiting.append(_Batch(taken, chunk))
+                    open_[taken] = _Open()
+                    taken += 1
+                worker = self._free()
+                if worker is None:
+                    break
+                batch = waiting.popleft()
+                worker.submit(Call(self.work, (batch.records, now), self.seconds,
+                                   f"a rules-engine batch of {len(batch.records)} account(s)", tag=batch))
             if done in open_ and open_[done].parts == 0:
                 finished = open_.pop(done)
                 done += 1
@@ -108,7 +131,8 @@ class BatchPool:
         return f"the rules engine crashed on this account ({reply.error})"
 
     def _replace_dead(self) -> None:
-        self.workers = [self._spawn() if worker.dead else worker for worker in self.workers]
+        # a dead worker is dropped; another starts when a batch needs it
+        self.workers = [worker for worker in self.workers if not worker.dead]
 
     def close(self) -> None:
         for worker in self.workers:

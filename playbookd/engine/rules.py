@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -29,6 +30,7 @@ from playbookd.engine.pool import BatchPool
 from playbookd.model.account import AccountRecord
 from playbookd.model.conditions import FUTURE, PAST, All, Condition, Contacts, Leaf, Not
 from playbookd.store.chunks import chunked
+from playbookd.workers import stopping
 
 Expr = dict[str, Any]
 Node = Expr | bool
@@ -235,10 +237,52 @@ def _work(records: list[AccountRecord], now: datetime) -> Outcome:
     return _worker.run(records, now)
 
 
+_warm_lock = threading.Lock()
+# the workers of the rulesets last closed, oldest first, kept for the next evaluation: two, so that
+# the state-triggered playbooks' and the event playbooks' both stay warm through a cycle
+_warm: dict[str, BatchPool] = {}
+KEEP_WARM = 2
+
+
+def _ruleset_key(rules: Sequence[tuple[str, Condition]], tz: ZoneInfo) -> str:
+    return repr((list(rules), str(tz)))
+
+
+def _take_warm(key: str, size: int) -> BatchPool | None:
+    with _warm_lock:
+        found = _warm.pop(key, None)
+    if found is not None and not found.idle():
+        found.close()
+        return None
+    if found is not None:
+        found.shrink(size)
+    return found
+
+
+def _park(key: str, pool: BatchPool) -> None:
+    with _warm_lock:
+        _warm[key] = pool
+        evicted = [_warm.pop(k) for k in list(_warm)[:-KEEP_WARM]]
+    for old in evicted:
+        old.close()
+
+
+def close_idle() -> None:
+    """Stop the worker processes kept for the next evaluation (a shutdown, tests)."""
+    with _warm_lock:
+        found = list(_warm.values())
+        _warm.clear()
+    for pool in found:
+        pool.close()
+
+
 class RuleEngine:
     """Matches accounts against rules; `workers` >= 1 evaluates in worker processes, each batch under
     `batch_seconds` (see engine.pool); 0 evaluates in this process, without that bound (tests, and
-    callers that must not start processes)."""
+    callers that must not start processes). The workers of the last two rulesets closed are kept,
+    idle, for the next engine of the same rules: most evaluations compile the same playbooks again,
+    and a worker costs an interpreter's start and the compile, which was most of an incremental
+    evaluation of a few accounts. Workers start as batches need them (engine.pool)."""
 
     def __init__(self, rules: Sequence[tuple[str, Condition]], tz: ZoneInfo, workers: int = 0,
                  batch_size: int = 500, batch_seconds: float = 60.0) -> None:
@@ -249,9 +293,14 @@ class RuleEngine:
         self.workers = workers
         self.batch_size = batch_size
         self.failures: list[tuple[str, str]] = []
-        self._local = _Evaluator(self.rules, tz)  # also proves the ruleset compiles before workers start
-        self._pool: BatchPool | None = None
+        self._key = _ruleset_key(self.rules, tz)
+        self._pool = _take_warm(self._key, workers) if workers else None
         self._closed = False
+        self._unfinished = 0  # streams begun and not run to their end: their workers may be mid-call
+        if self._pool is not None:  # compiled before, in these very workers
+            self._pool.seconds = batch_seconds
+            return
+        self._local = _Evaluator(self.rules, tz)  # also proves the ruleset compiles before workers start
         if workers:
             self._local.close()
             self._pool = BatchPool(workers, _init_worker, (self.rules, tz), _work, batch_seconds)
@@ -262,8 +311,10 @@ class RuleEngine:
             for chunk in chunks:
                 yield from self._take(self._local.run(chunk, now))
             return
+        self._unfinished += 1
         for outcome in self._pool.run(chunks, now):
             yield from self._take(outcome)
+        self._unfinished -= 1
 
     def _take(self, outcome: Outcome) -> list[Match]:
         self.failures.extend(outcome[1])
@@ -271,8 +322,11 @@ class RuleEngine:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if not self._unfinished and pool.idle() and not stopping():
+                _park(self._key, pool)
+            else:  # a stream left unfinished, or a worker lost: nothing to keep
+                pool.close()
         elif not self._closed:
             self._local.close()
         self._closed = True
