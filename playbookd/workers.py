@@ -24,10 +24,12 @@ import multiprocessing
 import multiprocessing.util
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -196,6 +198,24 @@ def overdue(grace: float) -> list[str]:
     return late
 
 
+_main_swap = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bare_main() -> Iterator[None]:
+    """Spawn prepares a child by running the parent's main script again, as `__mp_main__`: under the
+    `playbookd` console script (or `python -m playbookd`) that imports the whole CLI, over a second of
+    CPU per child, while a child needs only its target's module. The script is hidden for the moment
+    the child's start-up data is taken; the lock keeps two threads from swapping it at once."""
+    with _main_swap:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
 class Worker:
     """One child process, one call at a time; the parent enforces each call's time limit."""
 
@@ -209,7 +229,8 @@ class Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_child, name=name, daemon=True,
                                        args=(child, os.getpid(), initializer, tuple(initargs), memory_mb))
-        self.process.start()
+        with _bare_main():
+            self.process.start()
         child.close()
         self.memory_mb = memory_mb
         self.spawned_at = time.monotonic()

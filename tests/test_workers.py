@@ -152,3 +152,30 @@ def test_a_child_that_traps_sigterm_does_not_hang_the_parent_s_exit() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+SCRIPT = """
+import os, sys
+with open(sys.argv[1], "a") as marks:  # each process that runs this script leaves a line
+    marks.write(f"{os.getpid()}\\n")
+if __name__ == "__main__":
+    from playbookd import workers
+    worker = workers.Worker()
+    print(workers.run(worker, workers.Call(os.getpid, (), 60, "pid")), flush=True)
+    worker.kill()
+"""
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_a_worker_does_not_run_its_parent_s_main_script_again(tmp_path: Path, as_module: bool) -> None:
+    """Spawn would run it as `__mp_main__` in each child: the whole CLI's imports for a worker of the
+    `playbookd` command, which needs only its target's module."""
+    (tmp_path / "entry.py").write_text(SCRIPT)
+    marks = tmp_path / "marks"
+    command = ["-m", "entry"] if as_module else [str(tmp_path / "entry.py")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, *command, str(marks)], capture_output=True, text=True, timeout=120,
+                          env=env, check=True)
+    ran = marks.read_text().split()
+    assert len(ran) == 1, f"the script ran in {len(ran)} processes"
+    assert int(done.stdout) != int(ran[0])  # the call did run, in a child
