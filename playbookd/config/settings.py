@@ -81,7 +81,7 @@ class SchedulerSettings(Model):
 
 class Evaluation(Model):
     batch_size: int = Field(500, ge=1, le=5000, description="Accounts per rules-engine batch")
-    workers: int = Field(0, ge=0, le=64, description="Worker processes; 0: one per CPU")
+    workers: int = Field(0, ge=0, le=64, description="Rules-engine worker processes at most; 0: one per CPU")
     range_size: int = Field(25_000, ge=1, description="Accounts per range that replicas share out")
     max_failed_accounts: int = Field(0, ge=0, description="Accounts the rules engine may fail on in one "
                                      "evaluation before `run --once` exits 1")
