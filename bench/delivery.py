@@ -38,11 +38,6 @@ HTML = "<html><body><p>Hello {n},</p>" + "<p>Your workspace has news for you thi
 TEXT = "Hello {n},\n\n" + "Your workspace has news for you this week.\n" * 20
 
 
-def clock() -> datetime:
-    """The run's fixed now (a function, not a lambda: sending processes receive it pickled)."""
-    return NOW
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,6 +114,7 @@ def playbookd(workdir: Path, database: str, port: int, messages: int, connection
     from playbookd.cli import sampledata
     from playbookd.config.settings import load_config
     from playbookd.delivery.courier import Courier
+    from playbookd.delivery.senders import FixedClock
     from playbookd.store.database import connect
 
     for name in ("playbooks", "email_templates"):
@@ -134,10 +130,10 @@ def playbookd(workdir: Path, database: str, port: int, messages: int, connection
     engine = connect(settings.database)
     courier = Courier(runtime.load(config=settings, engine=engine))
     try:
-        courier.deliver(engine, clock=clock)  # nothing due yet: the daemon's sending processes are up
+        courier.deliver(engine, clock=FixedClock(NOW))  # nothing due yet: the daemon's sending processes are up
         queue(engine, messages)
         started, cpu = time.perf_counter(), time.process_time() + senders_cpu(courier)
-        report = courier.deliver(engine, clock=clock)
+        report = courier.deliver(engine, clock=FixedClock(NOW))
         seconds = time.perf_counter() - started
         cpu = time.process_time() + senders_cpu(courier) - cpu
     finally:

@@ -206,7 +206,8 @@ def _bare_main() -> Iterator[None]:
     """Spawn prepares a child by running the parent's main script again, as `__mp_main__`: under the
     `playbookd` console script (or `python -m playbookd`) that imports the whole CLI, over a second of
     CPU per child, while a child needs only its target's module. The script is hidden for the moment
-    the child's start-up data is taken; the lock keeps two threads from swapping it at once."""
+    the child's start-up data is taken; the lock keeps two threads from swapping it at once. So what
+    a child is given to call lives in a module, not in the main script."""
     with _main_swap:
         main = sys.modules["__main__"]
         sys.modules["__main__"] = types.ModuleType("__main__")
