@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from playbookd.store.database import connect
 from playbookd.store.schema import enrollments, outbox
 
-ACCOUNTS = 1500
+ACCOUNTS = 3000  # enough batches that delivery has begun before the last one is queued, under a loaded CI
 AT = "2026-03-04T15:00:00Z"
 HELLO = "id: hello\ntrigger: {when: {status: active}}\nsteps:\n  - email: {template: login_nudge, to: admin}\n"
 
