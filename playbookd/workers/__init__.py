@@ -19,7 +19,6 @@ really started, however late it reads the reply.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.util
 import os
@@ -27,18 +26,17 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from playbookd.errors import PlaybookdError
+from playbookd.workers.child import serve
 
 SPAWN_SECONDS = 120.0  # a child that is not ready by then (a machine swapping hard) is replaced
 POLL_SECONDS = 0.5  # how often a waiting parent looks at the stop flag besides its deadlines
-_PR_SET_PDEATHSIG = 1
 
 
 class Interrupted(PlaybookdError):
@@ -63,68 +61,6 @@ class WorkerDied(PlaybookdError):
 
 class WorkerFailed(PlaybookdError):
     """The call raised an exception nobody expected; the message has the child's traceback."""
-
-
-# ---- the child ---------------------------------------------------------------------------------
-
-def _die_with_parent(parent: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(70)
-
-    if os.getppid() != parent:
-        os._exit(70)
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _address_space() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cap_memory(megabytes: int) -> None:
-    """What the child holds once initialised, plus `megabytes` for the calls."""
-    import resource  # Unix only, like the rest of this module's guarantees
-
-    limit = _address_space() + megabytes * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _child(conn: Connection, parent: int, initializer: Callable[..., Any] | None, initargs: Sequence[Any],
-           memory_mb: int | None) -> None:
-    _die_with_parent(parent)  # before anything slow: the parent may be killed while we import
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        if initializer is not None:
-            initializer(*initargs)
-        if memory_mb:
-            _cap_memory(memory_mb)
-    except BaseException:
-        conn.send(("error", time.monotonic(), traceback.format_exc()))
-        return
-    conn.send(("ready", time.monotonic(), None))
-    while True:
-        try:
-            func, args = conn.recv()
-            reply: tuple[str, Any] = ("ok", func(*args))
-        except EOFError:
-            return
-        except MemoryError:
-            reply = ("memory", None)
-        except BaseException:
-            reply = ("error", traceback.format_exc())
-        try:
-            conn.send((reply[0], time.monotonic(), reply[1]))
-        except MemoryError:
-            conn.send(("memory", time.monotonic(), None))
 
 
 # ---- the parent --------------------------------------------------------------------------------
@@ -228,7 +164,7 @@ class Worker:
             raise Interrupted("stopping: no new work is started")
         context = multiprocessing.get_context("spawn")  # a fork would copy the daemon's threads and handles
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_child, name=name, daemon=True,
+        self.process = context.Process(target=serve, name=name, daemon=True,
                                        args=(child, os.getpid(), initializer, tuple(initargs), memory_mb))
         with _bare_main():
             self.process.start()
