@@ -44,13 +44,21 @@ def _first_email(ctx: StepContext, batch: Batch) -> _Plan | None:
     return ctx, index, picked, variant
 
 
-class Planned(NamedTuple):
-    """An email to render ahead: where it goes in Batch.ahead and what it is rendered from."""
+class Wanted(NamedTuple):
+    """An email the batch may render ahead: for which enrollment, step and contact, and from what."""
 
     key: Key
-    url: str
-    account: dict[str, Any]  # a copy, compared when its step runs (Batch.take)
+    ctx: StepContext
+    contact: Contact
+    template: str
     stand: tuple[Any, ...]
+
+
+class Planned(NamedTuple):
+    """An email to render before the transaction (render_early), with the job built for it."""
+
+    wanted: Wanted
+    url: str
     job: Job
 
 
@@ -59,7 +67,7 @@ def _stand(ctx: StepContext) -> tuple[Any, ...]:
     return row.step, row.step_key, row.group_name, row.event_id
 
 
-def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, list[Planned]]:
+def _wanted(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, list[Wanted]]:
     """The batch's contacts and suppressions, read for `contexts` (each gets the batch), and the first
     email each enrollment stands at, for every contact it may go to."""
     batch = Batch(contacts=load_contacts(conn, [ctx.account["id"] for ctx in contexts]))
@@ -74,16 +82,28 @@ def _planned(conn: Connection, contexts: Sequence[StepContext]) -> tuple[Batch, 
         wanted.setdefault(ctx.playbook.category, set()).update(c.email for c in picked)
     for category, emails in wanted.items():
         batch.suppressed[category] = (frozenset(emails), suppressed_for(conn, emails, category))
-    planned = []
+    found = []
     for ctx, index, picked, variant in plans:
         suppressed = batch.suppressed[ctx.playbook.category][1]
         stand = _stand(ctx)  # the enrollment's, shared by its contacts' emails
         for contact in picked:
             if contact.status == ACTIVE and contact.email not in suppressed:
-                url, context = email_context(ctx, contact)
-                planned.append(Planned((ctx.enrollment.id, index, contact.id), url, dict(ctx.account), stand,
-                                       (variant.template, ctx.account["segment"], context)))
-    return batch, planned
+                found.append(Wanted((ctx.enrollment.id, index, contact.id), ctx, contact, variant.template, stand))
+    return batch, found
+
+
+def _planned(want: Wanted) -> Planned:
+    url, context = email_context(want.ctx, want.contact)
+    return Planned(want, url, (want.template, want.ctx.account["segment"], context))
+
+
+def _unchanged(found: Early, want: Wanted) -> bool:
+    """Whether the email rendered first would be rendered from the same job now: same place, template
+    and secret, and an account, contact and event the same in type and printed form (context.same)."""
+    ctx = want.ctx
+    return (found.template == want.template and found.secret == ctx.secret and same(found.stand, want.stand)
+            and same(found.event, ctx.event) and same(found.contact, want.contact.context())
+            and same(found.account, ctx.account))
 
 
 def prepare(conn: Connection, contexts: Sequence[StepContext], early: Mapping[Key, Early] | None = None) -> Batch:
@@ -91,34 +111,40 @@ def prepare(conn: Connection, contexts: Sequence[StepContext], early: Mapping[Ke
     taken instead of rendered when its enrollment stands where it stood and it renders from the same
     values as now: contacts and suppressions are read here all the same, so an address unsubscribed
     or suppressed since is never rendered for, nor sent to."""
-    batch, planned = _planned(conn, contexts)
+    batch, wanted = _wanted(conn, contexts)
     todo = []
-    for plan in planned:
-        found = early.get(plan.key) if early else None
-        if found is not None and same(found.stand, plan.stand) and same(found.job, plan.job):
-            batch.ahead[plan.key] = Ahead(plan.url, plan.account, found.result)
+    for want in wanted:
+        found = early.get(want.key) if early else None
+        if found is not None and _unchanged(found, want):
+            batch.ahead[want.key] = Ahead(found.url, dict(want.ctx.account), found.result)
         else:
-            todo.append(plan)
+            todo.append(_planned(want))
     if todo:
         results = contexts[0].runtime.templates.render_many([plan.job for plan in todo])
         for plan, result in zip(todo, results, strict=True):
             if result is not None:
-                batch.ahead[plan.key] = Ahead(plan.url, plan.account, result)
+                batch.ahead[plan.wanted.key] = Ahead(plan.url, dict(plan.wanted.ctx.account), result)
     return batch
 
 
 def plan_early(conn: Connection, contexts: Sequence[StepContext]) -> list[Planned]:
     """What `prepare` would render for `contexts`, read on `conn` but not rendered yet (render_early)."""
-    return _planned(conn, contexts)[1]
+    return [_planned(want) for want in _wanted(conn, contexts)[1]]
 
 
 def render_early(runtime: Runtime, planned: Sequence[Planned]) -> dict[Key, Early]:
-    """The emails `plan_early` found, rendered for a later `prepare` to take or not."""
+    """The emails `plan_early` found, rendered for a later `prepare` to take or not. Each keeps what
+    its job was built from: the record read then, used for nothing else once planned."""
     if not planned:
         return {}
     results = runtime.templates.render_many([plan.job for plan in planned])
-    return {plan.key: Early(plan.stand, plan.job, result)
-            for plan, result in zip(planned, results, strict=True) if result is not None}
+    early = {}
+    for plan, result in zip(planned, results, strict=True):
+        want = plan.wanted
+        if result is not None:
+            early[want.key] = Early(want.stand, want.template, want.ctx.secret, want.ctx.account,
+                                    want.contact.context(), want.ctx.event, plan.url, result)
+    return early
 
 
 def write_queued(conn: Connection, batch: Batch) -> None:

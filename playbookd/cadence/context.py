@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import is_
 from typing import Any
 
 from sqlalchemy import Connection, Row
@@ -25,10 +26,15 @@ def same(a: Any, b: Any) -> bool:
     because `==` says 1 == 1.0 == True and a template prints `1`, `1.0` and `True`. Other values
     (dates, decimals, floats) must also print alike: Decimal("1.0") == Decimal("1.00"), a time in two
     zones can be one instant, and 0.0 == -0.0."""
+    if a is b:
+        return True  # one object prints one way (a NaN too, though it is not equal to itself)
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_value(value, b[key]) for key, value in a.items())
+        if a.keys() != b.keys():
+            return False
+        # a copy of a dict nothing changed since holds the very same values, in the same order
+        return all(map(is_, a.values(), b.values())) or all(_same_value(value, b[key]) for key, value in a.items())
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, _PLAIN):
@@ -38,6 +44,8 @@ def same(a: Any, b: Any) -> bool:
 
 def _same_value(a: Any, b: Any) -> bool:
     # most values of a context are text or None: compared here without a call of `same` each
+    if a is b:
+        return True
     if type(a) is str or a is None:
         return type(b) is type(a) and bool(a == b)
     return same(a, b)
@@ -62,11 +70,19 @@ Key = tuple[int, int, int]  # enrollment, step, contact
 @dataclass(frozen=True)
 class Early:
     """An email rendered before its batch's transaction began (cadence.advance on SQLite), from the
-    store as read then: `stand` is where its enrollment stood (step, step key, group, event). The
-    transaction takes it only for an enrollment standing there still and an equal job."""
+    store as read then: `stand` is where its enrollment stood (step, step key, group, event), and the
+    rest what its job was built from (the job is a function of them and of the runtime, fixed for
+    the run). The transaction takes it only for an enrollment standing there still, with the same
+    template, secret, account, contact and event (cadence.batch.prepare): then its job would be
+    the same, so it is neither built again nor compared."""
 
     stand: tuple[Any, ...]
-    job: Job
+    template: str
+    secret: bytes
+    account: Mapping[str, Any]  # the record as read then, whole
+    contact: Mapping[str, Any]  # the contact's context as read then
+    event: Mapping[str, Any] | None
+    url: str
     result: Rendered | TemplateError
 
 

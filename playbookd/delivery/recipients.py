@@ -15,7 +15,7 @@ from playbookd.model import evaluation
 from playbookd.model.addresses import lookup_form
 from playbookd.model.conditions import Condition
 from playbookd.store.chunks import chunked
-from playbookd.store.people import contact_record, contact_types
+from playbookd.store.people import WELL_KNOWN, contact_types, typed_contact
 from playbookd.store.schema import contacts, suppressions
 
 ACTIVE = "active"
@@ -56,8 +56,10 @@ def load_contacts(conn: Connection, account_ids: Iterable[str],
         query = select(*[contacts.c[f] for f in _COLUMNS], contacts.c.data).where(
             contacts.c.account_id.in_(batch)).order_by(contacts.c.account_id, contacts.c.position, contacts.c.id)
         for row in conn.execute(query):
-            values = {name: getattr(row, name) for name in _COLUMNS}
-            found[row.account_id].append(Contact(**values, fields=contact_record(row, types)))
+            # by position: a Row's attributes cost a lookup each, a tenth of advancing an email
+            values = dict(zip(_COLUMNS, row, strict=False))
+            known = {name: values[name] for name in WELL_KNOWN}
+            found[values["account_id"]].append(Contact(**values, fields=typed_contact(row[-1], known, types)))
     return found
 
 

@@ -11,6 +11,7 @@ that offers SMTPUTF8. Syntax, length limits, IDNA and Unicode rules are email-va
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
@@ -94,6 +95,7 @@ def canonical_or_none(raw: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4096)  # asked of each recipient two to three times as its email is planned and signed
 def lookup_form(raw: str) -> str:
     """How to look `raw` up in the store: canonical when it can be made so, else as typed, lowercased
     (an address stored before addresses were normalised, or one that no longer validates)."""

@@ -28,9 +28,14 @@ def contact_types(conn: Connection) -> dict[str, str]:
 
 def contact_record(row: Any, types: Mapping[str, str]) -> dict[str, Any]:
     """A contact row as a typed dict: its extra columns, then the well-known ones (which win)."""
-    record = {name: decode(value, types.get(name)) for name, value in (row.data or {}).items()
+    return typed_contact(row.data, {name: getattr(row, name) for name in WELL_KNOWN}, types)
+
+
+def typed_contact(data: Mapping[str, Any] | None, known: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
+    """contact_record from a row's `data` and its well-known columns (`known`, by name)."""
+    record = {name: decode(value, types.get(name)) for name, value in (data or {}).items()
               if value is not None and name not in F.CONTACT_FIELDS}
-    record.update({name: getattr(row, name) for name in WELL_KNOWN})
+    record.update(known)
     return record
 
 

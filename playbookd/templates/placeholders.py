@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from urllib.parse import quote
 
 from playbookd.templates.kept import Kept
 
@@ -106,7 +105,7 @@ def _facts(value: str) -> tuple[bool, str, bool, bool]:
         shown = (len(value) >= MIN_VALUE or number) and value not in _LINK_PREFIX
         wordy = _WORDY.fullmatch(value) is not None and not _SPACED.search(value)
         try:
-            found = (shown, quote(value, safe="/"), wordy, number)
+            found = (shown, quoted(value), wordy, number)
         except UnicodeEncodeError:  # a lone surrogate (from event JSON): left in the shape as it is
             found = (False, value, False, False)
         if sys.getsizeof(value) + sys.getsizeof(found[1]) <= KEPT_VALUE_BYTES:  # the value and its quoted form
@@ -116,15 +115,23 @@ def _facts(value: str) -> tuple[bool, str, bool, bool]:
     return found
 
 
+_UNSAFE = re.compile(rb"[^A-Za-z0-9_.~/-]")  # what quote(value, safe="/") percent-encodes
+
+
+def quoted(value: str) -> str:
+    """quote(value, safe="/"), as `urlencode` puts a value in a link: urllib's goes through every
+    byte in Python, this only through those it encodes (a new address or name in every email)."""
+    return _UNSAFE.sub(lambda m: b"%%%02X" % m[0][0], value.encode()).decode("ascii")
+
+
 def _placed(html: str, values: Sequence[str]) -> tuple[str, list[str]] | None:
     """The HTML with placeholders numbered by value, before the checks and the numbering by position."""
     if _MARK in html or _LINK_MARK in html or _END in html:
         return None
-    facts = [_facts(v) for v in values]
-    shown = [v for v, fact in zip(values, facts, strict=True) if fact[0]]
-    quoted = [fact[1] for fact in facts if fact[0]]
-    unique = list(dict.fromkeys([*shown, *quoted]))  # and as `urlencode` puts them
-    kinds = [_facts(v) for v in unique]
+    facts = {v: _facts(v) for v in dict.fromkeys(values)}  # each value's facts asked once
+    shown = [v for v, fact in facts.items() if fact[0]]
+    unique = list(dict.fromkeys([*shown, *(facts[v][1] for v in shown)]))  # and as `urlencode` puts them
+    kinds = [facts.get(v) or _facts(v) for v in unique]
     shape = html
     words = [(v, i) for i, v in enumerate(unique) if kinds[i][2]]
     for value, index in sorted(words, key=lambda vi: -len(vi[0])):

@@ -11,14 +11,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import event, func, update
 
 from playbookd import runtime
-from playbookd.cadence import advance
-from playbookd.cadence.context import Ahead, Batch, same
+from playbookd.cadence import advance, batch
+from playbookd.cadence.context import Ahead, Batch, Early, StepContext, same
+from playbookd.delivery.recipients import Contact
 from playbookd.service.http_app import unsubscribe
 from playbookd.store.accounts import set_fields
 from playbookd.store.database import transaction
@@ -183,3 +185,37 @@ def test_the_secret_the_first_renders_use_is_read_without_a_write_transaction_on
     begun.clear()
     assert advance._secret_first(project.runtime, project.engine) == made
     assert begun == []
+
+
+def test_a_copy_of_a_record_is_the_same_and_one_changed_in_a_value_or_its_order_is_judged_value_by_value() -> None:
+    record = {"id": "A", "seats": 1, "plan": "gold", "nan": float("nan")}
+    assert same(record, dict(record))  # the very same values: a NaN is the same as itself
+    assert same(record, dict(reversed(record.items())))  # another order, the same values
+    assert not same(record, {**record, "seats": True})
+    assert not same(record, {**record, "nan": float("nan")})  # another NaN: not equal
+    assert not same(record, {k: v for k, v in record.items() if k != "plan"})
+
+
+def _wanted(account: dict[str, Any], contact: dict[str, Any], event: dict[str, Any] | None = None,
+            secret: bytes = b"s", stand: tuple[Any, ...] = (0, "a", "treatment", None),
+            template: str = "greeting") -> batch.Wanted:
+    enrollment = SimpleNamespace(id=1)
+    ctx = StepContext(cast(Any, None), cast(Any, None), cast(Any, enrollment), cast(Any, None), account, T0,
+                      secret, event)
+    person = Contact(7, "A", contact["email"], contact.get("first_name"), None, "admin", None, "active", True, 0,
+                     fields=contact)
+    return batch.Wanted((1, 0, 7), ctx, person, template, stand)
+
+
+def test_an_email_rendered_first_is_taken_only_if_everything_its_job_is_built_from_is_the_same() -> None:
+    """The transaction compares what the job was built from instead of building it again."""
+    rendered = Rendered("default/greeting.html.j2", "Hi", None, "<p>Hi</p>", "Hi\n")
+    account = {"id": "A", "segment": "smb", "seats": 1}
+    contact = {"email": "ana@harbor.example", "first_name": "Ana"}
+    early = Early((0, "a", "treatment", None), "greeting", b"s", dict(account), dict(contact), None, "u", rendered)
+    assert batch._unchanged(early, _wanted(dict(account), dict(contact)))
+    for changed in (_wanted({**account, "seats": 1.0}, contact), _wanted({**account, "seats": 2}, contact),
+                    _wanted(account, {**contact, "first_name": "Anna"}), _wanted(account, contact, event={}),
+                    _wanted(account, contact, secret=b"t"), _wanted(account, contact, template="other"),
+                    _wanted(account, contact, stand=(1, "a", "treatment", None))):
+        assert not batch._unchanged(early, changed)

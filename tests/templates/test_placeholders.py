@@ -1,14 +1,16 @@
 """Numbers in a shape: replaced after a word and a space, outside tags, as one pass over every tag
-(the regular expression below) replaces them."""
+(the regular expression below) replaces them. A value's `urlencode` form, as urllib makes it."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from playbookd.templates.placeholders import numbers_placed
+from playbookd.templates.placeholders import numbers_placed, quoted
 
 # the reference: tags matched only to be passed over, a number after a word and a space replaced
 EVERY_TAG = re.compile(r"(<[^>]*>)|(?<=[^\W\d_] )([0-9]+)(?![0-9])")
@@ -31,3 +33,22 @@ def test_a_number_in_a_tag_stays_and_one_in_text_is_placed() -> None:
     placed = '<p title="seats 5">You have <N5> seats, 12 left</p> < and <N3> with no tag closed'
     assert numbers_placed(shape, NUMBERS) == placed
     assert numbers_placed(shape, NUMBERS) == reference(shape, NUMBERS)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text())
+def test_a_value_is_quoted_as_urllib_quotes_it(value: str) -> None:
+    """`urlencode` puts a value in a link as quote(value, safe="/") does: the shape looks for that form."""
+    try:
+        expected = quote(value, safe="/")
+    except UnicodeEncodeError:  # a lone surrogate: neither encodes it
+        with pytest.raises(UnicodeEncodeError):
+            quoted(value)
+        return
+    assert quoted(value) == expected
+
+
+def test_a_value_with_every_kind_of_character_is_quoted_as_urllib_quotes_it() -> None:
+    value = "Ana María O'Neil <ana+1@x.example> ~/a-b_c.d 100% & 中 😀 \x00\x7f"
+    assert quoted(value) == quote(value, safe="/")
+    assert quoted("") == "" and quoted("plain/path-1_2.3~") == "plain/path-1_2.3~"
