@@ -25,7 +25,7 @@ from playbookd.engine.ledger import Ledger
 from playbookd.engine.rules import RuleEngine
 from playbookd.engine.scope import FULL, Scope
 from playbookd.model.account import CHANGES, AccountRecord
-from playbookd.model.conditions import All, Condition, Leaf, Not, leaves, uses_contacts
+from playbookd.model.conditions import All, Condition, Leaf, Not, contact_fields, leaves, uses_contacts
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
@@ -177,7 +177,7 @@ def _note(runtime: Runtime, engine: Engine, id_range: tuple[str | None, str | No
     for batch in chunked(found, size):
         if ledger.dues.contact_leaves:
             with engine.connect() as conn:
-                attach_contacts(conn, batch)
+                attach_contacts(conn, batch, names={leaf.field for leaf in ledger.dues.contact_leaves})
         for _ in ledger.watch(batch):
             pass
 
@@ -205,14 +205,17 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
     segments: dict[str, str] = {}
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
-    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month)
-    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks) or \
-        (ledger is not None and bool(ledger.dues.contact_leaves))
+    conds = [entry_condition(p, runtime.exit_when) for p in playbooks]
+    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month),
+    # and of each only the fields tested
+    needs_contacts = any(uses_contacts(c) for c in conds) or (ledger is not None and bool(ledger.dues.contact_leaves))
+    contact_names = {name for c in conds for name in contact_fields(c)} | \
+        ({leaf.field for leaf in ledger.dues.contact_leaves} if ledger is not None else set())
 
     # only the fields the conditions and due times read: often a fraction of each account; those of
     # the due times first, all that is read of an account the rules engine will not see
     due = sorted({leaf.field for leaf in ledger.dues.leaves}) if ledger is not None else []
-    tested = {leaf.field for p in playbooks for leaf in leaves(entry_condition(p, runtime.exit_when))}
+    tested = {leaf.field for c in conds for leaf in leaves(c)}
     names = due + sorted(tested - set(due))
 
     def records() -> Iterator[AccountRecord]:
@@ -225,7 +228,7 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
             batch = [r for r in batch if r["id"] not in skip]
             if needs_contacts:
                 with engine.connect() as conn:
-                    attach_contacts(conn, batch)
+                    attach_contacts(conn, batch, names=contact_names)
             for record in batch if ledger is None else ledger.watch(batch):
                 if record[CHANGES]:
                     changed.append(record["id"])
