@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from playbookd.config.durations import Months
@@ -114,13 +115,17 @@ class DueTimes:
         self.leaves = [leaf for leaf, of_contact in found if not of_contact]
         self.contact_leaves = [leaf for leaf, of_contact in found if of_contact]
         self._fields, self._contact_fields = _by_field(self.leaves, tz), _by_field(self.contact_leaves, tz)
+        self._now: datetime | None = None  # an evaluation asks at one `now` for every account
+        self._now_us = 0
 
     def __bool__(self) -> bool:
         return bool(self.leaves or self.contact_leaves)
 
     def next_flip(self, record: AccountRecord, now: datetime) -> int | None:
         """The earliest flip after `now` (epoch microseconds), None if no leaf can flip again."""
-        now_us = epoch_us(now, self.tz)
+        if now is not self._now:
+            self._now, self._now_us = now, epoch_us(now, self.tz)
+        now_us = self._now_us
         best = _earliest(record, self._fields, now_us, self.tz, None)
         if self.contact_leaves:
             for person in record.get(CONTACTS) or ():
@@ -134,6 +139,7 @@ class _Field:
 
     def __init__(self, name: str, leaves: Sequence[Leaf], tz: ZoneInfo) -> None:
         self.name = name
+        self.of_event = name.startswith("event.")  # else a plain get: what lookup() does, per account
         self.offsets = tuple(sorted({at for leaf in leaves if not isinstance(leaf.value, Months)
                                      for at in flips(leaf, 0, tz)}))
         self.calendar = [leaf for leaf in leaves if isinstance(leaf.value, Months)]
@@ -143,7 +149,7 @@ def _earliest(subject: AccountRecord, fields: Sequence[_Field], now_us: int, tz:
               best: int | None) -> int | None:
     """`best`, or an earlier flip after `now_us` of one of the subject's fields."""
     for field in fields:
-        value = lookup(subject, field.name)
+        value: Any = lookup(subject, field.name) if field.of_event else subject.get(field.name)
         if value_class(value) != "t":
             continue
         value_us = epoch_us(value, tz)  # once per field, however many leaves test it

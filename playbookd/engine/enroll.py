@@ -25,7 +25,7 @@ from playbookd.engine.ledger import Ledger
 from playbookd.engine.rules import RuleEngine
 from playbookd.engine.scope import FULL, Scope
 from playbookd.model.account import CHANGES, AccountRecord
-from playbookd.model.conditions import All, Condition, Leaf, Not, leaves, uses_contacts
+from playbookd.model.conditions import All, Condition, Leaf, Not, contact_fields, leaves, uses_contacts
 from playbookd.model.steps import Playbook, entry_group
 from playbookd.runtime import Runtime
 from playbookd.store import audit, launch
@@ -177,7 +177,7 @@ def _note(runtime: Runtime, engine: Engine, id_range: tuple[str | None, str | No
     for batch in chunked(found, size):
         if ledger.dues.contact_leaves:
             with engine.connect() as conn:
-                attach_contacts(conn, batch)
+                attach_contacts(conn, batch, names={leaf.field for leaf in ledger.dues.contact_leaves})
         for _ in ledger.watch(batch):
             pass
 
@@ -187,44 +187,55 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
             only: Sequence[str] | None, ledger: Ledger | None,
             skip: Collection[str] = ()) -> Iterator[Candidate]:
     """The matches of `playbooks` on the accounts (`only` these, else of `id_range`, less `skip`). Over
-    a range read without a ledger (simulate, an incremental evaluation's trend and calendar
-    playbooks), when SQL narrows every playbook's trigger (engine.narrow), only the accounts the
-    store lets through are read. With a ledger every account is read all the same, for its due time
-    and the changes it has: then one read for all, which costs less than two."""
+    a range, when SQL narrows every playbook's trigger (engine.narrow), only the accounts the store
+    lets through go to the rules engine. Without a ledger (simulate, an incremental evaluation's trend
+    and calendar playbooks) only those are read. With one every account is read all the same, for
+    its due time and the changes it has, the WHERE read along as a column: one read for all, which
+    costs less than two."""
     split = None
-    if only is None and ledger is None and runtime.config.evaluation.prefilter:
+    if only is None and runtime.config.evaluation.prefilter:
         split = narrow.split([(p, entry_condition(p, runtime.exit_when)) for p in playbooks], now,
                              runtime.config.tz, engine.dialect.name)
-    where = split.where if split is not None and not split.open else None
+    narrowed = split.where if split is not None and not split.open else None
+    where, flag = (narrowed, None) if ledger is None else (None, narrowed)
+    misses: set[str] = set()  # read for the ledger alone: the rules engine would match them to nothing
     by_id = {p.id: p for p in playbooks}
     with engine.connect() as conn:
         types = load_account_types(conn)
     segments: dict[str, str] = {}
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
-    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month)
-    needs_contacts = any(uses_contacts(entry_condition(p, runtime.exit_when)) for p in playbooks) or \
-        (ledger is not None and bool(ledger.dues.contact_leaves))
+    conds = [entry_condition(p, runtime.exit_when) for p in playbooks]
+    # contacts are read only when a condition evaluated now tests them (a newsletter due once a month),
+    # and of each only the fields tested
+    needs_contacts = any(uses_contacts(c) for c in conds) or (ledger is not None and bool(ledger.dues.contact_leaves))
+    contact_names = {name for c in conds for name in contact_fields(c)} | \
+        ({leaf.field for leaf in ledger.dues.contact_leaves} if ledger is not None else set())
 
-    # only the fields the conditions and due times read: often a fraction of each account
-    names = sorted({leaf.field for p in playbooks for leaf in leaves(entry_condition(p, runtime.exit_when))} |
-                   ({leaf.field for leaf in ledger.dues.leaves} if ledger is not None else set()))
+    # only the fields the conditions and due times read: often a fraction of each account; those of
+    # the due times first, all that is read of an account the rules engine will not see
+    due = sorted({leaf.field for leaf in ledger.dues.leaves}) if ledger is not None else []
+    tested = {leaf.field for c in conds for leaf in leaves(c)}
+    names = due + sorted(tested - set(due))
 
     def records() -> Iterator[AccountRecord]:
         size = runtime.config.evaluation.batch_size
         since = runtime.history_from(now)
         read = None if ledger is None else ledger.read
         found = records_by_id(engine, only, types, since, read) if only is not None else \
-            iter_accounts(engine, types, size, id_range, since, read, where, names)
+            iter_accounts(engine, types, size, id_range, since, read, where, names, flag, misses, len(due))
         for batch in chunked(found, size):
             batch = [r for r in batch if r["id"] not in skip]
             if needs_contacts:
                 with engine.connect() as conn:
-                    attach_contacts(conn, batch)
+                    attach_contacts(conn, batch, names=contact_names)
             for record in batch if ledger is None else ledger.watch(batch):
-                segments[record["id"]] = record["segment"]
                 if record[CHANGES]:
                     changed.append(record["id"])
+                if misses and record["id"] in misses:
+                    misses.discard(record["id"])
+                    continue
+                segments[record["id"]] = record["segment"]
                 yield record
 
     with rule_engine(runtime, playbooks, workers) as rules:

@@ -3,12 +3,14 @@
 A playbook whose entry condition has parts SQL answers (store.prefilter) need be evaluated only on
 the accounts that WHERE lets through: every account it would enrol is among them, so the answers
 are those of the rules engine over every account. The others ("open": regex, changes, contacts,
-trends, `not`...) need every account. engine.enroll reads through the WHERE only where no account
-is needed for anything else: not when one playbook is open, nor when the evaluation's ledger computes
-every account's next due time and consumes the changes seen (one read then costs less than two:
-measured, bench/evaluation.py). So simulate, and an incremental evaluation's trend and calendar
-playbooks, whose left-out accounts have no change pending (nothing wrote them since an evaluation
-saw them and consumed their changes).
+trends, `not`...) need every account. When no playbook is open, engine.enroll gives the rules engine
+only the accounts the WHERE lets through. It reads only those where no account is needed for
+anything else: simulate, and an incremental evaluation's trend and calendar playbooks, whose
+left-out accounts have no change pending (nothing wrote them since an evaluation saw them and
+consumed their changes). A full evaluation's ledger computes every account's next due time and
+consumes the changes seen: it reads every account with the WHERE as a column (one read costs less
+than two: measured, bench/evaluation.py), and decodes of a left-out account only the fields its due
+time reads.
 """
 
 from __future__ import annotations

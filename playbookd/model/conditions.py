@@ -105,6 +105,17 @@ def uses_contacts(cond: Condition | None) -> bool:
     return any(uses_contacts(item) for item in cond.items)
 
 
+def contact_fields(cond: Condition | None) -> set[str]:
+    """The contact fields the `contacts:` conditions inside `cond` test."""
+    if cond is None or isinstance(cond, Leaf):
+        return set()
+    if isinstance(cond, Contacts):
+        return {leaf.field for leaf in leaves(cond.where)}
+    if isinstance(cond, Not):
+        return contact_fields(cond.item)
+    return {name for item in cond.items for name in contact_fields(item)}
+
+
 class FieldTypes:
     """What fields a condition may name and their types (None: type unknown, any operator goes);
     `contacts`, the contact fields a `contacts:` condition may name (None: no such condition here)."""

@@ -175,6 +175,12 @@ def window_start(span: Span, now: datetime, tz: ZoneInfo) -> date:
     return start.astimezone(tz).date()
 
 
+@lru_cache(maxsize=256)
+def _window(within: Span, now: datetime, tz: ZoneInfo) -> tuple[date, date]:
+    # the same for every account an evaluation reads: worked out once, not per account and condition
+    return window_start(within, now, tz), now.astimezone(tz).date()
+
+
 def trend_range(record: dict[str, Any], field: str, within: Span, now: datetime,
                 tz: ZoneInfo) -> tuple[Decimal, Decimal, Decimal] | None:
     """(highest, lowest, current) of the score over the window's days, the current one included; None
@@ -183,7 +189,7 @@ def trend_range(record: dict[str, Any], field: str, within: Span, now: datetime,
     current = lookup(record, field)
     if value_class(current) != "n" or not math.isfinite(current):
         return None
-    first, last = window_start(within, now, tz), now.astimezone(tz).date()
+    first, last = _window(within, now, tz)
     values = [Decimal(str(current))]
     for day, high, low in record.get(HISTORY) or ():
         if first <= day <= last:

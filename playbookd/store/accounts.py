@@ -76,10 +76,12 @@ def _data(data: Any, names: Sequence[str] | None) -> Any:
 
 
 def _decoded(rows: Iterable[Any], types: Mapping[str, str], marks: Marks | None,
-             names: Sequence[str] | None = None) -> list[AccountRecord]:
+             names: Sequence[str] | None = None, keep: int | None = None) -> list[AccountRecord]:
     records = []
+    few = None if names is None or keep is None else names[:keep]  # what a row read as a miss holds
     for row in rows:
-        records.append(decode_account(row.id, row.segment, _data(row.data, names), row.changes, types))
+        picked = names if few is None or row.hit else few
+        records.append(decode_account(row.id, row.segment, _data(row.data, picked), row.changes, types))
         if marks is not None:
             marks[row.id] = (int(row.unseen), row.due_us)
     return records
@@ -101,17 +103,28 @@ def records_by_id(engine: Engine, ids: Iterable[str], types: Mapping[str, str],
 def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 1000,
                   id_range: tuple[str | None, str | None] | None = None,
                   history_since: date | None = None, marks: Marks | None = None,
-                  where: Any = None, names: Sequence[str] | None = None) -> Iterator[AccountRecord]:
+                  where: Any = None, names: Sequence[str] | None = None, flag: Any = None,
+                  misses: set[str] | None = None, keep: int | None = None) -> Iterator[AccountRecord]:
     """Accounts ordered by id, `batch_size` at a time (keyset); id_range is [low, high); only those
     `where` (store.prefilter) lets through when given; with `names`, each with only these fields (far
     less to read and decode). With `history_since`, each carries its health history from that day
-    on (for trend conditions); `marks` gets each one's (unseen, due_us)."""
+    on (for trend conditions); `marks` gets each one's (unseen, due_us). `flag`, a WHERE too, is read
+    along with every account rather than filtering: `misses` gets the ids of those it does not let
+    through (false or null, as a WHERE would leave them out), before they are yielded; with `keep`,
+    those are decoded with only the first `keep` of `names` (all they are read for: picking them in
+    SQL instead evaluates the WHERE twice, measured dearer)."""
     low, high = id_range or (None, None)
     last: str | None = None
     if names is not None and (not names or len(names) > MAX_FIELDS or any('"' in n or "\\" in n for n in names)):
         names = None  # no SQLite JSON path for such a name; more arguments than a call takes
+    if flag is None or misses is None:
+        flag = keep = None
+    elif names is None:
+        keep = None
     record = (accounts.c.id, accounts.c.segment, accounts.c.changes, _projection(engine.dialect.name, names))
     columns = (*record, *MARKS) if marks is not None else record
+    if flag is not None:
+        columns = (*columns, flag.label("hit"))
     while True:
         query = select(*columns).order_by(accounts.c.id).limit(batch_size)
         if last is not None:
@@ -124,8 +137,10 @@ def iter_accounts(engine: Engine, types: Mapping[str, str], batch_size: int = 10
             query = query.where(where)
         with engine.connect() as conn:
             rows = conn.execute(query).all()
-            records = _decoded(rows, types, marks, names)
+            records = _decoded(rows, types, marks, names, keep)
             H.attach(conn, records, history_since)
+        if flag is not None and misses is not None:
+            misses.update(row.id for row in rows if not row.hit)
         yield from records
         if len(rows) < batch_size:
             return

@@ -15,6 +15,7 @@ import pytest
 from cycle_helpers import Project
 
 from playbookd.engine import enroll, scope
+from playbookd.engine.ledger import Ledger
 from playbookd.engine.narrow import split
 from playbookd.model.evaluation import epoch_us
 from playbookd.service import cycle
@@ -168,13 +169,24 @@ def test_the_prefilter_finds_the_candidates_every_account_gives(db_url: str, tmp
                 narrowed += not parts.open
                 config.evaluation.prefilter = True
                 with_it = [(c.playbook.id, c.account_id) for c in enroll.candidates(rt, project.engine, at)]
+                full_with = _full_evaluation(rt, project.engine, at)
                 config.evaluation.prefilter = False
                 without = [(c.playbook.id, c.account_id) for c in enroll.candidates(rt, project.engine, at)]
                 assert with_it == without, f"round {round_} at {at}"
+                # a full evaluation reads every account for its due time: the same due times, the
+                # candidates of the rules engine over every account
+                assert full_with == _full_evaluation(rt, project.engine, at), f"round {round_} at {at}"
                 found += len(without)
         finally:
             project.engine.dispose()
     assert found >= 50 and narrowed >= 8, "the scenarios must match accounts and narrow to prove anything"
+
+
+def _full_evaluation(rt: Any, engine: Any, at: datetime) -> tuple[list[tuple[str, str]], list[Any]]:
+    ledger = Ledger(scope.due_times(rt, rt.playbooks), at)
+    found = sorted((c.playbook.id, c.account_id) for c in enroll.candidates(rt, engine, at, scope=scope.FULL,
+                                                                             ledger=ledger))
+    return found, sorted(ledger.seen)
 
 
 PLAN = "id: pro\ntrigger: {when: {plan: pro}}\nsteps:\n  - task: {title: t, assign: csm}\n"
@@ -244,3 +256,21 @@ def test_accounts_are_marked_seen_when_no_state_triggered_playbook_is_live(make:
     project.run(T0 + STEP)
     assert marks.pending(project.engine, now_us) == {}
     assert project.rows(enrollments) == []
+
+
+def test_a_full_evaluation_consumes_the_changes_of_accounts_the_prefilter_keeps_from_the_rules_engine(
+        make: Any, db_url: str) -> None:
+    from playbookd.store.schema import accounts
+
+    rng = random.Random(13)
+    population = {f"ACC-{i:03d}": _account(rng, T0) for i in range(12)}
+    project = make({"pro": PLAN}, accounts_csv=csv_of(population), database=db_url)
+    project.run(T0)
+    other = next(key for key, row in sorted(population.items()) if row["plan"] != "pro")
+    population[other]["nps"] = (population[other]["nps"] + 1) % 11
+    project.set_accounts(csv_of(population))
+    cycle.run_sync(project.runtime, project.engine, now=T0 + STEP)
+    assert project.rows(accounts, accounts.c.id == other)[0].changes, "the sync must record a change"
+    seen = scope.scope(project.runtime, project.engine, T0 + 2 * STEP, True, project.runtime.playbooks)
+    enroll.evaluate_range(project.runtime, project.engine, T0 + 2 * STEP, scope=seen)
+    assert project.rows(accounts, accounts.c.id == other)[0].changes == {}

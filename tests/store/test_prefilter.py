@@ -203,3 +203,30 @@ def test_a_nul_in_a_field_not_read_and_many_fields_leave_the_read_and_the_filter
     where = prefilter.any_of([prefilter.where(Leaf("s", "eq", "pro"), NOW, ZoneInfo("UTC"), engine.dialect.name)],
                              engine.dialect.name)
     assert [r["id"] for r in iter_accounts(engine, types, where=where, names=["s"])] == ["A1", "A2"]
+
+
+def test_a_flag_read_along_names_the_accounts_it_would_leave_out_and_decodes_only_what_they_need(
+        engine: Engine) -> None:
+    _populate(engine, random.Random(5), 80)
+    with engine.connect() as conn:
+        types = load_account_types(conn)
+    whole = {r["id"]: r for r in iter_accounts(engine, types)}
+    rng, tz, flagged = random.Random(6), ZoneInfo("Pacific/Chatham"), 0
+    for _ in range(60):
+        cond = _condition(rng)
+        flag = prefilter.any_of([prefilter.where(cond, NOW, tz, engine.dialect.name)], engine.dialect.name)
+        through = _let_through(engine, cond, tz)
+        if flag is None or through is None:
+            continue
+        flagged += 1
+        misses: set[str] = set()
+        read = list(iter_accounts(engine, types, batch_size=7, names=list(FIELDS), flag=flag, misses=misses,
+                                  keep=2))
+        assert [r["id"] for r in read] == sorted(whole), "every account is read, none filtered"
+        assert misses == set(whole) - through
+        for record in read:
+            kept = set(FIELDS) if record["id"] in through else set(FIELDS[:2])
+            assert {k: v for k, v in record.items() if k in kept or k in ("id", "segment", "_changes")} == \
+                {k: v for k, v in whole[record["id"]].items() if k in kept or k in ("id", "segment", "_changes")}
+            assert set(record) <= kept | {"id", "segment", "_changes"}
+    assert flagged >= 10, "the conditions must narrow to prove anything"
