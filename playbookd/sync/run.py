@@ -94,7 +94,7 @@ class _Collector:
         self.lock = threading.Lock()
         self.running = 0
         self.threshold = gc.get_threshold()
-        self.frozen = False  # what froze it, gc.unfreeze sets back
+        self.frozen = False  # whether the objects frozen are ours to unfreeze
 
     @contextmanager
     def aside(self) -> Iterator[None]:
@@ -102,7 +102,7 @@ class _Collector:
             self.running += 1
             if self.running == 1:
                 self.threshold = gc.get_threshold()
-                self.frozen = gc.get_freeze_count() == 0  # objects someone else froze stay so
+                self.frozen = gc.get_freeze_count() == 0  # what someone else froze stays frozen
                 gc.freeze()
                 gc.set_threshold(max(self.threshold[0], self.FIRST_GENERATION), *self.threshold[1:])
         try:
