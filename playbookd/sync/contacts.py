@@ -98,9 +98,10 @@ class ContactRun(Run):
         self.position += 1
         self.last_chunk[typed["account_id"]] = self.items // CHUNK
         self.items += 1
-        extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
-        base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
-        return row.line, email, {**base, "email": email, "data": extra, "position": self.position}, digest
+        values = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
+        extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS} if len(values) < len(typed) else {}
+        values.update(email=email, data=extra, position=self.position)  # most sources have no extra column
+        return row.line, email, values, digest
 
     def _unchanged(self, line: int, account_id: str, email: str) -> None:
         """A row as last synced: only checked for a duplicate, and counted."""
