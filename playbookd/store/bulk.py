@@ -30,8 +30,10 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     no row gives take their default, as a SQLAlchemy insert would."""
     if not rows:
         return
-    names = list(dict.fromkeys(n for row in rows for n in row))
-    if any(len(row) != len(names) for row in rows):
+    first = rows[0].keys()
+    names = list(first)
+    if not all(row.keys() == first for row in rows):  # one comparison per row, in C: most rows are alike
+        names = list(dict.fromkeys(n for row in rows for n in row))
         absent = {c.name: c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None
                   for c in table.c if c.name in names}
         rows = [{n: row.get(n, absent[n]) for n in names} for row in rows]

@@ -98,9 +98,10 @@ class ContactRun(Run):
         self.position += 1
         self.last_chunk[typed["account_id"]] = self.items // CHUNK
         self.items += 1
-        extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS}
-        base = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
-        return row.line, email, {**base, "email": email, "data": extra, "position": self.position}, digest
+        values = {k: v for k, v in typed.items() if k in F.CONTACT_FIELDS}
+        extra = {k: v for k, v in typed.items() if k not in F.CONTACT_FIELDS} if len(values) < len(typed) else {}
+        values.update(email=email, data=extra, position=self.position)  # most sources have no extra column
+        return row.line, email, values, digest
 
     def _unchanged(self, line: int, account_id: str, email: str) -> None:
         """A row as last synced: only checked for a duplicate, and counted."""
@@ -198,10 +199,10 @@ class ContactRun(Run):
         inserts, updates, digested, left = [], [], [], defaultdict(set)
         for _, email, values, digest in batch:
             old = existing.get((values["account_id"], email))
-            new = self._merged(values, old)
             if old is None:
-                inserts.append({**new, "account_id": values["account_id"], "email": email, "source_digest": digest})
+                inserts.append(_fresh(values, email, digest))
                 continue
+            new = self._merged(values, old)
             new["id"] = old.id
             changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE)
             self.report.updated += changed
@@ -255,6 +256,17 @@ class ContactRun(Run):
         return {u["id"] for u in updates}
 
 
+def _fresh(values: Mapping[str, Any], email: str, digest: str | None) -> dict[str, Any]:
+    """A new contact's row: ContactRun._merged with nothing stored, without its per-column lookups
+    (every contact of a first sync is one)."""
+    get = values.get
+    data = values["data"]
+    return {"first_name": get("first_name"), "last_name": get("last_name"), "role": get("role"),
+            "timezone": get("timezone"), "status": get("status") or ACTIVE, "is_primary": bool(get("is_primary")),
+            "position": get("position"), "data": {k: v for k, v in data.items() if v is not None} if data else {},
+            "account_id": values["account_id"], "email": email, "source_digest": digest}
+
+
 def _has_key(conn: Connection, column: Any, key: str) -> Any:
     """The JSON object in `column` has `key` (most have none: only those rows are read)."""
     if conn.dialect.name == "postgresql":
@@ -262,6 +274,7 @@ def _has_key(conn: Connection, column: Any, key: str) -> Any:
     return func.json_type(column, f"$.{key}").is_not(None)
 
 
+# the columns a sync writes of a contact it has (`_fresh` writes them too, of a new one)
 _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position", "data")
 
 

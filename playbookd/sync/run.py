@@ -11,7 +11,10 @@ still sync, and its state (sync.health) says so until it is read again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import gc
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -78,11 +81,55 @@ def _failed(report: SourceReport, exc: SourceError) -> None:
     report.failure, report.unreachable = str(problem), exc.unreachable
 
 
+class _Collector:
+    """A sync makes a few objects per value of every row, most freed as soon as made, so the cyclic
+    collector ran a thousand times in a 20,000-account first sync, each full pass going over every
+    object of the process (its modules, config, engine): a tenth of the sync's CPU. While syncs run
+    (one or several threads), what existed before is kept out of those passes (gc.freeze) and a
+    pass comes after 10,000 new objects, not 700; garbage cycles are still collected, a little later."""
+
+    FIRST_GENERATION = 10_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.threshold = gc.get_threshold()
+        self.frozen = False  # whether the objects frozen are ours to unfreeze
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        with self.lock:
+            self.running += 1
+            if self.running == 1:
+                self.threshold = gc.get_threshold()
+                self.frozen = gc.get_freeze_count() == 0  # what someone else froze stays frozen
+                gc.freeze()
+                gc.set_threshold(max(self.threshold[0], self.FIRST_GENERATION), *self.threshold[1:])
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+                if self.running == 0:  # the last sync running sets the collector back
+                    gc.set_threshold(*self.threshold)
+                    if self.frozen:
+                        gc.unfreeze()
+
+
+_COLLECTOR = _Collector()
+
+
 def sync(engine: Engine, config: Config, only: Sequence[str] | None = None, now: datetime | None = None,
          retry_in: Callable[[Source, int], timedelta] | None = None) -> SyncReport:
     """Sync the sources (accounts, then contacts, then events); bad rows end up in the report.
     `retry_in(source, attempts)`: when a source that could not be read is tried again (the daemon's
     schedule), recorded as its `next_retry`."""
+    with _COLLECTOR.aside():
+        return _sync(engine, config, only, now, retry_in)
+
+
+def _sync(engine: Engine, config: Config, only: Sequence[str] | None, now: datetime | None,
+          retry_in: Callable[[Source, int], timedelta] | None) -> SyncReport:
     now = now or utcnow()
     chosen = _chosen(config, only)
     _check_segments(engine, config, now)
