@@ -3,6 +3,7 @@ interrupts, and no child outlives its parent, kill -9 included."""
 
 from __future__ import annotations
 
+import gc
 import operator
 import os
 import signal
@@ -179,3 +180,14 @@ def test_a_worker_does_not_run_its_parent_s_main_script_again(tmp_path: Path, as
     ran = marks.read_text().split()
     assert len(ran) == 1, f"the script ran in {len(ran)} processes"
     assert int(done.stdout) != int(ran[0])  # the call did run, in a child
+
+
+def test_a_child_keeps_what_its_initializer_built_out_of_the_collector_s_passes() -> None:
+    worker = Worker()
+    try:
+        assert workers.run(worker, Call(gc.get_freeze_count, (), 30, "freeze count")) > 0
+        threshold = workers.run(worker, Call(gc.get_threshold, (), 30, "threshold"))
+        assert threshold[0] == workers.child.FIRST_GENERATION != gc.get_threshold()[0]
+        assert workers.run(worker, Call(gc.collect, (), 30, "a full pass")) >= 0  # collecting still works
+    finally:
+        worker.kill()

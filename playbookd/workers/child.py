@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+FIRST_GENERATION = 10_000  # new objects between two passes of the cyclic collector (Python's default: 700)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -49,6 +51,16 @@ def _cap_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _collect_less() -> None:
+    """A call makes many short-lived objects (an email's context, a batch's facts), which set off
+    the cyclic collector's passes, and each full pass went over everything the initializer built
+    (modules, compiled templates, rulesets), which lives as long as the child: that is frozen out of
+    the passes, and a pass comes after FIRST_GENERATION new objects. 3% of a render worker's
+    instructions per email (callgrind); garbage cycles are still collected, a little later."""
+    gc.freeze()
+    gc.set_threshold(FIRST_GENERATION, *gc.get_threshold()[1:])
+
+
 def serve(conn: Connection, parent: int, initializer: Callable[..., Any] | None, initargs: Sequence[Any],
            memory_mb: int | None) -> None:
     _die_with_parent(parent)  # before anything slow: the parent may be killed while we import
@@ -56,6 +68,7 @@ def serve(conn: Connection, parent: int, initializer: Callable[..., Any] | None,
     try:
         if initializer is not None:
             initializer(*initargs)
+        _collect_less()
         if memory_mb:
             _cap_memory(memory_mb)
     except BaseException:
