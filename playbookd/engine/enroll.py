@@ -192,10 +192,10 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
     and calendar playbooks) only those are read. With one every account is read all the same, for
     its due time and the changes it has, the WHERE read along as a column: one read for all, which
     costs less than two."""
+    conds = [entry_condition(p, runtime.exit_when) for p in playbooks]
     split = None
     if only is None and runtime.config.evaluation.prefilter:
-        split = narrow.split([(p, entry_condition(p, runtime.exit_when)) for p in playbooks], now,
-                             runtime.config.tz, engine.dialect.name)
+        split = narrow.split(list(zip(playbooks, conds, strict=True)), now, runtime.config.tz, engine.dialect.name)
     narrowed = split.where if split is not None and not split.open else None
     where, flag = (narrowed, None) if ledger is None else (None, narrowed)
     misses: set[str] = set()  # read for the ledger alone: the rules engine would match them to nothing
@@ -205,7 +205,6 @@ def _stream(runtime: Runtime, engine: Engine, now: datetime, workers: int | None
     segments: dict[str, str] = {}
     changed: list[str] = []  # accounts whose changes this evaluation sees, and so consumes
 
-    conds = [entry_condition(p, runtime.exit_when) for p in playbooks]
     # contacts are read only when a condition evaluated now tests them (a newsletter due once a month),
     # and of each only the fields tested
     needs_contacts = any(uses_contacts(c) for c in conds) or (ledger is not None and bool(ledger.dues.contact_leaves))

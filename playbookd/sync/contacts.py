@@ -199,10 +199,10 @@ class ContactRun(Run):
         inserts, updates, digested, left = [], [], [], defaultdict(set)
         for _, email, values, digest in batch:
             old = existing.get((values["account_id"], email))
-            if old is None:
-                inserts.append(_fresh(values, email, digest))
-                continue
             new = self._merged(values, old)
+            if old is None:
+                inserts.append({**new, "account_id": values["account_id"], "email": email, "source_digest": digest})
+                continue
             new["id"] = old.id
             changed = any(not same(getattr(old, c), new[c]) for c in _CONTACT_UPDATE)
             self.report.updated += changed
@@ -218,10 +218,14 @@ class ContactRun(Run):
 
     def _merged(self, values: Mapping[str, Any], old: Any) -> dict[str, Any]:
         """Supplied columns win; the rest keep their stored value (or default for new contacts)."""
-        row = {c: values[c] if c in values else getattr(old, c, None) for c in _CONTACT_UPDATE}
+        if old is None:  # a new contact (every one of a first sync): nothing stored to keep
+            row = {c: values.get(c) for c in _CONTACT_UPDATE}
+            data = values["data"]
+        else:
+            row = {c: values[c] if c in values else getattr(old, c, None) for c in _CONTACT_UPDATE}
+            data = {**old.data, **values["data"]}
         row["status"] = row["status"] or ACTIVE
         row["is_primary"] = bool(row["is_primary"])
-        data = {**(old.data if old is not None else {}), **values["data"]}
         row["data"] = {k: v for k, v in data.items() if v is not None}
         return row
 
@@ -256,17 +260,6 @@ class ContactRun(Run):
         return {u["id"] for u in updates}
 
 
-def _fresh(values: Mapping[str, Any], email: str, digest: str | None) -> dict[str, Any]:
-    """A new contact's row: ContactRun._merged with nothing stored, without its per-column lookups
-    (every contact of a first sync is one)."""
-    get = values.get
-    data = values["data"]
-    return {"first_name": get("first_name"), "last_name": get("last_name"), "role": get("role"),
-            "timezone": get("timezone"), "status": get("status") or ACTIVE, "is_primary": bool(get("is_primary")),
-            "position": get("position"), "data": {k: v for k, v in data.items() if v is not None} if data else {},
-            "account_id": values["account_id"], "email": email, "source_digest": digest}
-
-
 def _has_key(conn: Connection, column: Any, key: str) -> Any:
     """The JSON object in `column` has `key` (most have none: only those rows are read)."""
     if conn.dialect.name == "postgresql":
@@ -274,7 +267,6 @@ def _has_key(conn: Connection, column: Any, key: str) -> Any:
     return func.json_type(column, f"$.{key}").is_not(None)
 
 
-# the columns a sync writes of a contact it has (`_fresh` writes them too, of a new one)
 _CONTACT_UPDATE = ("first_name", "last_name", "role", "timezone", "status", "is_primary", "position", "data")
 
 

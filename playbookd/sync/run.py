@@ -33,6 +33,7 @@ from playbookd.sync.contacts import ContactRun, EventRun
 from playbookd.sync.scores import Inline
 from playbookd.sync.scores import refresh as rescore
 from playbookd.sync.segments import Segmenter
+from playbookd.workers.child import FIRST_GENERATION
 
 ENTITIES = ("accounts", "contacts", "events")
 __all__ = ["SourceReport", "SyncReport", "sync"]
@@ -86,9 +87,8 @@ class _Collector:
     collector ran a thousand times in a 20,000-account first sync, each full pass going over every
     object of the process (its modules, config, engine): a tenth of the sync's CPU. While syncs run
     (one or several threads), what existed before is kept out of those passes (gc.freeze) and a
-    pass comes after 10,000 new objects, not 700; garbage cycles are still collected, a little later."""
-
-    FIRST_GENERATION = 10_000
+    pass comes after FIRST_GENERATION new objects (as in a worker), not 700; garbage cycles are
+    still collected, a little later."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -104,7 +104,7 @@ class _Collector:
                 self.threshold = gc.get_threshold()
                 self.frozen = gc.get_freeze_count() == 0  # what someone else froze stays frozen
                 gc.freeze()
-                gc.set_threshold(max(self.threshold[0], self.FIRST_GENERATION), *self.threshold[1:])
+                gc.set_threshold(max(self.threshold[0], FIRST_GENERATION), *self.threshold[1:])
         try:
             yield
         finally:

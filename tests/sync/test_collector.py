@@ -6,6 +6,7 @@ import gc
 import threading
 
 from playbookd.sync.run import _Collector
+from playbookd.workers.child import FIRST_GENERATION
 
 
 def test_the_collector_is_set_back_after_the_last_of_overlapping_syncs() -> None:
@@ -24,9 +25,9 @@ def test_the_collector_is_set_back_after_the_last_of_overlapping_syncs() -> None
     with collector.aside():
         first_in.set()
         second_in.wait()
-        assert gc.get_threshold()[0] == max(before[0], _Collector.FIRST_GENERATION)
+        assert gc.get_threshold()[0] == max(before[0], FIRST_GENERATION)
         assert gc.get_freeze_count() > 0
-    assert gc.get_threshold()[0] == max(before[0], _Collector.FIRST_GENERATION)  # the other still runs
+    assert gc.get_threshold()[0] == max(before[0], FIRST_GENERATION)  # the other still runs
     second_out.set()
     thread.join()
     assert gc.get_threshold() == before
